@@ -1,0 +1,83 @@
+/*
+ * Configuration: /etc/tgrunner.conf, "key = value" lines, '#' comments.
+ * One table in conf.c defines every option (name, type, bounds, default,
+ * help); the parser, `tgrunnerd -n` and tgrunner.conf(5) follow from it.
+ * (The file is conf.[ch] because autoconf owns config.h.)
+ */
+#ifndef TG_CONF_H
+#define TG_CONF_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include "keys.h"
+
+#define EXIT_CONFIG	78	/* EX_CONFIG from sysexits.h */
+
+enum fsync_mode { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
+
+struct conf {
+	char		*path;			/* file it was read from */
+
+	/* Bot API */
+	char		*api_url;		/* default https://api.telegram.org */
+	char		*token_file;		/* NULL: $CREDENTIALS_DIRECTORY/token */
+	int64_t		 poll_timeout;		/* ms; sent to Telegram in seconds */
+	char		*allowed_updates;	/* compact JSON array text, NULL = Telegram's default */
+	int		 delete_webhook;	/* bool */
+	int		 drop_pending_updates;	/* bool */
+	int64_t		 backoff_min;		/* ms, default 100 */
+	int64_t		 backoff_max;		/* ms, default 30000 */
+
+	/* state */
+	char		*state_dir;		/* default /var/lib/tgrunner */
+	enum fsync_mode	 journal_fsync;		/* default batch */
+
+	/* routing */
+	enum key_kind	 session_key[KEYS_MAX];	/* "none" = nkeys 0 */
+	int		 session_key_n;
+	int64_t		 max_pending;		/* default 10000 */
+
+	/* workers */
+	int64_t		 workers;		/* default 2 */
+	char		*worker_command;	/* run with /bin/sh -c */
+	char		*worker_user;		/* only when started as root */
+	char		*worker_group;
+	int		 worker_token_env;	/* bool: pass TGRUNNER_TOKEN (default no) */
+	int64_t		 update_timeout;	/* ms, default 60000 */
+	int64_t		 kill_grace;		/* ms, default 5000 */
+	int64_t		 max_attempts;		/* default 3 */
+	int64_t		 max_requests;		/* 0 = never recycle */
+	int64_t		 hello_timeout;		/* ms a new worker has to say hello */
+	char		*listen;		/* NULL = no listening socket */
+	char		*listen_allow;		/* "uid:1000, gid:33" list; NULL = daemon's uid only */
+
+	/* operation */
+	char		*control_socket;	/* NULL = none */
+	char		*metrics_listen;	/* NULL = off */
+	int64_t		 shutdown_timeout;	/* ms, default 30000 */
+	int		 log_level;		/* LOG_LVL_* */
+};
+
+struct conf_error {
+	char	 file[256];
+	int	 line;			/* 0 = not tied to a line */
+	char	 msg[512];		/* "option 'workers': expected ..." */
+};
+
+/* Fill c with the defaults of the table. */
+void	 conf_defaults(struct conf *c);
+/*
+ * Read path into c (defaults first).  Returns 0, or -1 with err filled:
+ * file, line and what was expected.  On error c is left freed/defaulted.
+ */
+int	 conf_load(const char *path, struct conf *c, struct conf_error *err);
+/* Free the strings c owns; c may be reused. */
+void	 conf_clear(struct conf *c);
+/* Print every option of the table with its default and help (for -n -v / docs). */
+void	 conf_dump_table(FILE *fp);
+/* Print the effective configuration. */
+void	 conf_print(const struct conf *c, FILE *fp);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * The journal: every fetched update is made durable here before the offset
+ * that confirms it is sent to Telegram, and marked done when a worker has
+ * finished it.  On start the unfinished updates are replayed.  Format:
+ * see "Journal format" in proto/PROTOCOL.md's companion doc (man/tgrunnerd.8).
+ */
+#ifndef TG_JOURNAL_H
+#define TG_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+
+struct journal;
+
+struct jupdate {
+	int64_t		 id;		/* update_id */
+	const char	*json;		/* compact JSON of the Update object */
+	size_t		 len;
+};
+
+/*
+ * Open (create) the journal in dir (created mode 0700 if missing).  mode
+ * FSYNC_OFF keeps nothing on disk: a purely in-memory journal with the same
+ * interface.  Returns NULL with a message in err on failure.
+ */
+struct journal	*journal_open(const char *dir, enum fsync_mode mode,
+		    char *err, size_t errlen);
+void		 journal_close(struct journal *);
+
+/*
+ * Visit the unfinished updates found at open, in update_id order.  attempt
+ * is the number of times the update may have been started already plus one
+ * (>= 2 for every replayed update: it was fetched by an earlier run).  The
+ * journal records that they were replayed, so a crash loop is counted.
+ */
+int		 journal_replay(struct journal *,
+		    void (*cb)(void *arg, int64_t id, const char *json, size_t len,
+		    int attempt), void *arg);
+
+/*
+ * Drop from u[0..*n) the updates already journaled (Telegram resending a
+ * batch that was stored but not yet confirmed), compacting the array in
+ * place.  An id <= the highest journaled id is a duplicate unless the
+ * journal has been idle long enough (6 days) for Telegram to have restarted
+ * its id sequence.  now is wall-clock time.
+ */
+void		 journal_filter(struct journal *, struct jupdate *u, size_t *n,
+		    time_t now);
+
+/*
+ * Append a batch and make it durable per the fsync mode (always/batch: one
+ * fsync before returning).  Returns 0 when the batch is safe, -1 with errno
+ * and a logged message otherwise (disk full, read-only): the caller must not
+ * confirm the batch to Telegram then.
+ */
+int		 journal_append(struct journal *, const struct jupdate *u,
+		    size_t n, time_t now);
+
+/* Mark an update finished (done, or dead-lettered).  Written at once. */
+int		 journal_done(struct journal *, int64_t id);
+
+/* The offset for the next getUpdates: highest journaled id + 1, 0 if none. */
+int64_t		 journal_next_offset(const struct journal *);
+size_t		 journal_pending(const struct journal *);	/* unfinished updates */
+uint64_t	 journal_bytes(const struct journal *);	/* size on disk */
+uint64_t	 journal_compactions(const struct journal *);
+
+#endif

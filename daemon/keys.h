@@ -1,0 +1,44 @@
+/*
+ * Session keys: which updates must never run at the same time.  A key is a
+ * short string ("chat:-100123", "user:42", "chat:5/user:42",
+ * "chat:-100123/topic:7", "bchat:<connection>:5" ...); updates sharing any
+ * key are serialised.  Pure functions, no I/O.
+ */
+#ifndef TG_KEYS_H
+#define TG_KEYS_H
+
+#include <jansson.h>
+
+enum key_kind {
+	KEY_CHAT,		/* the chat the update belongs to (default) */
+	KEY_USER,		/* the user who caused it */
+	KEY_CHAT_USER,		/* one user inside one chat */
+	KEY_CHAT_TOPIC,		/* one forum topic (or the chat when no topic) */
+	KEY_KIND_MAX
+};
+
+#define KEYS_MAX	4	/* at most this many keys per update */
+#define KEY_STRLEN	128	/* including NUL */
+
+struct keyset {
+	int	n;
+	char	k[KEYS_MAX][KEY_STRLEN];
+};
+
+/* "chat" -> KEY_CHAT ...; returns -1 for an unknown name. */
+int		 keys_kind_parse(const char *name, enum key_kind *out);
+const char	*keys_kind_name(enum key_kind);
+
+/*
+ * Derive the keys of one Telegram Update object for the configured kinds
+ * (nkinds == 0: no keys at all).  Never fails: an unknown update type, or a
+ * kind that does not apply to this update, contributes no key.  Duplicate
+ * strings are folded.
+ */
+void		 keys_derive(const json_t *update, const enum key_kind *kinds,
+		    int nkinds, struct keyset *out);
+
+/* The name of the update's payload member ("message", ...), or NULL. */
+const char	*keys_update_type(const json_t *update);
+
+#endif
