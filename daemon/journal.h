@@ -1,8 +1,8 @@
 /*
  * The journal: every fetched update is made durable here before the offset
  * that confirms it is sent to Telegram, and marked done when a worker has
- * finished it.  On start the unfinished updates are replayed.  Format:
- * see "Journal format" in proto/PROTOCOL.md's companion doc (man/tgrunnerd.8).
+ * finished it.  On start the unfinished updates are replayed.  The on-disk
+ * format is specified in proto/JOURNAL.md.
  */
 #ifndef TG_JOURNAL_H
 #define TG_JOURNAL_H

@@ -1,0 +1,893 @@
+/*
+ * The journal: an append-only file of checksummed records under state_dir,
+ * rewritten (compacted) when history outweighs the unfinished updates.
+ * The format is described exactly in proto/JOURNAL.md.
+ *
+ * The in-memory index (uthash, id -> entry) holds every unfinished update
+ * with its JSON, because the daemon replays from it; it is also what a
+ * compaction writes out, so compaction costs O(live), not O(history).
+ */
+#include "config.h"
+
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uthash.h>
+#include <zlib.h>
+
+#include "journal.h"
+#include "log.h"
+
+#define JOURNAL_FILE		"journal"
+#define JOURNAL_TMP		"journal.tmp"
+#define JOURNAL_LOCK		"journal.lock"
+#define JOURNAL_MAGIC		"TGRJ"
+#define JOURNAL_VERSION		1
+#define JOURNAL_HDR_LEN		8		/* magic[4] u32 version */
+#define JOURNAL_REC_HDR		8		/* u32 length, u32 crc */
+#define JOURNAL_REC_MAX		(16u * 1024 * 1024)	/* type + payload */
+#define JOURNAL_COMPACT_MIN	(1024u * 1024)
+#define JOURNAL_COMPACT_RATIO	4
+#define JOURNAL_FLUSH		(64u * 1024)
+/* Telegram restarts ids after a week without updates; keep a day of margin. */
+#define JOURNAL_ID_RESTART	(6 * 24 * 60 * 60)
+
+enum jrec_type {
+	JREC_UPDATE = 1,	/* i64 id, JSON bytes */
+	JREC_DONE = 2,		/* i64 id */
+	JREC_REPLAY = 3,	/* i64 id, u32 attempt */
+	JREC_MARK = 4,		/* i64 high-water id, i64 time of append */
+};
+
+#define JREC_DONE_LEN		(1 + 8)
+#define JREC_REPLAY_LEN		(1 + 8 + 4)
+#define JREC_MARK_LEN		(1 + 8 + 8)
+#define JREC_SIZE(len)		(JOURNAL_REC_HDR + (uint64_t)(len))
+
+struct jentry {
+	int64_t		 id;
+	char		*json;		/* NUL-terminated copy */
+	size_t		 len;
+	int		 attempt;	/* times it may have been started */
+	int		 replay;	/* found at open, not replayed yet */
+	UT_hash_handle	 hh;
+};
+
+struct journal {
+	char		*dir;
+	enum fsync_mode	 mode;
+	int		 dirfd;		/* -1 in FSYNC_OFF mode */
+	int		 fd;
+	int		 lockfd;
+	int		 broken;	/* a partial record may follow size */
+	struct jentry	*entries;	/* uthash head */
+	size_t		 npending;
+	uint64_t	 size;		/* bytes of good records on disk */
+	uint64_t	 live;		/* bytes a compaction would write */
+	uint64_t	 compactions;
+	uint64_t	 compact_retry;	/* after a failure, wait for it */
+	int		 have_mark;
+	int64_t		 hw;		/* high-water id of the latest batch */
+	int64_t		 last_append;	/* wall-clock time of it */
+};
+
+/* A growable output buffer; flushed to fd when it grows past JOURNAL_FLUSH. */
+struct jbuf {
+	uint8_t		*p;
+	size_t		 len;
+	size_t		 cap;
+};
+
+static void
+jbuf_reserve(struct jbuf *b, size_t n)
+{
+	size_t cap;
+
+	if (b->len + n <= b->cap)
+		return;
+	cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + n)
+		cap *= 2;
+	if ((b->p = realloc(b->p, cap)) == NULL)
+		fatalx(1, "%s: out of memory", __func__);
+	b->cap = cap;
+}
+
+static void
+put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = v & 0xff;
+	p[1] = (v >> 8) & 0xff;
+	p[2] = (v >> 16) & 0xff;
+	p[3] = (v >> 24) & 0xff;
+}
+
+static void
+put_u64(uint8_t *p, uint64_t v)
+{
+	put_u32(p, (uint32_t)v);
+	put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t
+get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[3] << 24;
+}
+
+static uint64_t
+get_u64(const uint8_t *p)
+{
+	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* Append one record: a, b are the payload's two parts (b may be empty). */
+static void
+jbuf_record(struct jbuf *b, enum jrec_type type, const void *a, size_t alen,
+    const void *extra, size_t elen)
+{
+	uint32_t len = 1 + alen + elen;
+	uint8_t *r;
+
+	jbuf_reserve(b, JREC_SIZE(len));
+	r = b->p + b->len;
+	r[JOURNAL_REC_HDR] = type;
+	memcpy(r + JOURNAL_REC_HDR + 1, a, alen);
+	if (elen > 0)
+		memcpy(r + JOURNAL_REC_HDR + 1 + alen, extra, elen);
+	put_u32(r, len);
+	put_u32(r + 4, crc32(0L, r + JOURNAL_REC_HDR, len));
+	b->len += JREC_SIZE(len);
+}
+
+static void
+jbuf_update(struct jbuf *b, int64_t id, const char *json, size_t len)
+{
+	uint8_t p[8];
+
+	put_u64(p, (uint64_t)id);
+	jbuf_record(b, JREC_UPDATE, p, sizeof(p), json, len);
+}
+
+static void
+jbuf_done(struct jbuf *b, int64_t id)
+{
+	uint8_t p[8];
+
+	put_u64(p, (uint64_t)id);
+	jbuf_record(b, JREC_DONE, p, sizeof(p), NULL, 0);
+}
+
+static void
+jbuf_replay(struct jbuf *b, int64_t id, int attempt)
+{
+	uint8_t p[12];
+
+	put_u64(p, (uint64_t)id);
+	put_u32(p + 8, (uint32_t)attempt);
+	jbuf_record(b, JREC_REPLAY, p, sizeof(p), NULL, 0);
+}
+
+static void
+jbuf_mark(struct jbuf *b, int64_t hw, int64_t when)
+{
+	uint8_t p[16];
+
+	put_u64(p, (uint64_t)hw);
+	put_u64(p + 8, (uint64_t)when);
+	jbuf_record(b, JREC_MARK, p, sizeof(p), NULL, 0);
+}
+
+/* What an entry costs in a compacted file. */
+static uint64_t
+jentry_bytes(const struct jentry *e)
+{
+	uint64_t n = JREC_SIZE(1 + 8 + e->len);
+
+	if (e->attempt > 1)
+		n += JREC_SIZE(JREC_REPLAY_LEN);
+	return n;
+}
+
+static uint64_t
+journal_base_bytes(const struct journal *j)
+{
+	return JOURNAL_HDR_LEN + (j->have_mark ? JREC_SIZE(JREC_MARK_LEN) : 0);
+}
+
+static void
+journal_forget(struct journal *j, struct jentry *e)
+{
+	HASH_DEL(j->entries, e);
+	j->live -= jentry_bytes(e);
+	j->npending--;
+	free(e->json);
+	free(e);
+}
+
+/* Insert or replace the entry for id (the JSON is copied). */
+static struct jentry *
+journal_remember(struct journal *j, int64_t id, const char *json, size_t len)
+{
+	struct jentry *e;
+
+	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+	if (e != NULL)
+		journal_forget(j, e);
+	if ((e = calloc(1, sizeof(*e))) == NULL ||
+	    (e->json = malloc(len + 1)) == NULL)
+		fatalx(1, "%s: out of memory", __func__);
+	memcpy(e->json, json, len);
+	e->json[len] = '\0';
+	e->len = len;
+	e->id = id;
+	e->attempt = 1;
+	HASH_ADD(hh, j->entries, id, sizeof(e->id), e);
+	j->live += jentry_bytes(e);
+	j->npending++;
+	return e;
+}
+
+static void
+journal_set_attempt(struct journal *j, struct jentry *e, int attempt)
+{
+	j->live -= jentry_bytes(e);
+	e->attempt = attempt;
+	j->live += jentry_bytes(e);
+}
+
+static int
+journal_sync(struct journal *j, int fd)
+{
+	if (fdatasync(fd) == -1) {
+		log_err("%s: fdatasync %s/%s: %s", __func__, j->dir,
+		    JOURNAL_FILE, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+write_all(int fd, const uint8_t *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Cut the file back to its good prefix, so that the next record never
+ * follows a partial one.  If even that fails, remember it and retry
+ * before the next write.
+ */
+static int
+journal_repair(struct journal *j)
+{
+	int saved = errno;
+
+	if (ftruncate(j->fd, (off_t)j->size) == -1) {
+		log_err("%s: truncate %s/%s to %" PRIu64 ": %s", __func__,
+		    j->dir, JOURNAL_FILE, j->size, strerror(errno));
+		j->broken = 1;
+		errno = saved;
+		return -1;
+	}
+	j->broken = 0;
+	errno = saved;
+	return 0;
+}
+
+/*
+ * Write records at the end of the journal and, if sync, make them durable.
+ * On failure the file is cut back to where it was, errno is kept.
+ */
+static int
+journal_write(struct journal *j, const struct jbuf *b, int sync,
+    const char *what)
+{
+	int saved;
+
+	if (j->broken && journal_repair(j) == -1)
+		return -1;
+	if (write_all(j->fd, b->p, b->len) == -1) {
+		saved = errno;
+		log_err("journal: %s: write %s/%s: %s", what, j->dir,
+		    JOURNAL_FILE, strerror(saved));
+		journal_repair(j);
+		errno = saved;
+		return -1;
+	}
+	if (sync && journal_sync(j, j->fd) == -1) {
+		/* the pages' fate is unknown: drop them, never confirm */
+		journal_repair(j);
+		return -1;
+	}
+	j->size += b->len;
+	return 0;
+}
+
+static int
+journal_flush(int fd, struct jbuf *b)
+{
+	if (write_all(fd, b->p, b->len) == -1)
+		return -1;
+	b->len = 0;
+	return 0;
+}
+
+/* Write the header, the mark and every unfinished update to fd. */
+static int
+journal_dump(struct journal *j, int fd)
+{
+	struct jbuf b = { NULL, 0, 0 };
+	struct jentry *e, *tmp;
+	int rc = -1;
+
+	jbuf_reserve(&b, JOURNAL_HDR_LEN);
+	memcpy(b.p, JOURNAL_MAGIC, 4);
+	put_u32(b.p + 4, JOURNAL_VERSION);
+	b.len = JOURNAL_HDR_LEN;
+	if (j->have_mark)
+		jbuf_mark(&b, j->hw, j->last_append);
+	HASH_ITER(hh, j->entries, e, tmp) {
+		jbuf_update(&b, e->id, e->json, e->len);
+		if (e->attempt > 1)
+			jbuf_replay(&b, e->id, e->attempt);
+		if (b.len >= JOURNAL_FLUSH && journal_flush(fd, &b) == -1)
+			goto out;
+	}
+	if (journal_flush(fd, &b) == -1)
+		goto out;
+	rc = 0;
+out:
+	free(b.p);
+	return rc;
+}
+
+/*
+ * Write the live set to a new file and rename it over the journal.  The
+ * rename is the commit point: killed before it, the old file is intact
+ * (the stale temporary is removed at the next open); after it, the new
+ * file is complete and synced.
+ */
+static int
+journal_rewrite(struct journal *j)
+{
+	int fd, saved;
+
+	fd = openat(j->dirfd, JOURNAL_TMP,
+	    O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		saved = errno;
+		log_err("%s: open %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
+		    strerror(saved));
+		errno = saved;
+		return -1;
+	}
+	if (journal_dump(j, fd) == -1 || fdatasync(fd) == -1) {
+		saved = errno;
+		log_err("%s: write %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
+		    strerror(saved));
+		goto fail;
+	}
+	if (renameat(j->dirfd, JOURNAL_TMP, j->dirfd, JOURNAL_FILE) == -1) {
+		saved = errno;
+		log_err("%s: rename %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
+		    strerror(saved));
+		goto fail;
+	}
+	/* the rename is done; a failed directory sync only risks power loss */
+	if (fsync(j->dirfd) == -1)
+		log_warn("%s: fsync %s: %s", __func__, j->dir, strerror(errno));
+	if (j->fd != -1)
+		close(j->fd);
+	j->fd = fd;
+	j->size = journal_base_bytes(j) + j->live;
+	j->broken = 0;
+	return 0;
+fail:
+	close(fd);
+	unlinkat(j->dirfd, JOURNAL_TMP, 0);
+	errno = saved;
+	return -1;
+}
+
+static void
+journal_maybe_compact(struct journal *j)
+{
+	uint64_t limit;
+
+	limit = JOURNAL_COMPACT_RATIO * (journal_base_bytes(j) + j->live);
+
+	if (j->mode == FSYNC_OFF)
+		return;
+	if (limit < JOURNAL_COMPACT_MIN)
+		limit = JOURNAL_COMPACT_MIN;
+	if (j->size <= limit || j->size < j->compact_retry)
+		return;
+	if (journal_rewrite(j) == -1) {
+		/* don't retry (and log) on every record: wait for growth */
+		j->compact_retry = j->size + JOURNAL_COMPACT_MIN;
+		return;
+	}
+	j->compact_retry = 0;
+	j->compactions++;
+	log_debug("journal: compacted %s to %" PRIu64 " bytes, %zu pending",
+	    j->dir, j->size, j->npending);
+}
+
+/* Apply one checksummed record at load time; -1 if it makes no sense. */
+static int
+journal_apply(struct journal *j, const uint8_t *r, uint32_t len)
+{
+	struct jentry *e;
+	int64_t id;
+	uint32_t attempt;
+
+	if (len < 1 + 8)
+		return -1;
+	id = (int64_t)get_u64(r + 1);
+	switch (r[0]) {
+	case JREC_UPDATE:
+		e = journal_remember(j, id, (const char *)r + 9, len - 9);
+		e->replay = 1;
+		return 0;
+	case JREC_DONE:
+		if (len != JREC_DONE_LEN)
+			return -1;
+		HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+		if (e != NULL)
+			journal_forget(j, e);
+		return 0;
+	case JREC_REPLAY:
+		if (len != JREC_REPLAY_LEN)
+			return -1;
+		attempt = get_u32(r + 9);
+		if (attempt < 1 || attempt >= INT_MAX)
+			return -1;
+		HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+		if (e != NULL)
+			journal_set_attempt(j, e, (int)attempt);
+		return 0;
+	case JREC_MARK:
+		if (len != JREC_MARK_LEN)
+			return -1;
+		j->have_mark = 1;
+		j->hw = id;
+		j->last_append = (int64_t)get_u64(r + 9);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* Length of the good prefix of the mapped journal p[0..size). */
+static uint64_t
+journal_parse(struct journal *j, const uint8_t *p, uint64_t size)
+{
+	uint64_t off = JOURNAL_HDR_LEN;
+	uint32_t len;
+
+	while (off < size) {
+		if (size - off < JOURNAL_REC_HDR)
+			break;
+		len = get_u32(p + off);
+		if (len < 1 || len > JOURNAL_REC_MAX ||
+		    size - off - JOURNAL_REC_HDR < len)
+			break;
+		if (crc32(0L, p + off + JOURNAL_REC_HDR, len) !=
+		    get_u32(p + off + 4))
+			break;
+		if (journal_apply(j, p + off + JOURNAL_REC_HDR, len) == -1)
+			break;
+		off += JREC_SIZE(len);
+	}
+	return off;
+}
+
+static int
+journal_header_ok(const uint8_t *p, uint64_t size)
+{
+	return size >= JOURNAL_HDR_LEN && memcmp(p, JOURNAL_MAGIC, 4) == 0 &&
+	    get_u32(p + 4) == JOURNAL_VERSION;
+}
+
+/* Move a journal with a bad header aside; never refuse to start. */
+static int
+journal_set_aside(struct journal *j, char *err, size_t errlen)
+{
+	struct stat st;
+	char name[64];
+	int i;
+
+	/* never replace an earlier casualty (two in the same second) */
+	for (i = 0; i < 100; i++) {
+		if (i == 0)
+			snprintf(name, sizeof(name), "%s.corrupt.%lld",
+			    JOURNAL_FILE, (long long)time(NULL));
+		else
+			snprintf(name, sizeof(name), "%s.corrupt.%lld.%d",
+			    JOURNAL_FILE, (long long)time(NULL), i);
+		if (fstatat(j->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+			break;
+	}
+	if (renameat(j->dirfd, JOURNAL_FILE, j->dirfd, name) == -1) {
+		snprintf(err, errlen, "rename %s/%s to %s: %s", j->dir,
+		    JOURNAL_FILE, name, strerror(errno));
+		return -1;
+	}
+	log_err("journal: %s/%s has a bad header: moved to %s/%s, starting "
+	    "with an empty journal; updates in it will not be replayed",
+	    j->dir, JOURNAL_FILE, j->dir, name);
+	return 0;
+}
+
+/* Load the existing journal; 1 if there is none (or it was set aside). */
+static int
+journal_load(struct journal *j, char *err, size_t errlen)
+{
+	struct stat st;
+	uint8_t *p;
+	uint64_t good;
+
+	j->fd = openat(j->dirfd, JOURNAL_FILE, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (j->fd == -1 && errno == ENOENT)
+		return 1;
+	if (j->fd == -1 || fstat(j->fd, &st) == -1) {
+		snprintf(err, errlen, "open %s/%s: %s", j->dir, JOURNAL_FILE,
+		    strerror(errno));
+		return -1;
+	}
+	if (st.st_size == 0) {
+		/* created and never written: nothing to lose */
+		close(j->fd);
+		j->fd = -1;
+		return 1;
+	}
+	p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, j->fd, 0);
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "mmap %s/%s: %s", j->dir, JOURNAL_FILE,
+		    strerror(errno));
+		return -1;
+	}
+	if (!journal_header_ok(p, st.st_size)) {
+		munmap(p, st.st_size);
+		close(j->fd);
+		j->fd = -1;
+		return journal_set_aside(j, err, errlen) == -1 ? -1 : 1;
+	}
+	good = journal_parse(j, p, st.st_size);
+	munmap(p, st.st_size);
+	j->size = good;
+	if (good < (uint64_t)st.st_size) {
+		log_warn("journal: %s/%s: damaged record at offset %" PRIu64
+		    ", discarding %" PRIu64 " bytes to the end", j->dir,
+		    JOURNAL_FILE, good, (uint64_t)st.st_size - good);
+		if (ftruncate(j->fd, (off_t)good) == -1) {
+			snprintf(err, errlen, "truncate %s/%s: %s", j->dir,
+			    JOURNAL_FILE, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+journal_lock(struct journal *j, char *err, size_t errlen)
+{
+	char buf[32];
+	ssize_t n;
+
+	j->lockfd = openat(j->dirfd, JOURNAL_LOCK, O_RDWR | O_CREAT | O_CLOEXEC,
+	    0600);
+	if (j->lockfd == -1) {
+		snprintf(err, errlen, "open %s/%s: %s", j->dir, JOURNAL_LOCK,
+		    strerror(errno));
+		return -1;
+	}
+	if (flock(j->lockfd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "lock %s/%s: %s", j->dir,
+			    JOURNAL_LOCK, strerror(errno));
+			return -1;
+		}
+		n = pread(j->lockfd, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		snprintf(err, errlen, "state_dir %s is in use by another "
+		    "tgrunnerd (pid %s)", j->dir, buf[0] ? buf : "unknown");
+		return -1;
+	}
+	/* the pid is only informative: the flock is the lock */
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(j->lockfd, 0) == -1 || pwrite(j->lockfd, buf, n, 0) != n)
+		log_warn("journal: write %s/%s: %s", j->dir, JOURNAL_LOCK,
+		    strerror(errno));
+	return 0;
+}
+
+static int
+journal_open_disk(struct journal *j, char *err, size_t errlen)
+{
+	int rc;
+
+	if (mkdir(j->dir, 0700) == -1 && errno != EEXIST) {
+		snprintf(err, errlen, "mkdir %s: %s", j->dir, strerror(errno));
+		return -1;
+	}
+	j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dirfd == -1) {
+		snprintf(err, errlen, "open %s: %s", j->dir, strerror(errno));
+		return -1;
+	}
+	if (journal_lock(j, err, errlen) == -1)
+		return -1;
+	/* a compaction killed before its rename */
+	if (unlinkat(j->dirfd, JOURNAL_TMP, 0) == -1 && errno != ENOENT)
+		log_warn("journal: unlink %s/%s: %s", j->dir, JOURNAL_TMP,
+		    strerror(errno));
+	if ((rc = journal_load(j, err, errlen)) == -1)
+		return -1;
+	if (rc == 1 && journal_rewrite(j) == -1) {
+		snprintf(err, errlen, "create %s/%s: %s", j->dir, JOURNAL_FILE,
+		    strerror(errno));
+		return -1;
+	}
+	journal_maybe_compact(j);
+	return 0;
+}
+
+/* The caller owns the result and frees it with journal_close(). */
+struct journal *
+journal_open(const char *dir, enum fsync_mode mode, char *err, size_t errlen)
+{
+	struct journal *j;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL ||
+	    (j->dir = strdup(dir)) == NULL) {
+		free(j);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	j->mode = mode;
+	j->dirfd = j->fd = j->lockfd = -1;
+	if (mode != FSYNC_OFF && journal_open_disk(j, err, errlen) == -1) {
+		journal_close(j);
+		return NULL;
+	}
+	if (j->npending > 0)
+		log_info("journal: %zu unfinished updates in %s", j->npending,
+		    j->dir);
+	return j;
+}
+
+void
+journal_close(struct journal *j)
+{
+	struct jentry *e, *tmp;
+
+	if (j == NULL)
+		return;
+	HASH_ITER(hh, j->entries, e, tmp)
+		journal_forget(j, e);
+	if (j->fd != -1)
+		close(j->fd);
+	if (j->lockfd != -1)
+		close(j->lockfd);
+	if (j->dirfd != -1)
+		close(j->dirfd);
+	free(j->dir);
+	free(j);
+}
+
+static int
+jentry_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Record the new attempt of every update found at open, then visit them
+ * in id order.  Ids, not pointers, are collected: the callback may mark
+ * updates done (e.g. dead-letter those past max_attempts).
+ */
+int
+journal_replay(struct journal *j, void (*cb)(void *, int64_t, const char *,
+    size_t, int), void *arg)
+{
+	struct jbuf b = { NULL, 0, 0 };
+	struct jentry *e, *tmp;
+	int64_t *ids;
+	size_t i, n = 0;
+	int rc = 0;
+
+	if ((ids = calloc(j->npending + 1, sizeof(*ids))) == NULL)
+		fatalx(1, "%s: out of memory", __func__);
+	HASH_ITER(hh, j->entries, e, tmp) {
+		if (!e->replay)
+			continue;
+		e->replay = 0;
+		if (e->attempt < INT_MAX - 1)
+			journal_set_attempt(j, e, e->attempt + 1);
+		if (j->mode != FSYNC_OFF)
+			jbuf_replay(&b, e->id, e->attempt);
+		ids[n++] = e->id;
+	}
+	if (b.len > 0 && journal_write(j, &b, 1, "replay") == -1)
+		rc = -1;	/* deliver anyway; only the count is at risk */
+	free(b.p);
+	qsort(ids, n, sizeof(*ids), jentry_cmp);
+	for (i = 0; i < n; i++) {
+		HASH_FIND(hh, j->entries, &ids[i], sizeof(ids[i]), e);
+		if (e != NULL)
+			cb(arg, e->id, e->json, e->len, e->attempt);
+	}
+	free(ids);
+	return rc;
+}
+
+/* Was the last batch appended too recently for Telegram to restart ids? */
+static int
+journal_recent(const struct journal *j, time_t now)
+{
+	/* never subtract the stored time: a damaged file holds anything */
+	return j->last_append > (int64_t)now - JOURNAL_ID_RESTART;
+}
+
+static int
+journal_is_dup(const struct journal *j, int64_t id, time_t now)
+{
+	struct jentry *e;
+
+	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+	if (e != NULL)
+		return 1;
+	return j->have_mark && id <= j->hw && journal_recent(j, now);
+}
+
+void
+journal_filter(struct journal *j, struct jupdate *u, size_t *n, time_t now)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < *n; i++) {
+		if (journal_is_dup(j, u[i].id, now) ||
+		    (k > 0 && u[i].id <= u[k - 1].id)) {
+			log_debug("journal: dropping duplicate update %" PRId64,
+			    u[i].id);
+			continue;
+		}
+		u[k++] = u[i];
+	}
+	*n = k;
+}
+
+/*
+ * The high-water mark follows the latest batch, so that after Telegram
+ * restarts its ids (lower ones) the next offset follows the new sequence.
+ */
+static int64_t
+journal_batch_hw(const struct journal *j, const struct jupdate *u, size_t n,
+    time_t now)
+{
+	int64_t max = u[0].id;
+	size_t i;
+
+	for (i = 1; i < n; i++)
+		if (u[i].id > max)
+			max = u[i].id;
+	if (!j->have_mark || max > j->hw || !journal_recent(j, now))
+		return max;
+	return j->hw;
+}
+
+int
+journal_append(struct journal *j, const struct jupdate *u, size_t n, time_t now)
+{
+	struct jbuf b = { NULL, 0, 0 };
+	int64_t hw;
+	size_t i;
+
+	if (n == 0)
+		return 0;
+	hw = journal_batch_hw(j, u, n, now);
+	if (j->mode != FSYNC_OFF) {
+		for (i = 0; i < n; i++) {
+			if (u[i].len > JOURNAL_REC_MAX - 9) {
+				log_err("%s: update %" PRId64 " too large "
+				    "(%zu bytes)", __func__, u[i].id, u[i].len);
+				free(b.p);
+				errno = EFBIG;
+				return -1;
+			}
+			jbuf_update(&b, u[i].id, u[i].json, u[i].len);
+		}
+		/* last: if torn off, the updates before it are still known */
+		jbuf_mark(&b, hw, (int64_t)now);
+		if (journal_write(j, &b, 1, "append") == -1) {
+			free(b.p);
+			return -1;
+		}
+		free(b.p);
+	}
+	for (i = 0; i < n; i++)
+		journal_remember(j, u[i].id, u[i].json, u[i].len);
+	j->have_mark = 1;
+	j->hw = hw;
+	j->last_append = now;
+	journal_maybe_compact(j);
+	return 0;
+}
+
+int
+journal_done(struct journal *j, int64_t id)
+{
+	struct jbuf b = { NULL, 0, 0 };
+	struct jentry *e;
+	int rc = 0;
+
+	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+	if (e == NULL)
+		return 0;
+	/*
+	 * Forgotten even if the record can't be written: the update is
+	 * finished; at worst a crash replays it (at-least-once).
+	 */
+	journal_forget(j, e);
+	if (j->mode == FSYNC_OFF)
+		return 0;
+	jbuf_done(&b, id);
+	rc = journal_write(j, &b, j->mode == FSYNC_ALWAYS, "done");
+	free(b.p);
+	journal_maybe_compact(j);
+	return rc;
+}
+
+int64_t
+journal_next_offset(const struct journal *j)
+{
+	if (!j->have_mark)
+		return 0;
+	return j->hw < INT64_MAX ? j->hw + 1 : INT64_MAX;
+}
+
+size_t
+journal_pending(const struct journal *j)
+{
+	return j->npending;
+}
+
+uint64_t
+journal_bytes(const struct journal *j)
+{
+	return j->mode == FSYNC_OFF ? 0 : j->size;
+}
+
+uint64_t
+journal_compactions(const struct journal *j)
+{
+	return j->compactions;
+}

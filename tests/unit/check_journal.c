@@ -1,0 +1,809 @@
+/*
+ * Unit tests of the journal: durability across reopenings, replay order and
+ * attempt counting, compaction, damage handling, dedup and the lock.
+ */
+#include "config.h"
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+
+#define T0	1700000000		/* a wall-clock time for `now` */
+#define DAY	(24 * 60 * 60)
+#define NREC	4096
+
+struct seen {
+	size_t	 n;
+	int64_t	 ids[NREC];
+	int	 attempts[NREC];
+	char	 json[NREC][64];
+	int64_t	 kill_id;		/* journal_done() it from the callback */
+	struct journal *j;
+};
+
+static char	 tmpdir[256];
+
+static void
+setup(void)
+{
+	strcpy(tmpdir, "/tmp/check_journal.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	log_set_level(LOG_LVL_ERR - 1);		/* damage is expected here */
+}
+
+static void
+teardown(void)
+{
+	struct dirent *d;
+	char path[512];
+	DIR *dp;
+
+	if ((dp = opendir(tmpdir)) == NULL)
+		return;
+	while ((d = readdir(dp)) != NULL) {
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, d->d_name);
+		unlink(path);
+	}
+	closedir(dp);
+	rmdir(tmpdir);
+}
+
+static char *
+jpath(const char *name)
+{
+	static char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	return path;
+}
+
+static struct journal *
+jopen(enum fsync_mode mode)
+{
+	char err[256] = "";
+	struct journal *j;
+
+	j = journal_open(tmpdir, mode, err, sizeof(err));
+	ck_assert_msg(j != NULL, "journal_open: %s", err);
+	return j;
+}
+
+/* Append the updates ids[0..n) with a JSON text derived from each id. */
+static int
+append_ids(struct journal *j, const int64_t *ids, size_t n, time_t now)
+{
+	static char texts[NREC][64];
+	struct jupdate u[NREC];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(texts[i], sizeof(texts[i]), "{\"update_id\":%" PRId64 "}",
+		    ids[i]);
+		u[i].id = ids[i];
+		u[i].json = texts[i];
+		u[i].len = strlen(texts[i]);
+	}
+	return journal_append(j, u, n, now);
+}
+
+static void
+append1(struct journal *j, int64_t id, time_t now)
+{
+	ck_assert_int_eq(append_ids(j, &id, 1, now), 0);
+}
+
+static void
+collect(void *arg, int64_t id, const char *json, size_t len, int attempt)
+{
+	struct seen *s = arg;
+
+	ck_assert_uint_lt(s->n, NREC);
+	ck_assert_uint_eq(strlen(json), len);
+	s->ids[s->n] = id;
+	s->attempts[s->n] = attempt;
+	snprintf(s->json[s->n], sizeof(s->json[0]), "%s", json);
+	s->n++;
+	if (id == s->kill_id)
+		ck_assert_int_eq(journal_done(s->j, id), 0);
+}
+
+static void
+replay(struct journal *j, struct seen *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->kill_id = -1;
+	s->j = j;
+	ck_assert_int_eq(journal_replay(j, collect, s), 0);
+}
+
+static off_t
+file_size(const char *name)
+{
+	struct stat st;
+
+	if (stat(jpath(name), &st) == -1)
+		return -1;
+	return st.st_size;
+}
+
+static size_t
+read_file(const char *name, char *buf, size_t size)
+{
+	ssize_t n;
+	int fd;
+
+	ck_assert_int_ne(fd = open(jpath(name), O_RDONLY), -1);
+	ck_assert_int_ge(n = read(fd, buf, size), 0);
+	close(fd);
+	return n;
+}
+
+static void
+write_file(const char *name, const void *buf, size_t len)
+{
+	int fd;
+
+	fd = open(jpath(name), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ne(fd, -1);
+	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+static int
+dir_entries(void)
+{
+	struct dirent *d;
+	DIR *dp;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(dp = opendir(tmpdir));
+	while ((d = readdir(dp)) != NULL)
+		if (strcmp(d->d_name, ".") && strcmp(d->d_name, ".."))
+			n++;
+	closedir(dp);
+	return n;
+}
+
+START_TEST(test_append_reopen)
+{
+	int64_t ids[] = { 10, 11, 12 };
+	struct journal *j;
+	struct seen s;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(journal_next_offset(j), 0);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	ck_assert_uint_eq(journal_pending(j), 3);
+	ck_assert_int_eq(journal_next_offset(j), 13);
+	ck_assert_int_eq(journal_bytes(j), file_size("journal"));
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 3);
+	ck_assert_int_eq(journal_next_offset(j), 13);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_int_eq(s.ids[0], 10);
+	ck_assert_int_eq(s.ids[2], 12);
+	ck_assert_str_eq(s.json[1], "{\"update_id\":11}");
+	ck_assert_int_eq(s.attempts[0], 2);
+	/* replay visits only what was found at open */
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 0);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_done_reopen)
+{
+	int64_t ids[] = { 10, 11, 12 };
+	struct journal *j;
+	struct seen s;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	ck_assert_int_eq(journal_done(j, 11), 0);
+	ck_assert_int_eq(journal_done(j, 11), 0);	/* twice: harmless */
+	ck_assert_int_eq(journal_done(j, 999), 0);	/* unknown: harmless */
+	ck_assert_uint_eq(journal_pending(j), 2);
+	journal_close(j);
+
+	j = jopen(FSYNC_ALWAYS);
+	ck_assert_uint_eq(journal_pending(j), 2);
+	ck_assert_int_eq(journal_next_offset(j), 13);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_int_eq(s.ids[0], 10);
+	ck_assert_int_eq(s.ids[1], 12);
+	journal_close(j);
+}
+END_TEST
+
+/* Done marks are plain write()s: a SIGKILLed process keeps them. */
+START_TEST(test_done_survives_kill)
+{
+	struct journal *j;
+	int status;
+	pid_t pid;
+
+	ck_assert_int_ne(pid = fork(), -1);
+	if (pid == 0) {
+		int64_t ids[] = { 1, 2 };
+		char err[256];
+
+		j = journal_open(tmpdir, FSYNC_BATCH, err, sizeof(err));
+		if (j == NULL || append_ids(j, ids, 2, T0) == -1 ||
+		    journal_done(j, 1) == -1)
+			_exit(1);
+		kill(getpid(), SIGKILL);
+		_exit(2);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 1);
+	ck_assert_int_eq(journal_next_offset(j), 3);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_replay_attempts)
+{
+	int64_t ids[] = { 30, 10, 20 };
+	struct journal *j;
+	struct seen s;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	journal_close(j);
+
+	/* run 2: everything is replayed a first time */
+	j = jopen(FSYNC_BATCH);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_int_eq(s.ids[0], 10);
+	ck_assert_int_eq(s.ids[1], 20);
+	ck_assert_int_eq(s.ids[2], 30);
+	ck_assert_int_eq(s.attempts[0], 2);
+	ck_assert_int_eq(s.attempts[2], 2);
+	append1(j, 40, T0 + 1);
+	ck_assert_int_eq(journal_done(j, 20), 0);
+	journal_close(j);
+
+	/* run 3: the crash loop is counted */
+	j = jopen(FSYNC_BATCH);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_int_eq(s.ids[0], 10);
+	ck_assert_int_eq(s.attempts[0], 3);
+	ck_assert_int_eq(s.ids[1], 30);
+	ck_assert_int_eq(s.attempts[1], 3);
+	ck_assert_int_eq(s.ids[2], 40);
+	ck_assert_int_eq(s.attempts[2], 2);
+	journal_close(j);
+
+	/* run 4 never replays: no attempt was started */
+	j = jopen(FSYNC_BATCH);
+	journal_close(j);
+
+	/* run 5: the callback dead-letters 30 while being visited */
+	j = jopen(FSYNC_BATCH);
+	memset(&s, 0, sizeof(s));
+	s.kill_id = 30;
+	s.j = j;
+	ck_assert_int_eq(journal_replay(j, collect, &s), 0);
+	ck_assert_uint_eq(s.n, 3);
+	ck_assert_int_eq(s.attempts[0], 4);
+	ck_assert_int_eq(s.attempts[1], 4);
+	ck_assert_int_eq(s.attempts[2], 3);
+	ck_assert_uint_eq(journal_pending(j), 2);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_int_eq(s.ids[0], 10);
+	ck_assert_int_eq(s.attempts[0], 5);
+	ck_assert_int_eq(s.ids[1], 40);
+	ck_assert_int_eq(s.attempts[1], 4);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_compaction)
+{
+	static char big[NREC][700];
+	struct jupdate u[100];
+	uint64_t before = 0, shrunk_from = 0, shrunk_to = 0;
+	struct journal *j;
+	struct seen s;
+	int64_t id, live[] = { 7, 1500, 2001, 2998, 2999 };
+	size_t i, k;
+
+	j = jopen(FSYNC_BATCH);
+	for (id = 0; id < 3000; id += 100) {
+		for (i = 0; i < 100; i++) {
+			snprintf(big[id + i], sizeof(big[0]),
+			    "{\"update_id\":%" PRId64 ",\"pad\":\"%600s\"}",
+			    id + (int64_t)i, "x");
+			u[i].id = id + i;
+			u[i].json = big[id + i];
+			u[i].len = strlen(big[id + i]);
+		}
+		ck_assert_int_eq(journal_append(j, u, 100, T0), 0);
+	}
+	/* 3000 live updates: no reason to compact yet */
+	ck_assert_uint_eq(journal_compactions(j), 0);
+	ck_assert_uint_gt(journal_bytes(j), 1536 * 1024);
+	for (id = 0; id < 3000; id++) {
+		for (k = 0; k < 5; k++)
+			if (live[k] == id)
+				break;
+		if (k < 5)
+			continue;
+		before = journal_bytes(j);
+		ck_assert_int_eq(journal_done(j, id), 0);
+		if (shrunk_from == 0 && journal_compactions(j) == 1) {
+			shrunk_from = before;
+			shrunk_to = journal_bytes(j);
+		}
+	}
+	ck_assert_uint_ge(journal_compactions(j), 1);
+	ck_assert_uint_lt(shrunk_to, shrunk_from / 2);
+	ck_assert_uint_le(journal_bytes(j), 1024 * 1024);
+	ck_assert_int_eq(journal_bytes(j), file_size("journal"));
+	ck_assert_int_eq(file_size("journal.tmp"), -1);
+	ck_assert_uint_eq(journal_pending(j), 5);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 5);
+	ck_assert_int_eq(journal_next_offset(j), 3000);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 5);
+	for (k = 0; k < 5; k++) {
+		ck_assert_int_eq(s.ids[k], live[k]);
+		ck_assert_int_eq(strncmp(s.json[k], big[live[k]], 40), 0);
+	}
+	journal_close(j);
+}
+END_TEST
+
+/* A compaction carries the attempt counts and the high-water mark. */
+START_TEST(test_compaction_keeps_state)
+{
+	static char pad[200 * 1024];
+	struct jupdate u;
+	struct journal *j;
+	struct seen s;
+	int64_t id;
+
+	j = jopen(FSYNC_BATCH);
+	append1(j, 5, T0);
+	journal_close(j);
+	j = jopen(FSYNC_BATCH);
+	replay(j, &s);				/* 5 is at attempt 2 */
+	memset(pad, 'x', sizeof(pad) - 1);
+	u.json = pad;
+	u.len = sizeof(pad) - 1;
+	for (id = 6; journal_compactions(j) == 0; id++) {
+		ck_assert_int_lt(id, 100);
+		u.id = id;
+		ck_assert_int_eq(journal_append(j, &u, 1, T0 + id), 0);
+		ck_assert_int_eq(journal_done(j, id), 0);
+	}
+	journal_close(j);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(journal_next_offset(j), id);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 1);
+	ck_assert_int_eq(s.ids[0], 5);
+	ck_assert_int_eq(s.attempts[0], 3);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_torn_tail)
+{
+	int64_t first[] = { 1, 2 }, second[] = { 3 };
+	static char orig[4096];
+	uint64_t size1, size2, mark, cut;
+	struct journal *j;
+	struct seen s;
+	size_t len;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, first, 2, T0), 0);
+	size1 = journal_bytes(j);
+	ck_assert_int_eq(append_ids(j, second, 1, T0), 0);
+	size2 = journal_bytes(j);
+	journal_close(j);
+	len = read_file("journal", orig, sizeof(orig));
+	ck_assert_uint_eq(len, size2);
+	mark = size2 - (8 + 1 + 16);		/* the batch's MARK record */
+
+	for (cut = size1; cut < size2; cut++) {
+		write_file("journal", orig, cut);
+		j = jopen(FSYNC_BATCH);
+		if (cut < mark) {
+			/* update 3 torn: the first batch is all there is */
+			ck_assert_uint_eq(journal_pending(j), 2);
+			ck_assert_int_eq(journal_bytes(j), size1);
+		} else {
+			/* only the mark torn: 3 is known, 3 is refetched */
+			ck_assert_uint_eq(journal_pending(j), 3);
+			ck_assert_int_eq(journal_bytes(j), mark);
+		}
+		ck_assert_int_eq(journal_next_offset(j), 3);
+		ck_assert_int_eq(file_size("journal"), journal_bytes(j));
+		/* new appends follow good data */
+		append1(j, 50, T0);
+		journal_close(j);
+
+		j = jopen(FSYNC_BATCH);
+		replay(j, &s);
+		ck_assert_uint_eq(s.n, cut < mark ? 3 : 4);
+		ck_assert_int_eq(s.ids[s.n - 1], 50);
+		ck_assert_int_eq(journal_next_offset(j), 51);
+		journal_close(j);
+	}
+}
+END_TEST
+
+START_TEST(test_crc_middle)
+{
+	static char buf[4096];
+	uint64_t size1, size2, batch;
+	struct journal *j;
+	struct seen s;
+	size_t len;
+
+	j = jopen(FSYNC_BATCH);
+	append1(j, 1, T0);
+	size1 = journal_bytes(j);
+	append1(j, 2, T0);
+	size2 = journal_bytes(j);
+	append1(j, 3, T0);
+	journal_close(j);
+
+	len = read_file("journal", buf, sizeof(buf));
+	buf[size1 + 8 + 1 + 8 + 3] ^= 0x20;	/* inside update 2's JSON */
+	write_file("journal", buf, len);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 1);
+	ck_assert_int_eq(journal_next_offset(j), 2);
+	ck_assert_int_eq(journal_bytes(j), size1);
+	ck_assert_int_eq(file_size("journal"), size1);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 1);
+	ck_assert_int_eq(s.ids[0], 1);
+	journal_close(j);
+
+	/* an impossible length is damage too */
+	j = jopen(FSYNC_BATCH);
+	batch = size2 - size1;
+	size1 = journal_bytes(j);		/* now with a replay record */
+	append1(j, 2, T0);
+	ck_assert_uint_eq(journal_bytes(j) - size1, batch);
+	journal_close(j);
+	len = read_file("journal", buf, sizeof(buf));
+	memset(buf + size1, 0xff, 4);
+	write_file("journal", buf, len);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 1);
+	ck_assert_int_eq(journal_bytes(j), size1);
+	journal_close(j);
+}
+END_TEST
+
+static int
+count_corrupt(void)
+{
+	struct dirent *d;
+	DIR *dp;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(dp = opendir(tmpdir));
+	while ((d = readdir(dp)) != NULL)
+		if (strncmp(d->d_name, "journal.corrupt.", 16) == 0)
+			n++;
+	closedir(dp);
+	return n;
+}
+
+START_TEST(test_bad_header)
+{
+	static const char junk[] = "this is not a journal at all";
+	static const char future[] = "TGRJ\x09\0\0\0";
+	struct journal *j;
+
+	write_file("journal", junk, sizeof(junk));
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 0);
+	ck_assert_int_eq(journal_next_offset(j), 0);
+	ck_assert_int_eq(count_corrupt(), 1);
+	append1(j, 1, T0);
+	journal_close(j);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 1);
+	journal_close(j);
+
+	/* an unknown version is set aside too (never parsed as ours) */
+	write_file("journal", future, sizeof(future) - 1);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 0);
+	ck_assert_int_eq(count_corrupt(), 2);
+	journal_close(j);
+
+	/* an empty file (killed at creation) is simply a new journal */
+	write_file("journal", "", 0);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(count_corrupt(), 2);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_stale_tmp)
+{
+	struct journal *j;
+
+	j = jopen(FSYNC_BATCH);
+	append1(j, 1, T0);
+	journal_close(j);
+	write_file("journal.tmp", "half a compaction", 17);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(file_size("journal.tmp"), -1);
+	ck_assert_uint_eq(journal_pending(j), 1);
+	journal_close(j);
+}
+END_TEST
+
+static size_t
+filter_ids(struct journal *j, const int64_t *ids, size_t n, time_t now,
+    int64_t *out)
+{
+	struct jupdate u[16];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		u[i].id = ids[i];
+		u[i].json = "{}";
+		u[i].len = 2;
+	}
+	journal_filter(j, u, &n, now);
+	for (i = 0; i < n; i++)
+		out[i] = u[i].id;
+	return n;
+}
+
+START_TEST(test_dedup)
+{
+	int64_t ids[] = { 100, 101, 102 }, resent[] = { 101, 102, 103, 104 };
+	int64_t again[] = { 101 }, out[16];
+	struct journal *j;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	ck_assert_uint_eq(filter_ids(j, resent, 4, T0 + 60, out), 2);
+	ck_assert_int_eq(out[0], 103);
+	ck_assert_int_eq(out[1], 104);
+	/* done, but still <= the high-water mark: still a duplicate */
+	ck_assert_int_eq(journal_done(j, 101), 0);
+	ck_assert_uint_eq(filter_ids(j, again, 1, T0 + 60, out), 0);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(filter_ids(j, resent, 4, T0 + 60, out), 2);
+	ck_assert_uint_eq(filter_ids(j, again, 1, T0 + 60, out), 0);
+	ck_assert_int_eq(journal_next_offset(j), 103);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_id_restart)
+{
+	int64_t old[] = { 1000, 1001 }, fresh[] = { 5, 6 }, out[16];
+	int64_t live[] = { 1001 };
+	struct journal *j;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, old, 2, T0), 0);
+	ck_assert_int_eq(journal_done(j, 1000), 0);
+	/* within 6 days low ids are resends */
+	ck_assert_uint_eq(filter_ids(j, fresh, 2, T0 + 5 * DAY, out), 0);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	/* a week later Telegram restarted its ids: keep them */
+	ck_assert_uint_eq(filter_ids(j, fresh, 2, T0 + 7 * DAY, out), 2);
+	ck_assert_int_eq(out[0], 5);
+	ck_assert_int_eq(out[1], 6);
+	/* but an id still unfinished in the journal is never taken twice */
+	ck_assert_uint_eq(filter_ids(j, live, 1, T0 + 7 * DAY, out), 0);
+	ck_assert_int_eq(append_ids(j, fresh, 2, T0 + 7 * DAY), 0);
+	ck_assert_int_eq(journal_next_offset(j), 7);
+	ck_assert_uint_eq(filter_ids(j, fresh, 2, T0 + 7 * DAY + 1, out), 0);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(journal_next_offset(j), 7);
+	ck_assert_uint_eq(journal_pending(j), 3);
+	ck_assert_uint_eq(filter_ids(j, fresh, 2, T0 + 7 * DAY + 1, out), 0);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_fsync_off)
+{
+	int64_t ids[] = { 1, 2, 3 }, out[16];
+	struct journal *j;
+	struct seen s;
+
+	j = jopen(FSYNC_OFF);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	ck_assert_int_eq(journal_done(j, 2), 0);
+	ck_assert_uint_eq(journal_pending(j), 2);
+	ck_assert_int_eq(journal_next_offset(j), 4);
+	ck_assert_uint_eq(filter_ids(j, ids, 3, T0, out), 0);
+	ck_assert_uint_eq(journal_bytes(j), 0);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 0);
+	ck_assert_int_eq(dir_entries(), 0);
+	journal_close(j);
+	ck_assert_int_eq(dir_entries(), 0);
+	j = jopen(FSYNC_OFF);
+	ck_assert_uint_eq(journal_pending(j), 0);
+	journal_close(j);
+}
+END_TEST
+
+/*
+ * A full disk: RLIMIT_FSIZE with SIGXFSZ ignored makes writes past the
+ * limit fail with EFBIG, as root too (root ignores a read-only mode).
+ */
+START_TEST(test_append_full)
+{
+	static char pad[4096];
+	struct rlimit rl, saved;
+	struct jupdate u;
+	struct journal *j;
+	uint64_t good;
+	struct seen s;
+	int rc, err;
+
+	j = jopen(FSYNC_BATCH);
+	append1(j, 1, T0);
+	good = journal_bytes(j);
+	memset(pad, 'y', sizeof(pad) - 1);
+	u.id = 2;
+	u.json = pad;
+	u.len = sizeof(pad) - 1;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &saved), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	rl = saved;
+	rl.rlim_cur = good + 100;	/* a part of the record fits */
+	/* no ck_assert under the limit: Check itself writes files */
+	rc = -2;
+	err = 0;
+	if (setrlimit(RLIMIT_FSIZE, &rl) == 0) {
+		rc = journal_append(j, &u, 1, T0);
+		err = errno;
+		if (setrlimit(RLIMIT_FSIZE, &saved) == -1)
+			abort();
+	}
+	ck_assert_int_eq(rc, -1);
+	ck_assert_int_eq(err, EFBIG);
+	ck_assert_int_eq(journal_bytes(j), good);
+	ck_assert_int_eq(file_size("journal"), good);	/* no half record */
+	ck_assert_uint_eq(journal_pending(j), 1);
+	ck_assert_int_eq(journal_next_offset(j), 2);
+
+	u.id = 3;
+	ck_assert_int_eq(journal_append(j, &u, 1, T0), 0);
+	journal_close(j);
+	j = jopen(FSYNC_BATCH);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_int_eq(s.ids[0], 1);
+	ck_assert_int_eq(s.ids[1], 3);
+	journal_close(j);
+}
+END_TEST
+
+START_TEST(test_lock)
+{
+	struct journal *j, *j2;
+	char err[256] = "", want[128];
+
+	j = jopen(FSYNC_BATCH);
+	j2 = journal_open(tmpdir, FSYNC_BATCH, err, sizeof(err));
+	ck_assert_ptr_null(j2);
+	snprintf(want, sizeof(want), "is in use by another tgrunnerd (pid %ld)",
+	    (long)getpid());
+	ck_assert_msg(strstr(err, want) != NULL, "err: %s", err);
+	ck_assert_ptr_nonnull(strstr(err, tmpdir));
+	journal_close(j);
+	j2 = jopen(FSYNC_BATCH);
+	journal_close(j2);
+}
+END_TEST
+
+START_TEST(test_open_missing_dir)
+{
+	struct journal *j;
+	char sub[300], err[256];
+
+	snprintf(sub, sizeof(sub), "%s/state", tmpdir);
+	ck_assert_ptr_nonnull(j = journal_open(sub, FSYNC_BATCH, err,
+	    sizeof(err)));
+	append1(j, 1, T0);
+	journal_close(j);
+	ck_assert_ptr_nonnull(j = journal_open(sub, FSYNC_BATCH, err,
+	    sizeof(err)));
+	ck_assert_uint_eq(journal_pending(j), 1);
+	journal_close(j);
+	unlink(jpath("state/journal"));
+	unlink(jpath("state/journal.lock"));
+	ck_assert_int_eq(rmdir(sub), 0);
+
+	snprintf(sub, sizeof(sub), "%s/no/such/dir", tmpdir);
+	ck_assert_ptr_null(journal_open(sub, FSYNC_BATCH, err, sizeof(err)));
+}
+END_TEST
+
+static Suite *
+journal_suite(void)
+{
+	Suite *s = suite_create("journal");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_append_reopen);
+	tcase_add_test(tc, test_done_reopen);
+	tcase_add_test(tc, test_done_survives_kill);
+	tcase_add_test(tc, test_replay_attempts);
+	tcase_add_test(tc, test_compaction);
+	tcase_add_test(tc, test_compaction_keeps_state);
+	tcase_add_test(tc, test_torn_tail);
+	tcase_add_test(tc, test_crc_middle);
+	tcase_add_test(tc, test_bad_header);
+	tcase_add_test(tc, test_stale_tmp);
+	tcase_add_test(tc, test_dedup);
+	tcase_add_test(tc, test_id_restart);
+	tcase_add_test(tc, test_fsync_off);
+	tcase_add_test(tc, test_append_full);
+	tcase_add_test(tc, test_lock);
+	tcase_add_test(tc, test_open_missing_dir);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(journal_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
