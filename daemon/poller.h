@@ -69,6 +69,14 @@ struct poller_stats {
 const struct poller_stats *poller_stats(const struct poller *);
 
 /*
+ * Delay before retry number attempt (1 = first failure): the cap is min
+ * doubled attempt-1 times, at most max; "equal jitter" picks from
+ * [cap/2, cap] with rand01 in [0,1), never below min.  Pure, for tests.
+ */
+int64_t		 poller_backoff_ms(int attempt, int64_t min, int64_t max,
+		    double rand01);
+
+/*
  * Parse a getUpdates response body (untrusted).  On {"ok":true,"result":[..]}
  * returns 0 and fills *out with a new reference to the result array whose
  * elements all are objects with an integer update_id (elements that are not
