@@ -658,7 +658,7 @@ END_TEST
 START_TEST(test_example_complete)
 {
 	struct row	 rows[64];
-	char		 want[256], *ex, *line;
+	char		 want[32768], *ex, *line;
 	int		 i, n;
 
 	ex = slurp("examples/tgrunner.conf");

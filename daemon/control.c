@@ -1,0 +1,212 @@
+/*
+ * The control socket.  One request per connection: a line in, a JSON line
+ * out, close.  Peers are local but still untrusted: lines are bounded and a
+ * slow client cannot hold the loop.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <jansson.h>
+
+#include "control.h"
+#include "log.h"
+
+#define CONTROL_IDLE_SEC	10
+
+struct control {
+	struct evconnlistener	*listener;
+	char			*path;
+	control_fn		 fn;
+	void			*arg;
+};
+
+static void
+conn_close(struct bufferevent *bev, void *arg)
+{
+	bufferevent_free(bev);
+}
+
+static void
+conn_event(struct bufferevent *bev, short what, void *arg)
+{
+	bufferevent_free(bev);
+}
+
+static void
+conn_reply(struct bufferevent *bev, json_t *reply)
+{
+	char *text;
+
+	text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+	json_decref(reply);
+	if (text == NULL) {
+		bufferevent_free(bev);
+		return;
+	}
+	bufferevent_write(bev, text, strlen(text));
+	bufferevent_write(bev, "\n", 1);
+	free(text);
+	/* close once the answer is out */
+	bufferevent_setcb(bev, NULL, conn_close, conn_event, NULL);
+	bufferevent_disable(bev, EV_READ);
+}
+
+static void
+conn_read(struct bufferevent *bev, void *arg)
+{
+	struct control *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line, *args;
+	size_t len;
+
+	if ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) == NULL) {
+		if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
+			conn_reply(bev, json_pack("{s:b, s:s}", "ok", 0,
+			    "error", "command line too long"));
+		return;
+	}
+	if (len > CONTROL_LINE_MAX) {
+		free(line);
+		conn_reply(bev, json_pack("{s:b, s:s}", "ok", 0, "error",
+		    "command line too long"));
+		return;
+	}
+	args = line + strcspn(line, " \t");
+	if (*args != '\0')
+		*args++ = '\0';
+	args += strspn(args, " \t");
+	conn_reply(bev, c->fn(c->arg, line, args));
+	free(line);
+}
+
+/* Only our own user (or root) may talk to us, whatever the file mode says. */
+static int
+peer_allowed(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return 0;
+	return cred.uid == 0 || cred.uid == geteuid() || cred.gid == getegid();
+}
+
+static void
+control_accept(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct control *c = arg;
+	struct bufferevent *bev;
+	struct timeval idle = { CONTROL_IDLE_SEC, 0 };
+
+	if (!peer_allowed(fd)) {
+		log_warn("control: connection from a foreign user refused");
+		close(fd);
+		return;
+	}
+	bev = bufferevent_socket_new(evconnlistener_get_base(l), fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		close(fd);
+		return;
+	}
+	bufferevent_setcb(bev, conn_read, NULL, conn_event, c);
+	bufferevent_set_timeouts(bev, &idle, &idle);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static int
+control_bind(const char *path, mode_t mode)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		log_err("control_socket %s: path too long", path);
+		return -1;
+	}
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_err("control_socket %s: exists and is not a socket",
+			    path);
+			return -1;
+		}
+		unlink(path);
+	}
+	strcpy(sun.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0)) == -1) {
+		log_err("control_socket: socket: %s", strerror(errno));
+		return -1;
+	}
+	/* never a moment with a wider mode than asked for */
+	old = umask(0777 & ~mode);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		log_err("control_socket %s: bind: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (chmod(path, mode) == -1 || listen(fd, 16) == -1) {
+		log_err("control_socket %s: %s", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+struct control *
+control_new(struct event_base *base, const char *path, mode_t mode,
+    control_fn fn, void *arg)
+{
+	struct control *c;
+	int fd;
+
+	if ((fd = control_bind(path, mode)) == -1)
+		return NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->path = strdup(path)) == NULL) {
+		free(c);
+		close(fd);
+		return NULL;
+	}
+	c->fn = fn;
+	c->arg = arg;
+	c->listener = evconnlistener_new(base, control_accept, c,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (c->listener == NULL) {
+		close(fd);
+		control_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+control_free(struct control *c)
+{
+	if (c == NULL)
+		return;
+	if (c->listener != NULL)
+		evconnlistener_free(c->listener);
+	unlink(c->path);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,67 @@
+/*
+ * tgrunnerd: the parent of everything.  One process, one libevent loop:
+ * poller -> journal -> router -> worker pool, and back.
+ */
+#ifndef TG_TGRUNNERD_H
+#define TG_TGRUNNERD_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "metrics.h"
+
+struct api;
+struct control;
+struct metrics;
+struct event;
+struct event_base;
+struct http;
+struct journal;
+struct poller;
+struct pool;
+struct router;
+
+/* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
+#define EXIT_STATE	73	/* EX_CANTCREAT: state_dir unusable */
+
+enum tgd_state {
+	TGD_STARTING,		/* getMe, replay */
+	TGD_RUNNING,
+	TGD_DRAINING,		/* operator asked to stop fetching; workers run on */
+	TGD_STOPPING		/* SIGTERM: finishing in-flight work */
+};
+
+struct tgd_stats {
+	uint64_t	fetched, dispatched, done, failed, retried, dead,
+			duplicates, replayed;
+};
+
+struct tgd {
+	struct event_base	*base;
+	struct conf		 conf;
+	char			*token;
+	struct http		*http;
+	struct api		*api;
+	struct control		*control;
+	struct metrics		*metrics;
+	struct journal		*journal;
+	struct router		*router;
+	struct poller		*poller;
+	struct pool		*pool;
+	json_t			*bot;
+	enum tgd_state		 state;
+	time_t			 started;
+	int			 exit_status;
+	int			 deadline_passed;	/* shutdown_timeout */
+	struct event		*ev_sig[6];
+	struct event		*ev_shutdown;	/* shutdown_timeout */
+	struct event		*ev_status;	/* periodic STATUS= / watchdog */
+	struct tgd_stats	 stats;
+	struct hist		 h_dispatch;
+	struct hist		 h_handler;
+};
+
+#endif
