@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install what building and testing tgrunner needs on Debian 12 (apt-get).
+# Does nothing when everything is already there.
+set -eu
+PKGS="build-essential autoconf automake libtool pkg-config
+libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev libinih-dev
+uthash-dev zlib1g-dev check python3 clang libclang-rt-14-dev"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
