@@ -83,10 +83,10 @@ def fake_run(builddir, session_key, count, chats):
             if not wait_for(lambda: "ready" in open(logpath).read(), 15):
                 print(open(logpath).read())
                 raise SystemExit("tgrunnerd did not become ready")
-            print(f"== sending {count} messages from {chats} chats, half of "
+            print(f"== sending {count} messages from {chats} chats, 30% of "
                   f"them from one busy chat, at 400/s")
             first, last = fake.generate(count, chats, dist="hot",
-                                        hot_share=0.5, rate=400, seed=7)
+                                        hot_share=0.3, rate=400, seed=7)
             t0 = time.time()
             shown = 0
             while True:
@@ -164,7 +164,7 @@ def main():
     ap.add_argument("--token-file")
     ap.add_argument("--race", action="store_true",
                     help="also run without session keys to show the race")
-    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--chats", type=int, default=50)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()

@@ -26,7 +26,7 @@
 
 #include "tgrunner-worker.h"
 
-#define ECHO_RACE_MS	50	/* the window between read and write */
+#define ECHO_RACE_MS	10	/* the window between read and write */
 
 static const char *
 echo_state_dir(void)
