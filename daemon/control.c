@@ -128,8 +128,8 @@ control_accept(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-static int
-control_bind(const char *path, mode_t mode)
+int
+control_unix_listen(const char *path, mode_t mode)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -137,13 +137,12 @@ control_bind(const char *path, mode_t mode)
 	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		log_err("control_socket %s: path too long", path);
+		log_err("socket %s: path too long", path);
 		return -1;
 	}
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			log_err("control_socket %s: exists and is not a socket",
-			    path);
+			log_err("socket %s: exists and is not a socket", path);
 			return -1;
 		}
 		unlink(path);
@@ -151,20 +150,20 @@ control_bind(const char *path, mode_t mode)
 	strcpy(sun.sun_path, path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
 	    0)) == -1) {
-		log_err("control_socket: socket: %s", strerror(errno));
+		log_err("socket %s: %s", path, strerror(errno));
 		return -1;
 	}
 	/* never a moment with a wider mode than asked for */
 	old = umask(0777 & ~mode);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		umask(old);
-		log_err("control_socket %s: bind: %s", path, strerror(errno));
+		log_err("socket %s: bind: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	umask(old);
 	if (chmod(path, mode) == -1 || listen(fd, 16) == -1) {
-		log_err("control_socket %s: %s", path, strerror(errno));
+		log_err("socket %s: %s", path, strerror(errno));
 		close(fd);
 		unlink(path);
 		return -1;
@@ -179,7 +178,7 @@ control_new(struct event_base *base, const char *path, mode_t mode,
 	struct control *c;
 	int fd;
 
-	if ((fd = control_bind(path, mode)) == -1)
+	if ((fd = control_unix_listen(path, mode)) == -1)
 		return NULL;
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
 	    (c->path = strdup(path)) == NULL) {

@@ -25,6 +25,13 @@ typedef json_t *(*control_fn)(void *arg, const char *cmd, const char *args);
  */
 struct control	*control_new(struct event_base *, const char *path, mode_t mode,
 		    control_fn, void *arg);
+/*
+ * A listening, non-blocking, close-on-exec Unix stream socket at path,
+ * created with mode (never wider, not even for a moment).  A stale socket
+ * there is replaced; any other file is an error.  Returns the fd or -1
+ * (logged).  Also used for the workers' listen socket.
+ */
+int		 control_unix_listen(const char *path, mode_t mode);
 /* Closes every connection and removes the socket file. */
 void		 control_free(struct control *);
 

@@ -28,10 +28,22 @@ static __attribute__((noreturn)) void
 usage(void)
 {
 	fprintf(stderr, "usage: tgrunnerctl [-j] [-s socket] command\n"
-	    "commands: status, workers, drain, resume, reload\n"
+	    "commands: status, workers, drain, resume, reload,\n"
+	    "          dead-letters, dead-letters retry ID|all\n"
 	    "  -j, --json    print the daemon's JSON answer\n"
 	    "  -s, --socket  control socket (default " DEFAULT_SOCKET ")\n");
 	exit(2);
+}
+
+static int
+strlcat_(char *dst, const char *src, size_t size)
+{
+	size_t n = strlen(dst);
+
+	if (n + strlen(src) + 1 > size)
+		return -1;
+	strcpy(dst + n, src);
+	return 0;
 }
 
 static json_t *
@@ -110,6 +122,23 @@ print_workers(json_t *workers)
 }
 
 static void
+print_dead_letters(json_t *list)
+{
+	json_t *o;
+	size_t i;
+
+	printf("%-12s %-8s %-20s %s\n", "UPDATE", "ATTEMPTS", "WHEN", "REASON");
+	json_array_foreach(list, i, o) {
+		time_t t = (time_t)geti(o, "t");
+		char when[32];
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+		printf("%-12lld %-8lld %-20s %s\n", (long long)geti(o, "update_id"),
+		    (long long)geti(o, "attempts"), when, gets_(o, "reason"));
+	}
+}
+
+static void
 print_status(json_t *s)
 {
 	time_t last = (time_t)geti(s, "last_poll_ok");
@@ -158,9 +187,10 @@ main(int argc, char *argv[])
 		{ "socket", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *path = DEFAULT_SOCKET, *cmd;
+	const char *path = DEFAULT_SOCKET;
+	char cmd[1024] = "";
 	json_t *reply;
-	int ch, json = 0, ok;
+	int ch, i, json = 0, ok;
 
 	while ((ch = getopt_long(argc, argv, "js:", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -169,9 +199,13 @@ main(int argc, char *argv[])
 		default: usage();
 		}
 	}
-	if (optind + 1 != argc)
+	if (optind == argc)
 		usage();
-	cmd = argv[optind];
+	/* the words of the command, as one line */
+	for (i = optind; i < argc; i++)
+		if (strlcat_(cmd, argv[i], sizeof(cmd)) == -1 ||
+		    (i + 1 < argc && strlcat_(cmd, " ", sizeof(cmd)) == -1))
+			usage();
 	reply = request(path, cmd);
 	ok = json_is_true(json_object_get(reply, "ok"));
 	if (json)
@@ -183,6 +217,11 @@ main(int argc, char *argv[])
 		print_status(reply);
 	else if (strcmp(cmd, "workers") == 0)
 		print_workers(json_object_get(reply, "workers"));
+	else if (strcmp(cmd, "dead-letters") == 0)
+		print_dead_letters(json_object_get(reply, "dead_letters"));
+	else if (strncmp(cmd, "dead-letters retry", 18) == 0)
+		printf("%lld update(s) queued again\n",
+		    (long long)geti(reply, "requeued"));
 	else
 		printf("%s: ok\n", cmd);
 	if (json)

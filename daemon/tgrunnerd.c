@@ -168,6 +168,12 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 }
 
 static void
+dead_letter_path(const struct tgd *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/dead-letters.jsonl", d->conf.state_dir);
+}
+
+static void
 tgd_dead_letter(struct tgd *d, const struct job *job, const char *why)
 {
 	char path[4096];
@@ -175,6 +181,8 @@ tgd_dead_letter(struct tgd *d, const struct job *job, const char *why)
 	char *line;
 	FILE *fp;
 
+	/* with journal_fsync = off nothing else created it */
+	mkdir(d->conf.state_dir, 0700);
 	d->stats.dead++;
 	log_err("update=%lld attempts=%d: giving up: %s; written to "
 	    "dead-letters.jsonl", (long long)job->id, job->attempt, why);
@@ -184,7 +192,7 @@ tgd_dead_letter(struct tgd *d, const struct job *job, const char *why)
 	    "t", (json_int_t)time(NULL), "update", u);
 	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	snprintf(path, sizeof(path), "%s/dead-letters.jsonl", d->conf.state_dir);
+	dead_letter_path(d, path, sizeof(path));
 	if (line == NULL || (fp = fopen(path, "ae")) == NULL) {
 		log_err("%s: cannot record dead letter for update=%lld in %s: "
 		    "%s", __func__, (long long)job->id, path, strerror(errno));
@@ -306,10 +314,12 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 	tgd_finish(d, job, NULL);
 }
 
+/* A slot freed or a worker left: dispatch, and see whether a stop is done. */
 static void
 tgd_capacity(void *arg)
 {
 	tgd_dispatch(arg);
+	tgd_maybe_exit(arg);
 }
 
 struct call_ctx {
@@ -523,6 +533,120 @@ tgd_status_json(struct tgd *d)
 	    "workers", pool_describe(d->pool), "problem", problem);
 }
 
+/* Every dead letter, as the file has them (malformed lines are skipped). */
+static json_t *
+tgd_dead_letters_read(struct tgd *d)
+{
+	char path[4096];
+	json_t *all = json_array(), *o;
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *fp;
+
+	dead_letter_path(d, path, sizeof(path));
+	if ((fp = fopen(path, "re")) == NULL)
+		return all;
+	while (getline(&line, &cap, fp) != -1)
+		if ((o = json_loads(line, 0, NULL)) != NULL &&
+		    json_is_integer(json_object_get(o, "update_id")))
+			json_array_append_new(all, o);
+		else
+			json_decref(o);
+	free(line);
+	fclose(fp);
+	return all;
+}
+
+/* Rewrite the file with only the entries in keep (temp file + rename). */
+static int
+tgd_dead_letters_write(struct tgd *d, json_t *keep)
+{
+	char path[4096], tmp[4200];
+	json_t *o;
+	size_t i;
+	FILE *fp;
+
+	dead_letter_path(d, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fp = fopen(tmp, "we")) == NULL)
+		return -1;
+	json_array_foreach(keep, i, o) {
+		json_dumpf(o, fp, JSON_COMPACT);
+		fputc('\n', fp);
+	}
+	if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+		fclose(fp);
+		unlink(tmp);
+		return -1;
+	}
+	fclose(fp);
+	return rename(tmp, path);
+}
+
+/*
+ * Journal the chosen dead letters again and queue them as new first
+ * attempts; the rest stay in the file.  "all" or one update_id.
+ */
+static json_t *
+tgd_dead_letters_retry(struct tgd *d, const char *which)
+{
+	json_t *all = tgd_dead_letters_read(d), *keep = json_array(), *o;
+	struct jupdate u;
+	char *text;
+	size_t i, n = 0;
+	int any = strcmp(which, "all") == 0;
+	long long want = any ? 0 : strtoll(which, NULL, 10);
+
+	json_array_foreach(all, i, o) {
+		u.id = json_integer_value(json_object_get(o, "update_id"));
+		text = json_dumps(json_object_get(o, "update"), JSON_COMPACT);
+		if ((!any && u.id != want) || text == NULL) {
+			json_array_append(keep, o);
+			free(text);
+			continue;
+		}
+		u.json = text;
+		u.len = strlen(text);
+		if (journal_append(d->journal, &u, 1, time(NULL)) == -1) {
+			json_array_append(keep, o);
+			free(text);
+			continue;
+		}
+		tgd_enqueue(d, u.id, u.json, u.len, 1);
+		log_notice("update=%lld: dead letter queued again",
+		    (long long)u.id);
+		free(text);
+		n++;
+	}
+	if (n > 0 && tgd_dead_letters_write(d, keep) == -1)
+		log_err("dead-letters: cannot rewrite the file: %s",
+		    strerror(errno));
+	json_decref(all);
+	json_decref(keep);
+	tgd_dispatch(d);
+	return json_pack("{s:b, s:I}", "ok", 1, "requeued", (json_int_t)n);
+}
+
+static json_t *
+tgd_dead_letters(struct tgd *d, const char *args)
+{
+	json_t *all, *o;
+	size_t i;
+
+	if (strncmp(args, "retry", 5) == 0) {
+		args += 5;
+		args += strspn(args, " \t");
+		if (*args == '\0')
+			return json_pack("{s:b, s:s}", "ok", 0, "error",
+			    "dead-letters retry: give an update_id or 'all'");
+		return tgd_dead_letters_retry(d, args);
+	}
+	all = tgd_dead_letters_read(d);
+	json_array_foreach(all, i, o)
+		json_object_del(o, "update");	/* the list stays small */
+	return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", all);
+}
+
 static json_t *
 tgd_control(void *arg, const char *cmd, const char *args)
 {
@@ -545,6 +669,8 @@ tgd_control(void *arg, const char *cmd, const char *args)
 		poller_resume(d->poller);
 		return json_pack("{s:b, s:s}", "ok", 1, "state", "running");
 	}
+	if (strcmp(cmd, "dead-letters") == 0)
+		return tgd_dead_letters(d, args);
 	if (strcmp(cmd, "reload") == 0) {
 		raise(SIGHUP);
 		return json_pack("{s:b}", "ok", 1);
@@ -554,7 +680,7 @@ tgd_control(void *arg, const char *cmd, const char *args)
 		    "not possible in this state", "state",
 		    tgd_state_str(d->state));
 	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown command "
-	    "(status, workers, drain, resume, reload)");
+	    "(status, workers, drain, resume, reload, dead-letters)");
 }
 
 /* --- metrics ---------------------------------------------------------------- */
@@ -791,6 +917,9 @@ tgd_open(struct tgd *d)
 	    d->conf.control_socket, 0600, tgd_control, d)) == NULL)
 		fatalx(EXIT_STATE, "cannot open control_socket %s",
 		    d->conf.control_socket);
+	if (d->conf.listen != NULL && pool_listen(d->pool, d->conf.listen) == -1)
+		fatalx(EXIT_STATE, "cannot listen for workers on %s",
+		    d->conf.listen);
 	if (d->conf.metrics_listen != NULL && (d->metrics = metrics_new(d->base,
 	    d->conf.metrics_listen, tgd_metrics, d)) == NULL)
 		fatalx(EXIT_CONFIG, "cannot serve metrics on %s",

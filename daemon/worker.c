@@ -14,6 +14,7 @@
 #include <sys/types.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -30,10 +31,12 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <jansson.h>
 #include <uthash.h>
 
 #include "conf.h"
+#include "control.h"
 #include "log.h"
 #include "proto.h"
 #include "router.h"
@@ -86,6 +89,8 @@ struct worker {
 	uint64_t		 limit;		/* recycle after this many, 0 = never */
 	time_t			 started;
 	int			 hello;		/* said hello: not an early death */
+	int			 external;	/* joined through `listen`: not our child */
+	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
 	TAILQ_ENTRY(worker)	 entry;		/* pool->workers */
 	TAILQ_ENTRY(worker)	 aentry;	/* pool->avail */
@@ -101,6 +106,8 @@ struct pool {
 	TAILQ_HEAD(, worker)	 avail;		/* READY with a free slot */
 	struct run		*runs;		/* by job id */
 	struct event		*spawn_timer;
+	struct evconnlistener	*listener;	/* `listen`, external workers */
+	char			*listen_path;
 	const struct timeval	*common_timeout;
 	int			 next_id;
 	int			 early_deaths;	/* consecutive, before hello */
@@ -523,11 +530,17 @@ worker_start_job(struct worker *w, struct job *job)
 /* Ask the process to go away: SIGTERM now, SIGKILL after kill_grace. */
 static void	worker_kill_timeout(evutil_socket_t, short, void *);
 
+static void	worker_disconnect(struct worker *);
+
 static void
 worker_terminate(struct worker *w, int sig)
 {
 	struct timeval tv = ms_tv(w->pool->conf->kill_grace);
 
+	if (w->external) {
+		worker_disconnect(w);
+		return;
+	}
 	if (w->pid <= 0)
 		return;
 	if (w->state != W_KILLING)
@@ -774,7 +787,7 @@ worker_event(struct bufferevent *bev, short what, void *arg)
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
 	/* a drained worker closing its end is leaving as asked: let it exit */
-	if (w->state == W_DRAINING && TAILQ_EMPTY(&w->runs)) {
+	if (w->state == W_DRAINING && TAILQ_EMPTY(&w->runs) && !w->external) {
 		bufferevent_free(w->bev);
 		w->bev = NULL;
 		event_free(w->timer);
@@ -793,6 +806,10 @@ worker_event(struct bufferevent *bev, short what, void *arg)
 static void
 worker_close(struct worker *w, int sig)
 {
+	if (w->external) {
+		worker_disconnect(w);
+		return;
+	}
 	if (w->bev != NULL) {
 		bufferevent_free(w->bev);
 		w->bev = NULL;
@@ -834,6 +851,8 @@ worker_free(struct worker *w)
 		bufferevent_free(w->out);
 	if (w->timer != NULL)
 		event_free(w->timer);
+	if (w->gone != NULL)
+		event_free(w->gone);
 	free(w);
 }
 
@@ -887,7 +906,7 @@ pool_reap(struct pool *p)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		TAILQ_FOREACH(w, &p->workers, entry)
-			if (w->pid == pid)
+			if (w->pid == pid && !w->external)
 				break;
 		if (w != NULL)
 			worker_exited(w, status);
@@ -914,7 +933,8 @@ pool_active(const struct pool *p)
 	size_t n = 0;
 
 	TAILQ_FOREACH(w, &p->workers, entry)
-		if (w->state == W_STARTING || w->state == W_READY)
+		if (!w->external &&
+		    (w->state == W_STARTING || w->state == W_READY))
 			n++;
 	return n;
 }
@@ -958,6 +978,121 @@ pool_maintain(struct pool *p)
 		}
 }
 
+
+/* --- external workers (`listen`) ------------------------------------------ */
+
+/*
+ * An external worker is not our child: nothing can be killed or reaped.
+ * Once its connection is gone it can no longer report, so its updates are
+ * given back at once (from the loop, never inside its own callbacks).
+ */
+static void
+worker_gone_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+	struct pool *p = w->pool;
+
+	worker_give_back_jobs(w, "external worker disconnected");
+	worker_free(w);
+	p->ops->capacity(p->arg);
+}
+
+static void
+worker_disconnect(struct worker *w)
+{
+	if (w->state == W_DEAD)
+		return;
+	log_info("worker=%d pid=%d: external worker disconnected (%d "
+	    "update(s) in progress)", w->id, (int)w->pid, w->busy);
+	if (w->bev != NULL) {
+		bufferevent_free(w->bev);
+		w->bev = NULL;
+	}
+	worker_set_state(w, W_DEAD);
+	w->pool->stats.exited++;
+	event_active(w->gone, 0, 0);
+}
+
+/* listen_allow: "uid:N", "gid:N" or user names, by commas or blanks. */
+static int
+peer_allowed(const char *allow, const struct ucred *cr)
+{
+	char *list, *tok, *save = NULL;
+	struct passwd *pw;
+	int ok = 0;
+
+	if (cr->uid == 0 || cr->uid == geteuid())
+		return 1;
+	if (allow == NULL || (list = strdup(allow)) == NULL)
+		return 0;
+	for (tok = strtok_r(list, ", \t", &save); tok != NULL && !ok;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (strncmp(tok, "uid:", 4) == 0)
+			ok = (uid_t)strtoul(tok + 4, NULL, 10) == cr->uid;
+		else if (strncmp(tok, "gid:", 4) == 0)
+			ok = (gid_t)strtoul(tok + 4, NULL, 10) == cr->gid;
+		else if ((pw = getpwnam(tok)) != NULL)
+			ok = pw->pw_uid == cr->uid;
+	}
+	free(list);
+	return ok;
+}
+
+static void
+pool_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct pool *p = arg;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	struct timeval tv;
+	struct worker *w;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == -1 ||
+	    !peer_allowed(p->conf->listen_allow, &cr)) {
+		log_warn("listen: refused a worker (uid %d not in listen_allow)",
+		    len == sizeof(cr) ? (int)cr.uid : -1);
+		close(fd);
+		return;
+	}
+	if (p->stopping || (w = calloc(1, sizeof(*w))) == NULL) {
+		close(fd);
+		return;
+	}
+	w->pool = p;
+	w->id = ++p->next_id;
+	w->pid = cr.pid;
+	w->external = 1;
+	w->started = time(NULL);
+	TAILQ_INIT(&w->runs);
+	w->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	w->gone = event_new(p->base, -1, 0, worker_gone_cb, w);
+	w->timer = evtimer_new(p->base, worker_hello_timeout, w);
+	bufferevent_setcb(w->bev, worker_read, NULL, worker_event, w);
+	bufferevent_enable(w->bev, EV_READ | EV_WRITE);
+	tv = ms_tv(p->conf->hello_timeout);
+	evtimer_add(w->timer, &tv);
+	TAILQ_INSERT_TAIL(&p->workers, w, entry);
+	log_info("worker=%d pid=%d uid=%d: external worker connected", w->id,
+	    (int)cr.pid, (int)cr.uid);
+}
+
+int
+pool_listen(struct pool *p, const char *path)
+{
+	int fd;
+
+	if ((fd = control_unix_listen(path, 0660)) == -1)
+		return -1;
+	p->listener = evconnlistener_new(p->base, pool_accept, p,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (p->listener == NULL || (p->listen_path = strdup(path)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
 /* --- public interface ----------------------------------------------------- */
 
 struct pool *
@@ -989,11 +1124,16 @@ pool_free(struct pool *p)
 	while ((w = TAILQ_FIRST(&p->workers)) != NULL) {
 		while ((r = TAILQ_FIRST(&w->runs)) != NULL)
 			run_free(r);
-		if (w->pid > 0)
+		if (w->pid > 0 && !w->external)
 			kill(-w->pid, SIGKILL);
 		worker_free(w);
 	}
 	event_free(p->spawn_timer);
+	if (p->listener != NULL) {
+		evconnlistener_free(p->listener);
+		unlink(p->listen_path);
+	}
+	free(p->listen_path);
 	json_decref(p->bot);
 	free(p);
 }
@@ -1021,7 +1161,8 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 	f.u.shutdown.deadline = now_ms() + conf->shutdown_timeout;
 	/* drain the surplus (or all, for a new command); new ones replace them */
 	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
-		if (w->state != W_READY && w->state != W_STARTING)
+		if (w->external ||
+		    (w->state != W_READY && w->state != W_STARTING))
 			continue;
 		if (!replace && keep < (size_t)conf->workers) {
 			keep++;
@@ -1116,7 +1257,7 @@ pool_kill(struct pool *p)
 	struct worker *w;
 
 	TAILQ_FOREACH(w, &p->workers, entry)
-		if (w->pid > 0)
+		if (w->pid > 0 || w->external)
 			worker_terminate(w, SIGKILL);
 }
 
@@ -1127,7 +1268,7 @@ pool_alive(const struct pool *p)
 	size_t n = 0;
 
 	TAILQ_FOREACH(w, &p->workers, entry)
-		if (w->pid > 0)
+		if (w->external ? w->state != W_DEAD : w->pid > 0)
 			n++;
 	return n;
 }
@@ -1152,9 +1293,9 @@ pool_describe(const struct pool *p)
 
 	TAILQ_FOREACH(w, &p->workers, entry)
 		json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:i, s:i, "
-		    "s:I, s:I}", "id", w->id, "pid", (int)w->pid, "state",
+		    "s:I, s:I, s:b}", "id", w->id, "pid", (int)w->pid, "state",
 		    worker_state_str(w->state), "slots", w->slots, "busy",
 		    w->busy, "served", (json_int_t)w->served, "started",
-		    (json_int_t)w->started));
+		    (json_int_t)w->started, "external", w->external));
 	return a;
 }

@@ -50,9 +50,14 @@ void		 pool_free(struct pool *);
 /* bot: the getMe object sent in welcome (a reference is taken). */
 void		 pool_start(struct pool *, json_t *bot);
 /*
+ * Accept external workers on a Unix socket at path (mode 0660; peers
+ * checked with SO_PEERCRED against conf->listen_allow).  0 or -1 (logged).
+ */
+int		 pool_listen(struct pool *, const char *path);
+/*
  * The configuration changed (already validated): grow or shrink the pool;
- * with replace, every worker is drained and replaced one by one (a new
- * worker_command).  Draining workers finish what they hold first.
+ * with replace (a new worker_command), every worker is told to finish what
+ * it holds and exit, and a new one is started in its place at once.
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
 /*
