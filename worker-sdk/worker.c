@@ -365,6 +365,26 @@ tgw_accept(struct tgw *w, const struct frame *f)
 	}
 }
 
+/*
+ * A well-formed frame of a type this library does not know: a newer daemon
+ * talking (PROTOCOL.md section 8).  Ignored once the session is up.
+ */
+static int
+tgw_unknown_type(const char *line, size_t len)
+{
+	json_t *root;
+	const char *type;
+	int r;
+
+	if ((root = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL)) ==
+	    NULL)
+		return 0;
+	type = json_string_value(json_object_get(root, "type"));
+	r = type != NULL && proto_type_lookup(type) == FRAME_NONE;
+	json_decref(root);
+	return r;
+}
+
 static int
 tgw_enqueue_line(struct tgw *w, const char *line, size_t len)
 {
@@ -376,6 +396,8 @@ tgw_enqueue_line(struct tgw *w, const char *line, size_t len)
 	if (proto_decode(line, len, PROTO_D2W, &q->f, reason,
 	    sizeof(reason)) == -1) {
 		free(q);
+		if (!w->handshake && tgw_unknown_type(line, len))
+			return 0;
 		return tgw_seterr(w, "bad frame from daemon: %s", reason);
 	}
 	if (tgw_accept(w, &q->f) == -1) {
