@@ -301,9 +301,27 @@ child_drop_privileges(const struct conf *c)
 	return 0;
 }
 
+/*
+ * The shell line for the child.  A plain "program args" is prefixed with
+ * exec so that the worker is our child itself (its pid in status, signals
+ * straight to it); anything with shell syntax runs as written.
+ */
+static char *
+worker_shell_line(const char *cmd)
+{
+	char *line;
+
+	if (strpbrk(cmd, ";&|<>()$`\\\"'*?[]#~=%{}!\n") != NULL)
+		return strdup(cmd);
+	if (asprintf(&line, "exec %s", cmd) == -1)
+		return NULL;
+	return line;
+}
+
 /* In the child: only async-signal-safe calls until exec. */
 static void __attribute__((noreturn))
-child_exec(const struct conf *c, int sock, int out, char **env)
+child_exec(const struct conf *c, const char *line, int sock, int out,
+    char **env)
 {
 	static const char msg[] = "tgrunnerd: cannot drop privileges\n";
 	int devnull;
@@ -328,7 +346,7 @@ child_exec(const struct conf *c, int sock, int out, char **env)
 		(void)!write(2, msg, sizeof(msg) - 1);
 		_exit(126);
 	}
-	execle("/bin/sh", "sh", "-c", c->worker_command, (char *)NULL, env);
+	execle("/bin/sh", "sh", "-c", line, (char *)NULL, env);
 	_exit(127);
 }
 
@@ -393,7 +411,7 @@ worker_spawn(struct pool *p)
 	struct worker *w;
 	struct timeval tv;
 	int sv[2], pv[2];
-	char **env;
+	char **env, *line;
 	pid_t pid;
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
@@ -401,7 +419,12 @@ worker_spawn(struct pool *p)
 	w->pool = p;
 	w->id = ++p->next_id;
 	TAILQ_INIT(&w->runs);
+	if ((line = worker_shell_line(c->worker_command)) == NULL) {
+		free(w);
+		return NULL;
+	}
 	if ((env = worker_env(w)) == NULL) {
+		free(line);
 		free(w);
 		return NULL;
 	}
@@ -416,8 +439,9 @@ worker_spawn(struct pool *p)
 		close(sv[0]); close(sv[1]); close(pv[0]); close(pv[1]);
 		goto fail;
 	case 0:
-		child_exec(c, sv[1], pv[1], env);
+		child_exec(c, line, sv[1], pv[1], env);
 	}
+	free(line);
 	setpgid(pid, pid);	/* either side may run first */
 	close(sv[1]);
 	close(pv[1]);
@@ -441,6 +465,7 @@ worker_spawn(struct pool *p)
 	log_info("worker=%d pid=%d: started", w->id, (int)pid);
 	return w;
 fail:
+	free(line);
 	env_free(env);
 	free(w);
 	return NULL;
