@@ -92,7 +92,7 @@ conn_read(struct bufferevent *bev, void *arg)
 	free(line);
 }
 
-/* Only our own user (or root) may talk to us, whatever the file mode says. */
+/* Only our own user or root may talk to us, whatever the file mode says. */
 static int
 peer_allowed(int fd)
 {
@@ -101,7 +101,7 @@ peer_allowed(int fd)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
 		return 0;
-	return cred.uid == 0 || cred.uid == geteuid() || cred.gid == getegid();
+	return cred.uid == 0 || cred.uid == geteuid();
 }
 
 static void

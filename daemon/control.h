@@ -2,7 +2,7 @@
  * The control socket: a Unix stream socket where tgrunnerctl sends one
  * command line ("status", "drain", ...) and reads one JSON object back.
  * Access: the socket file's mode (0600) plus a SO_PEERCRED check that the
- * peer is root or runs with the daemon's uid or gid.
+ * peer is root or runs with the daemon's uid.
  */
 #ifndef TG_CONTROL_H
 #define TG_CONTROL_H

@@ -67,10 +67,7 @@ metrics_request(struct evhttp_request *req, void *arg)
 	struct evbuffer *out;
 	const char *path = evhttp_request_get_uri(req);
 
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-		evhttp_send_error(req, 405, "Method Not Allowed");
-		return;
-	}
+	/* evhttp answers other methods than GET and HEAD with 501 itself */
 	if (strcmp(path, "/metrics") != 0 && strncmp(path, "/metrics?", 9) != 0) {
 		evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics");
 		return;

@@ -57,6 +57,18 @@ mono_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static const char *
+tgd_state_str(enum tgd_state s)
+{
+	switch (s) {
+	case TGD_STARTING:	return "starting";
+	case TGD_RUNNING:	return "running";
+	case TGD_DRAINING:	return "draining";
+	case TGD_STOPPING:	return "stopping";
+	}
+	return "?";
+}
+
 static int64_t
 wall_ms(void)
 {
@@ -121,6 +133,9 @@ token_load(const struct conf *c)
 	if (n < 0)
 		fatalx(EXIT_CONFIG, "token file %s: %s", path, strerror(errno));
 	buf[n] = '\0';
+	if (memchr(buf, '\0', (size_t)n) != NULL)
+		fatalx(EXIT_CONFIG, "token file %s: does not hold a bot token "
+		    "(it contains a NUL byte)", path);
 	len = strlen(buf);
 	while (len > 0 && isspace((unsigned char)buf[len - 1]))
 		buf[--len] = '\0';
@@ -469,18 +484,6 @@ static const struct poller_ops tgd_poller_ops = {
 };
 
 /* --- the control socket ------------------------------------------------------- */
-
-static const char *
-tgd_state_str(enum tgd_state s)
-{
-	switch (s) {
-	case TGD_STARTING:	return "starting";
-	case TGD_RUNNING:	return "running";
-	case TGD_DRAINING:	return "draining";
-	case TGD_STOPPING:	return "stopping";
-	}
-	return "?";
-}
 
 static json_t *
 tgd_status_json(struct tgd *d)
@@ -859,8 +862,7 @@ tgd_status(evutil_socket_t fd, short ev, void *arg)
 	tgd_maybe_exit(d);	/* waiting for the last replies to go out */
 	/* sent from the loop: a stuck loop stops the watchdog pings */
 	sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s: backlog=%zu running=%zu "
-	    "done=%llu dead=%llu poll=%s%s%s",
-	    d->state == TGD_STOPPING ? "stopping" : "running",
+	    "done=%llu dead=%llu poll=%s%s%s", tgd_state_str(d->state),
 	    router_jobs(d->router), pool_running(d->pool),
 	    (unsigned long long)d->stats.done,
 	    (unsigned long long)d->stats.dead,
