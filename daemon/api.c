@@ -1,9 +1,26 @@
 /*
  * Bot API calls for workers.  Each session key has a FIFO of calls of which
- * only the head runs; the heads of all keys (and unkeyed calls) wait in one
- * runnable FIFO for one of API_MAX_INFLIGHT request slots.  A 429 keeps the
- * head of its key in place for retry_after seconds, so nothing behind it in
- * that key overtakes it.
+ * only the head is ever past AC_QUEUED; the heads of all keys (and unkeyed
+ * calls) wait in one runnable FIFO for one of api_max_inflight request
+ * slots.  Just before a call takes a slot, flood control admits it or parks
+ * it on a scope: its chat (from params.chat_id), or the global scope.
+ *
+ *   - A 429 pause of the global scope or of the call's chat holds every
+ *     call, messages or not.
+ *   - A message (flood_cost() > 0) needs its tokens in its chat's bucket
+ *     and in the global one, and never overtakes messages already waiting
+ *     on either: each scope is a FIFO.
+ *
+ * A parked call holds no slot, and since it is still the head of its key
+ * nothing of that key overtakes it, while other keys go on.  Scopes with
+ * parked calls sit in a min-heap by the time their first call may go, and
+ * one timer is set for the top.  A woken message is "held": its scope wakes
+ * no other message until that one has taken its tokens or parked again, so
+ * tokens are counted once, when the request starts.
+ *
+ * A 429 parks the call first in line on its scope, pauses the scope for
+ * retry_after seconds and empties its bucket; the call is retried after the
+ * pause, up to max_call_retries times.
  */
 #include "config.h"
 
@@ -12,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -19,17 +37,34 @@
 
 #include "api.h"
 #include "conf.h"
+#include "flood.h"
 #include "http.h"
 #include "log.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
 #define API_RETRY_AFTER_MAX	3600
+#define API_SWEEP_MS		10000	/* forget idle scopes this often */
+#define API_HEAP_INIT		16
+#define API_NOT_IN_HEAP		SIZE_MAX
 
 struct akey;
+struct ascope;
+
+enum acall_state {
+	AC_QUEUED,	/* behind the head of its key */
+	AC_RUNNABLE,	/* on api->runnable, for a request slot */
+	AC_PARKED,	/* on a scope's queue: a pause or tokens */
+	AC_BACKOFF,	/* on api->backoff, its retry timer set */
+	AC_INFLIGHT	/* its HTTP request runs */
+};
+
+TAILQ_HEAD(acallq, acall);
 
 struct acall {
 	struct api		*api;
 	struct akey		*key;		/* NULL: unordered */
+	struct ascope		*scope;		/* chat of params.chat_id or NULL */
+	enum acall_state	 state;
 	char			 method[65];
 	char			*body;
 	size_t			 len;
@@ -37,15 +72,36 @@ struct acall {
 	void			*arg;
 	int			 tries;
 	int			 failed;	/* could not start: report */
+	int64_t			 cost;		/* messages; 0: no tokens needed */
+	struct ascope		*park;		/* AC_PARKED: on this scope */
+	struct ascope		*first;		/* first in line on this scope */
+	struct ascope		*hold;		/* this scope's messages wait */
+	int64_t			 parked_at;
+	int			 throttled;	/* counted in stats */
 	struct http_req		*req;
 	struct event		*retry;
 	TAILQ_ENTRY(acall)	 kentry;	/* key->calls */
-	TAILQ_ENTRY(acall)	 rentry;	/* api->runnable */
+	TAILQ_ENTRY(acall)	 rentry;	/* runnable, backoff, a scope queue */
+	TAILQ_ENTRY(acall)	 aentry;	/* api->all */
 };
 
 struct akey {
 	char			*name;
-	TAILQ_HEAD(, acall)	 calls;		/* head is running or runnable */
+	TAILQ_HEAD(, acall)	 calls;		/* head is past AC_QUEUED */
+	UT_hash_handle		 hh;
+};
+
+struct ascope {
+	char			*name;		/* "p:42", "g:@chan"; "" global */
+	enum flood_scope	 kind;		/* NONE: the global scope */
+	size_t			 refs;		/* calls whose scope this is */
+	struct flood_bucket	 bucket;
+	int64_t			 paused_until;	/* ms, after a 429 */
+	struct acallq		 msgq;		/* messages: pause or tokens */
+	struct acallq		 otherq;	/* other calls: the pause */
+	struct acall		*held;		/* msgq's woken head */
+	int64_t			 ready_at;	/* ms; the heap's order */
+	size_t			 heapidx;
 	UT_hash_handle		 hh;
 };
 
@@ -55,14 +111,33 @@ struct api {
 	const struct conf	*conf;
 	char			*prefix;	/* api_url/bot<token>/ */
 	struct akey		*keys;
-	TAILQ_HEAD(, acall)	 runnable;
-	TAILQ_HEAD(, acall)	 waiting;	/* in a retry pause */
+	struct ascope		*scopes;	/* chats, by name */
+	size_t			 nscopes;
+	struct ascope		 global;
+	struct ascope		**heap;		/* scopes with parked calls */
+	size_t			 nheap;
+	size_t			 heapcap;	/* > nscopes: inserts never fail */
+	struct event		*timer;		/* the heap's top is due */
+	struct acallq		 all;
+	struct acallq		 runnable;
+	struct acallq		 backoff;	/* in a retry pause */
 	size_t			 queued;
 	size_t			 inflight;
+	size_t			 waiting;	/* AC_PARKED */
+	int64_t			 last_sweep;
 	struct api_stats	 stats;
 };
 
 static void	api_pump(struct api *);
+
+static int64_t
+api_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int
 method_valid(const char *m)
@@ -82,6 +157,337 @@ method_idempotent(const char *m)
 	return strncmp(m, "get", 3) == 0;
 }
 
+static const char *
+scope_name(const struct api *a, const struct ascope *s)
+{
+	return s == &a->global ? "the bot" : s->name;
+}
+
+static const struct flood_rate *
+scope_rate(const struct api *a, const struct ascope *s)
+{
+	switch (s->kind) {
+	case FLOOD_SCOPE_PRIVATE:
+		return &a->conf->flood_chat_rate;
+	case FLOOD_SCOPE_GROUP:
+		return &a->conf->flood_group_rate;
+	case FLOOD_SCOPE_NONE:
+		break;
+	}
+	return &a->conf->flood_global_rate;
+}
+
+static void
+scope_init(struct ascope *s, enum flood_scope kind)
+{
+	s->kind = kind;
+	s->heapidx = API_NOT_IN_HEAP;
+	TAILQ_INIT(&s->msgq);
+	TAILQ_INIT(&s->otherq);
+}
+
+/* --- the heap of scopes, by ready_at ------------------------------------ */
+
+static void
+heap_swap(struct api *a, size_t i, size_t j)
+{
+	struct ascope *t = a->heap[i];
+
+	a->heap[i] = a->heap[j];
+	a->heap[j] = t;
+	a->heap[i]->heapidx = i;
+	a->heap[j]->heapidx = j;
+}
+
+static void
+heap_up(struct api *a, size_t i)
+{
+	while (i > 0 && a->heap[i]->ready_at < a->heap[(i - 1) / 2]->ready_at) {
+		heap_swap(a, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void
+heap_down(struct api *a, size_t i)
+{
+	size_t l, m;
+
+	for (;;) {
+		m = i;
+		l = 2 * i + 1;
+		if (l < a->nheap && a->heap[l]->ready_at < a->heap[m]->ready_at)
+			m = l;
+		if (l + 1 < a->nheap &&
+		    a->heap[l + 1]->ready_at < a->heap[m]->ready_at)
+			m = l + 1;
+		if (m == i)
+			return;
+		heap_swap(a, i, m);
+		i = m;
+	}
+}
+
+static void
+heap_remove(struct api *a, struct ascope *s)
+{
+	size_t i = s->heapidx;
+
+	s->heapidx = API_NOT_IN_HEAP;
+	if (i != --a->nheap) {
+		a->heap[i] = a->heap[a->nheap];
+		a->heap[i]->heapidx = i;
+		heap_up(a, i);
+		heap_down(a, a->heap[i]->heapidx);
+	}
+}
+
+/* ms of the first message of msgq may go; INT64_MAX: none or held. */
+static int64_t
+scope_msg_ready(const struct api *a, struct ascope *s, int64_t now)
+{
+	struct acall	*c = TAILQ_FIRST(&s->msgq);
+	int64_t		 t = s->paused_until, w;
+
+	if (c == NULL || s->held != NULL)
+		return INT64_MAX;
+	if (a->conf->flood_control) {
+		w = now + flood_wait_ms(&s->bucket, scope_rate(a, s), c->cost,
+		    now);
+		if (w > t)
+			t = w;
+	}
+	return t;
+}
+
+/* ms s has a call to wake; INT64_MAX: none. */
+static int64_t
+scope_ready(const struct api *a, struct ascope *s, int64_t now)
+{
+	int64_t t = scope_msg_ready(a, s, now);
+
+	if (!TAILQ_EMPTY(&s->otherq) && s->paused_until < t)
+		t = s->paused_until;
+	return t;
+}
+
+/* After any change to s: its place in the heap, or out of it. */
+static void
+scope_update(struct api *a, struct ascope *s, int64_t now)
+{
+	int64_t t = scope_ready(a, s, now);
+
+	s->ready_at = t;
+	if (t == INT64_MAX) {
+		if (s->heapidx != API_NOT_IN_HEAP)
+			heap_remove(a, s);
+		return;
+	}
+	if (s->heapidx == API_NOT_IN_HEAP) {
+		s->heapidx = a->nheap;
+		a->heap[a->nheap++] = s;
+	}
+	heap_up(a, s->heapidx);
+	heap_down(a, s->heapidx);
+}
+
+/* The scope of a chat; the heap grows first, so it always has room. */
+static struct ascope *
+scope_get(struct api *a, enum flood_scope kind, const char *name)
+{
+	struct ascope	*s, **h;
+	size_t		 cap;
+
+	HASH_FIND_STR(a->scopes, name, s);
+	if (s != NULL)
+		return s;
+	if (a->nscopes + 2 > a->heapcap) {
+		cap = a->heapcap * 2;
+		if ((h = realloc(a->heap, cap * sizeof(*h))) == NULL)
+			return NULL;
+		a->heap = h;
+		a->heapcap = cap;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (s->name = strdup(name)) == NULL) {
+		free(s);
+		return NULL;
+	}
+	scope_init(s, kind);
+	HASH_ADD_KEYPTR(hh, a->scopes, s->name, strlen(s->name), s);
+	a->nscopes++;
+	return s;
+}
+
+static void
+scope_free(struct api *a, struct ascope *s)
+{
+	HASH_DEL(a->scopes, s);
+	a->nscopes--;
+	free(s->name);
+	free(s);
+}
+
+/* A scope no call uses, unpaused and full is as good as a new one. */
+static void
+api_sweep(struct api *a, int64_t now)
+{
+	struct ascope *s, *t;
+
+	if (now - a->last_sweep < API_SWEEP_MS)
+		return;
+	a->last_sweep = now;
+	HASH_ITER(hh, a->scopes, s, t)
+		if (s->refs == 0 && s->paused_until <= now &&
+		    flood_full(&s->bucket, scope_rate(a, s), now))
+			scope_free(a, s);
+}
+
+/* --- flood control -------------------------------------------------------- */
+
+/* c was woken from s's messages: s may wake the next one. */
+static void
+api_unhold(struct api *a, struct acall *c, int64_t now)
+{
+	struct ascope *s = c->hold;
+
+	if (s == NULL)
+		return;
+	s->held = NULL;
+	c->hold = NULL;
+	scope_update(a, s, now);
+}
+
+/* Must message c wait on s: older messages waiting there, or no tokens? */
+static int
+api_must_wait(struct api *a, struct acall *c, struct ascope *s, int64_t now)
+{
+	if (c->first != s && (!TAILQ_EMPTY(&s->msgq) ||
+	    (s->held != NULL && s->held != c)))
+		return 1;
+	return flood_wait_ms(&s->bucket, scope_rate(a, s), c->cost, now) > 0;
+}
+
+/* NULL: c may start now (its tokens are taken); else the scope to wait on. */
+static struct ascope *
+api_admit(struct api *a, struct acall *c, int64_t now)
+{
+	struct ascope *g = &a->global, *s = c->scope;
+
+	if (g->paused_until > now)
+		return g;
+	if (s != NULL && s->paused_until > now)
+		return s;
+	if (!a->conf->flood_control || c->cost == 0)
+		return NULL;
+	if (s != NULL && api_must_wait(a, c, s, now))
+		return s;
+	if (api_must_wait(a, c, g, now))
+		return g;
+	if (s != NULL) {
+		flood_take(&s->bucket, scope_rate(a, s), c->cost, now);
+		scope_update(a, s, now);
+	}
+	flood_take(&g->bucket, scope_rate(a, g), c->cost, now);
+	scope_update(a, g, now);
+	return NULL;
+}
+
+static void
+api_park(struct api *a, struct acall *c, struct ascope *s, int64_t now)
+{
+	struct acallq *q = a->conf->flood_control && c->cost > 0 ?
+	    &s->msgq : &s->otherq;
+
+	api_unhold(a, c, now);
+	c->state = AC_PARKED;
+	c->park = s;
+	c->parked_at = now;
+	if (c->first == s)
+		TAILQ_INSERT_HEAD(q, c, rentry);
+	else
+		TAILQ_INSERT_TAIL(q, c, rentry);
+	a->waiting++;
+	if (!c->throttled) {
+		c->throttled = 1;
+		a->stats.throttled++;
+	}
+	log_debug("call %s: waits for %s", c->method, scope_name(a, s));
+	scope_update(a, s, now);
+}
+
+static void
+api_unpark(struct api *a, struct acall *c, struct acallq *q,
+    struct acallq *to, int64_t now)
+{
+	struct ascope *s = c->park;
+
+	TAILQ_REMOVE(q, c, rentry);
+	c->park = NULL;
+	c->first = s;
+	c->state = AC_RUNNABLE;
+	a->waiting--;
+	a->stats.throttled_ms += (uint64_t)(now - c->parked_at);
+	TAILQ_INSERT_TAIL(to, c, rentry);
+}
+
+/* s is due: its pause is over, or its first message has tokens. */
+static void
+api_wake_scope(struct api *a, struct ascope *s, int64_t now,
+    struct acallq *to)
+{
+	struct acall *c;
+
+	if (s->paused_until <= now)
+		while ((c = TAILQ_FIRST(&s->otherq)) != NULL)
+			api_unpark(a, c, &s->otherq, to, now);
+	if (scope_msg_ready(a, s, now) <= now) {
+		c = TAILQ_FIRST(&s->msgq);
+		api_unpark(a, c, &s->msgq, to, now);
+		s->held = c;
+		c->hold = s;
+	}
+	scope_update(a, s, now);
+}
+
+/* Due calls go first in the runnable queue: they were there before. */
+static void
+api_wake(struct api *a, int64_t now)
+{
+	struct acallq woke = TAILQ_HEAD_INITIALIZER(woke);
+
+	while (a->nheap > 0 && a->heap[0]->ready_at <= now)
+		api_wake_scope(a, a->heap[0], now, &woke);
+	TAILQ_CONCAT(&woke, &a->runnable, rentry);
+	TAILQ_CONCAT(&a->runnable, &woke, rentry);
+}
+
+static void
+api_arm(struct api *a, int64_t now)
+{
+	struct timeval	tv;
+	int64_t		ms;
+
+	if (a->nheap == 0) {
+		evtimer_del(a->timer);
+		return;
+	}
+	ms = a->heap[0]->ready_at - now;
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(a->timer, &tv);
+}
+
+static void
+api_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	api_pump(arg);
+}
+
+/* --- calls ---------------------------------------------------------------- */
+
 struct api *
 api_new(struct event_base *base, struct http *http, const struct conf *conf,
     const char *token)
@@ -94,16 +500,25 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 	a->base = base;
 	a->http = http;
 	a->conf = conf;
+	TAILQ_INIT(&a->all);
+	TAILQ_INIT(&a->runnable);
+	TAILQ_INIT(&a->backoff);
+	scope_init(&a->global, FLOOD_SCOPE_NONE);
+	a->global.name = (char *)"";
+	a->heapcap = API_HEAP_INIT;
 	n = strlen(conf->api_url);
 	while (n > 0 && conf->api_url[n - 1] == '/')
 		n--;
-	if (asprintf(&a->prefix, "%.*s/bot%s/", (int)n, conf->api_url,
+	if ((a->heap = calloc(a->heapcap, sizeof(*a->heap))) == NULL ||
+	    (a->timer = evtimer_new(base, api_timer_cb, a)) == NULL ||
+	    asprintf(&a->prefix, "%.*s/bot%s/", (int)n, conf->api_url,
 	    token) == -1) {
+		if (a->timer != NULL)
+			event_free(a->timer);
+		free(a->heap);
 		free(a);
 		return NULL;
 	}
-	TAILQ_INIT(&a->runnable);
-	TAILQ_INIT(&a->waiting);
 	return a;
 }
 
@@ -122,30 +537,24 @@ void
 api_free(struct api *a)
 {
 	struct akey *k, *tk;
+	struct ascope *s, *ts;
 	struct acall *c;
 
 	if (a == NULL)
 		return;
-	/* unkeyed calls live only on these two lists; keyed ones go with their key */
-	while ((c = TAILQ_FIRST(&a->runnable)) != NULL) {
-		TAILQ_REMOVE(&a->runnable, c, rentry);
-		if (c->key == NULL)
-			acall_free(c);
-	}
-	while ((c = TAILQ_FIRST(&a->waiting)) != NULL) {
-		TAILQ_REMOVE(&a->waiting, c, rentry);
-		if (c->key == NULL)
-			acall_free(c);
+	while ((c = TAILQ_FIRST(&a->all)) != NULL) {
+		TAILQ_REMOVE(&a->all, c, aentry);
+		acall_free(c);
 	}
 	HASH_ITER(hh, a->keys, k, tk) {
-		while ((c = TAILQ_FIRST(&k->calls)) != NULL) {
-			TAILQ_REMOVE(&k->calls, c, kentry);
-			acall_free(c);
-		}
 		HASH_DEL(a->keys, k);
 		free(k->name);
 		free(k);
 	}
+	HASH_ITER(hh, a->scopes, s, ts)
+		scope_free(a, s);
+	event_free(a->timer);
+	free(a->heap);
 	free(a->prefix);
 	free(a);
 }
@@ -160,14 +569,18 @@ api_release(struct api *a, struct acall *c)
 	a->queued--;
 	if (k != NULL) {
 		TAILQ_REMOVE(&k->calls, c, kentry);
-		if ((next = TAILQ_FIRST(&k->calls)) != NULL)
+		if ((next = TAILQ_FIRST(&k->calls)) != NULL) {
+			next->state = AC_RUNNABLE;
 			TAILQ_INSERT_TAIL(&a->runnable, next, rentry);
-		else {
+		} else {
 			HASH_DEL(a->keys, k);
 			free(k->name);
 			free(k);
 		}
 	}
+	if (c->scope != NULL)
+		c->scope->refs--;
+	TAILQ_REMOVE(&a->all, c, aentry);
 	c->req = NULL;
 	acall_free(c);
 }
@@ -190,7 +603,7 @@ api_retry_cb(evutil_socket_t fd, short ev, void *arg)
 	struct acall *c = arg;
 	struct api *a = c->api;
 
-	TAILQ_REMOVE(&a->waiting, c, rentry);
+	TAILQ_REMOVE(&a->backoff, c, rentry);
 	if (c->failed) {
 		struct api_result r = { .ok = 0, .error_code = 599,
 		    .description = "cannot start the HTTP request" };
@@ -199,6 +612,7 @@ api_retry_cb(evutil_socket_t fd, short ev, void *arg)
 		return;
 	}
 	/* the head of its key again: ahead of everything else */
+	c->state = AC_RUNNABLE;
 	TAILQ_INSERT_HEAD(&a->runnable, c, rentry);
 	api_pump(a);
 }
@@ -211,8 +625,80 @@ api_schedule_retry(struct api *a, struct acall *c, int64_t ms)
 	a->stats.retries++;
 	if (c->retry == NULL)
 		c->retry = evtimer_new(a->base, api_retry_cb, c);
-	TAILQ_INSERT_TAIL(&a->waiting, c, rentry);
+	c->state = AC_BACKOFF;
+	TAILQ_INSERT_TAIL(&a->backoff, c, rentry);
 	evtimer_add(c->retry, &tv);
+}
+
+/*
+ * 429: the call's chat (or the whole bot) waits retry_after, whether or not
+ * the call is tried again, and starts again from an empty bucket.
+ */
+static struct ascope *
+api_pause(struct api *a, struct acall *c, int retry_after, int64_t now)
+{
+	struct ascope	*s = c->scope != NULL ? c->scope : &a->global;
+	int64_t		 until;
+
+	a->stats.got_429++;
+	if (retry_after < 1 || retry_after > API_RETRY_AFTER_MAX)
+		retry_after = 1;
+	until = now + (int64_t)retry_after * 1000;
+	if (until > s->paused_until)
+		s->paused_until = until;
+	flood_drain(&s->bucket, scope_rate(a, s), now);
+	log_info("call %s: 429 (try %d), pausing calls to %s for %d s",
+	    c->method, c->tries, scope_name(a, s), retry_after);
+	scope_update(a, s, now);
+	return s;
+}
+
+static void
+api_log_migrated(const struct acall *c, const json_t *params)
+{
+	json_t *to = json_object_get(params, "migrate_to_chat_id");
+
+	if (json_is_integer(to))
+		log_notice("call %s: chat %s was upgraded to supergroup %lld; "
+		    "the worker gets the error and must use the new id",
+		    c->method, c->scope != NULL ? c->scope->name + 2 : "?",
+		    (long long)json_integer_value(to));
+}
+
+/* Telegram answered: the result, or a retry. */
+static void
+api_answer(struct api *a, struct acall *c, json_t *root)
+{
+	struct api_result r = { .ok = 0 };
+	struct ascope *s;
+	json_t *params;
+	int64_t now;
+
+	r.ok = json_is_true(json_object_get(root, "ok"));
+	r.result = json_object_get(root, "result");
+	r.error_code = (int)json_integer_value(json_object_get(root,
+	    "error_code"));
+	r.description = json_string_value(json_object_get(root,
+	    "description"));
+	params = json_object_get(root, "parameters");
+	r.parameters = json_is_object(params) ? params : NULL;
+	r.retry_after = (int)json_integer_value(json_object_get(params,
+	    "retry_after"));
+	if (!r.ok && r.error_code == 429) {
+		now = api_now();
+		s = api_pause(a, c, r.retry_after, now);
+		if (c->tries <= a->conf->max_call_retries) {
+			/* first in line again, after the pause */
+			a->stats.retries++;
+			c->first = s;
+			api_park(a, c, s, now);
+			api_pump(a);
+			return;
+		}
+	}
+	if (!r.ok)
+		api_log_migrated(c, r.parameters);
+	api_deliver(a, c, &r);
 }
 
 static void
@@ -221,78 +707,107 @@ api_done(void *arg, const struct http_response *resp)
 	struct acall *c = arg;
 	struct api *a = c->api;
 	struct api_result r = { .ok = 0 };
-	json_t *root, *params;
-	int retry_after;
+	json_t *root;
 
 	c->req = NULL;
 	a->inflight--;
 	root = resp->status > 0 ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
 	if (json_is_object(root) && json_is_boolean(json_object_get(root, "ok"))) {
-		r.ok = json_is_true(json_object_get(root, "ok"));
-		r.result = json_object_get(root, "result");
-		r.error_code = (int)json_integer_value(json_object_get(root,
-		    "error_code"));
-		r.description = json_string_value(json_object_get(root,
-		    "description"));
-		params = json_object_get(root, "parameters");
-		r.parameters = json_is_object(params) ? params : NULL;
-		retry_after = (int)json_integer_value(json_object_get(params,
-		    "retry_after"));
-		r.retry_after = retry_after;
-		if (!r.ok && r.error_code == 429 && c->tries <= API_MAX_RETRIES) {
-			if (retry_after < 1 || retry_after > API_RETRY_AFTER_MAX)
-				retry_after = 1;
-			log_info("call %s: 429, retrying in %d s", c->method,
-			    retry_after);
-			api_schedule_retry(a, c, (int64_t)retry_after * 1000);
-			json_decref(root);
-			api_pump(a);
-			return;
-		}
-	} else {
-		/* transport error, HTML error page, truncated body */
-		r.error_code = resp->status >= 500 ? (int)resp->status : 599;
-		r.description = resp->curl_code != 0 ? resp->error :
-		    "Bad Gateway: the Bot API answered something that is not JSON";
-		if (method_idempotent(c->method) && c->tries <= API_MAX_RETRIES) {
-			api_schedule_retry(a, c, 500LL << c->tries);
-			json_decref(root);
-			api_pump(a);
-			return;
-		}
+		api_answer(a, c, root);
+		json_decref(root);
+		return;
+	}
+	json_decref(root);
+	/* transport error, HTML error page, truncated body */
+	r.error_code = resp->status >= 500 ? (int)resp->status : 599;
+	r.description = resp->curl_code != 0 ? resp->error :
+	    "Bad Gateway: the Bot API answered something that is not JSON";
+	if (method_idempotent(c->method) &&
+	    c->tries <= a->conf->max_call_retries) {
+		api_schedule_retry(a, c, 500LL << (c->tries < 10 ? c->tries : 10));
+		api_pump(a);
+		return;
 	}
 	api_deliver(a, c, &r);
-	json_decref(root);
 }
 
 static void
-api_start(struct api *a, struct acall *c)
+api_start(struct api *a, struct acall *c, int64_t now)
 {
 	char url[1024];
 
+	api_unhold(a, c, now);
+	c->first = NULL;
 	snprintf(url, sizeof(url), "%s%s", a->prefix, c->method);
 	c->tries++;
 	c->req = http_post(a->http, url, "application/json", c->body, c->len,
 	    API_HTTP_TIMEOUT_MS, api_done, c);
 	if (c->req == NULL) {
 		/* reported from the loop, never from inside api_call() */
-		c->failed = c->tries > API_MAX_RETRIES;
+		c->failed = c->tries > a->conf->max_call_retries;
 		api_schedule_retry(a, c, c->failed ? 0 : 100);
 		return;
 	}
+	c->state = AC_INFLIGHT;
 	a->inflight++;
 }
 
 static void
 api_pump(struct api *a)
 {
-	struct acall *c;
+	struct ascope	*s;
+	struct acall	*c;
+	int64_t		 now = api_now();
 
-	while (a->inflight < API_MAX_INFLIGHT &&
-	    (c = TAILQ_FIRST(&a->runnable)) != NULL) {
+	for (;;) {
+		api_wake(a, now);
+		if (a->inflight >= (size_t)a->conf->api_max_inflight ||
+		    (c = TAILQ_FIRST(&a->runnable)) == NULL)
+			break;
 		TAILQ_REMOVE(&a->runnable, c, rentry);
-		api_start(a, c);
+		if ((s = api_admit(a, c, now)) != NULL)
+			api_park(a, c, s, now);
+		else
+			api_start(a, c, now);
 	}
+	api_arm(a, now);
+}
+
+/* Behind the calls of the same key; the scope of its chat_id. */
+static int
+api_enqueue(struct api *a, struct acall *c, const char *key, json_t *params)
+{
+	char		 name[FLOOD_SCOPE_MAX];
+	enum flood_scope kind;
+	struct akey	*k = NULL;
+
+	kind = flood_scope(params, name, sizeof(name));
+	if (kind != FLOOD_SCOPE_NONE &&
+	    (c->scope = scope_get(a, kind, name)) == NULL)
+		return -1;
+	if (key != NULL) {
+		HASH_FIND_STR(a->keys, key, k);
+		if (k == NULL) {
+			if ((k = calloc(1, sizeof(*k))) == NULL ||
+			    (k->name = strdup(key)) == NULL) {
+				free(k);
+				return -1;
+			}
+			TAILQ_INIT(&k->calls);
+			HASH_ADD_KEYPTR(hh, a->keys, k->name, strlen(k->name), k);
+		}
+		c->key = k;
+		TAILQ_INSERT_TAIL(&k->calls, c, kentry);
+	}
+	if (c->scope != NULL)
+		c->scope->refs++;
+	TAILQ_INSERT_TAIL(&a->all, c, aentry);
+	if (k == NULL || TAILQ_FIRST(&k->calls) == c) {
+		c->state = AC_RUNNABLE;
+		TAILQ_INSERT_TAIL(&a->runnable, c, rentry);
+	} else
+		c->state = AC_QUEUED;
+	return 0;
 }
 
 int
@@ -300,9 +815,9 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
     api_cb cb, void *arg)
 {
 	struct acall *c;
-	struct akey *k = NULL;
 
-	if (!method_valid(method) || a->queued >= API_MAX_QUEUED) {
+	if (!method_valid(method) ||
+	    a->queued >= (size_t)a->conf->api_max_queued) {
 		a->stats.rejected++;
 		return -1;
 	}
@@ -312,34 +827,33 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	snprintf(c->method, sizeof(c->method), "%s", method);
 	c->body = params != NULL ? json_dumps(params, JSON_COMPACT) :
 	    strdup("{}");
-	if (c->body == NULL) {
-		free(c);
+	c->cost = flood_cost(method, params);
+	c->cb = cb;
+	c->arg = arg;
+	if (c->body == NULL || api_enqueue(a, c, key, params) == -1) {
+		acall_free(c);
 		return -1;
 	}
 	c->len = strlen(c->body);
-	c->cb = cb;
-	c->arg = arg;
-	if (key != NULL) {
-		HASH_FIND_STR(a->keys, key, k);
-		if (k == NULL) {
-			if ((k = calloc(1, sizeof(*k))) == NULL ||
-			    (k->name = strdup(key)) == NULL) {
-				free(k);
-				acall_free(c);
-				return -1;
-			}
-			TAILQ_INIT(&k->calls);
-			HASH_ADD_KEYPTR(hh, a->keys, k->name, strlen(k->name), k);
-		}
-		c->key = k;
-		TAILQ_INSERT_TAIL(&k->calls, c, kentry);
-	}
 	a->queued++;
 	a->stats.calls++;
-	if (k == NULL || TAILQ_FIRST(&k->calls) == c)
-		TAILQ_INSERT_TAIL(&a->runnable, c, rentry);
+	api_sweep(a, api_now());
 	api_pump(a);
 	return 0;
+}
+
+void
+api_reconfigure(struct api *a)
+{
+	int64_t	now = api_now();
+	size_t	i;
+
+	/* rates only move ready times; a scope in the heap keeps a call */
+	for (i = 0; i < a->nheap; i++)
+		a->heap[i]->ready_at = scope_ready(a, a->heap[i], now);
+	for (i = a->nheap / 2; i-- > 0;)
+		heap_down(a, i);
+	api_pump(a);
 }
 
 size_t
@@ -352,6 +866,12 @@ size_t
 api_inflight(const struct api *a)
 {
 	return a->inflight;
+}
+
+size_t
+api_waiting(const struct api *a)
+{
+	return a->waiting;
 }
 
 const struct api_stats *

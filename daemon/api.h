@@ -2,7 +2,10 @@
  * Bot API calls on behalf of workers, so that workers never need the token
  * or an HTTP client.  Calls that carry the same session key run one at a
  * time in the order issued (a chat's replies never overtake each other);
- * other keys' calls run in parallel, up to a bounded number in flight.
+ * other keys' calls run in parallel, up to api_max_inflight in flight.
+ * Messages are paced centrally (flood control, flood.h): a global token
+ * bucket and one per chat; a 429 pauses its chat (or everything) for
+ * retry_after and the call is retried up to max_call_retries times.
  */
 #ifndef TG_API_H
 #define TG_API_H
@@ -16,10 +19,6 @@ struct event_base;
 struct http;
 struct conf;
 struct api;
-
-#define API_MAX_INFLIGHT	32	/* concurrent HTTP requests */
-#define API_MAX_QUEUED		10000	/* calls waiting, all keys together */
-#define API_MAX_RETRIES		3	/* after 429 / transient errors */
 
 struct api_result {
 	int		 ok;
@@ -40,15 +39,28 @@ void		 api_free(struct api *);
 /*
  * Queue method(params) behind the calls already queued for key (NULL: no
  * ordering).  params is borrowed (serialised at once).  Returns 0, or -1
- * when the queue is full or the method name is invalid (cb not called).
+ * when the queue is full (api_max_queued) or the method name is invalid
+ * (cb not called).  The limits of the struct conf given to api_new are
+ * read at each use, so a reload that swaps them in applies at once.
  */
 int		 api_call(struct api *, const char *key, const char *method,
 		    json_t *params, api_cb cb, void *arg);
+/*
+ * After the struct conf given to api_new changed (reload): waiting calls
+ * are timed again with the new rates, and more may start at once.
+ */
+void		 api_reconfigure(struct api *);
+/* Calls accepted and not finished: queued, waiting, in flight. */
 size_t		 api_queued(const struct api *);
 size_t		 api_inflight(const struct api *);
+/* Calls held back by flood control: waiting for tokens or a 429 pause. */
+size_t		 api_waiting(const struct api *);
 
 struct api_stats {
 	uint64_t	calls, ok, errors, retries, rejected;
+	uint64_t	throttled;	/* calls that had to wait (once each) */
+	uint64_t	throttled_ms;	/* their waits, added as each one ends */
+	uint64_t	got_429;	/* 429 answers received */
 };
 const struct api_stats *api_stats(const struct api *);
 

@@ -12,6 +12,9 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <sys/types.h>
 #include <sys/un.h>
 
@@ -30,6 +33,7 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "flood.h"
 #include "keys.h"
 #include "log.h"
 
@@ -54,7 +58,8 @@ enum conf_type {
 	CT_SIZE,	/* int64_t bytes */
 	CT_ENUM,	/* int */
 	CT_KEYLIST,	/* session_key[] + session_key_n */
-	CT_JSONLIST	/* char *, compact JSON array of update types */
+	CT_JSONLIST,	/* char *, compact JSON array of update types */
+	CT_RATE		/* struct flood_rate: "30/s", "1/s burst 3" */
 };
 
 #define CF_OPTIONAL	0x01	/* empty value = unset (NULL) */
@@ -171,6 +176,32 @@ static const struct conf_opt conf_opts[] = {
 	    O(backoff_max), NULL, NULL,
 	    "Cap of the exponential back-off; at least backoff_min." },
 
+	/* Bot API calls of workers */
+	{ "flood_control", CT_BOOL, 0, 0, 1, "yes",
+	    O(flood_control), NULL, NULL,
+	    "Pace messages to Telegram's limits with the flood_*_rate "
+	    "token buckets; no: only 429 answers slow calls down." },
+	{ "flood_global_rate", CT_RATE, 0, 0, 0, "30/s",
+	    O(flood_global_rate), NULL, NULL,
+	    "Messages per period for the whole bot, as N/s, N/m or N/h, "
+	    "optionally burst B." },
+	{ "flood_chat_rate", CT_RATE, 0, 0, 0, "1/s burst 3",
+	    O(flood_chat_rate), NULL, NULL,
+	    "Messages per period to one private chat." },
+	{ "flood_group_rate", CT_RATE, 0, 0, 0, "20/m burst 5",
+	    O(flood_group_rate), NULL, NULL,
+	    "Messages per period to one group, supergroup or channel." },
+	{ "max_call_retries", CT_INT, 0, 0, 100, "3",
+	    O(max_call_retries), NULL, NULL,
+	    "Retries of a call after 429 (or a network error of a get* "
+	    "method) before its error goes to the worker." },
+	{ "api_max_inflight", CT_INT, 0, 1, 1024, "32",
+	    O(api_max_inflight), NULL, NULL,
+	    "Bot API requests of workers' calls in flight at once." },
+	{ "api_max_queued", CT_INT, 0, 1, 1000000, "10000",
+	    O(api_max_queued), NULL, NULL,
+	    "Workers' calls queued at most; beyond it a call is refused." },
+
 	/* state */
 	{ "state_dir", CT_PATH, 0, 0, 0, "/var/lib/tgrunner",
 	    O(state_dir), NULL, NULL,
@@ -237,6 +268,9 @@ static const struct conf_opt conf_opts[] = {
 	{ "metrics_listen", CT_STRING, CF_OPTIONAL, 0, 0, "",
 	    O(metrics_listen), NULL, &conf_hostport,
 	    "host:port of the Prometheus /metrics endpoint; empty: off." },
+	{ "metrics_public", CT_BOOL, 0, 0, 1, "no",
+	    O(metrics_public), NULL, NULL,
+	    "Allow metrics_listen on an address other than loopback." },
 	{ "shutdown_timeout", CT_DURATION, 0, 0, HOURS(1), "30s",
 	    O(shutdown_timeout), NULL, NULL,
 	    "Time in-flight updates get to finish at SIGTERM." },
@@ -824,6 +858,17 @@ conf_set_string(struct conf *c, const struct conf_opt *o, const char *v,
 	return 0;
 }
 
+static int
+conf_set_rate(struct conf *c, const struct conf_opt *o, const char *v,
+    char *why, size_t whysz)
+{
+	if (flood_rate_parse(v, conf_field(c, o)) == -1)
+		return conf_expect(why, whysz, v, "a rate N/period such as "
+		    "30/s, 20/m or 1/s burst 3 (N and burst 1 to %d, period "
+		    "1ms to 24h)", FLOOD_N_MAX);
+	return 0;
+}
+
 /* Parse v (unquoted) into the field of o; the same code reads defaults. */
 static int
 conf_set(struct conf *c, const struct conf_opt *o, const char *v, char *why,
@@ -854,6 +899,8 @@ conf_set(struct conf *c, const struct conf_opt *o, const char *v, char *why,
 		return conf_set_keylist(c, o, v, why, whysz);
 	case CT_JSONLIST:
 		return conf_set_jsonlist(c, o, v, why, whysz);
+	case CT_RATE:
+		return conf_set_rate(c, o, v, why, whysz);
 	}
 	fatalx(CONF_EX_SOFTWARE, "%s: bad type of %s", __func__, o->name);
 }
@@ -1196,6 +1243,31 @@ conf_later(const int *lines, const char *a, const char *b)
 	return la > lb ? la : lb;
 }
 
+/* localhost, 127.0.0.0/8 or ::1, from a checked host:port */
+static int
+conf_loopback(const char *hostport)
+{
+	char host[128];
+	const char *end;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (*hostport == '[') {
+		end = strchr(hostport, ']');
+		hostport++;
+	} else
+		end = strrchr(hostport, ':');
+	if (end == NULL || (size_t)(end - hostport) >= sizeof(host))
+		return 0;
+	memcpy(host, hostport, (size_t)(end - hostport));
+	host[end - hostport] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
 /* Checks that involve several options, once the whole file is read. */
 static void
 conf_cross_check(struct conf_parse *p)
@@ -1218,6 +1290,12 @@ conf_cross_check(struct conf_parse *p)
 		conf_fail(p, conf_later(p->lines, "workers", "listen"),
 		    "workers: 0 needs listen, or no worker could ever run "
 		    "an update");
+	/* the counters say a lot about the bot: not for the network by default */
+	if (c->metrics_listen != NULL && !c->metrics_public &&
+	    !conf_loopback(c->metrics_listen))
+		conf_fail(p, p->lines[conf_index("metrics_listen")],
+		    "metrics_listen: %s is not a loopback address (set "
+		    "metrics_public = yes to allow it)", c->metrics_listen);
 }
 
 /*
@@ -1352,6 +1430,9 @@ conf_format(const struct conf *c, const struct conf_opt *o, char *buf,
 	case CT_JSONLIST:
 		conf_format_jsonlist(*(char *const *)f, buf, bufsz);
 		break;
+	case CT_RATE:
+		flood_rate_format(f, buf, bufsz);
+		break;
 	}
 }
 
@@ -1410,6 +1491,9 @@ conf_fmt_type(const struct conf_opt *o, char *buf, size_t bufsz)
 		break;
 	case CT_JSONLIST:
 		snprintf(buf, bufsz, "list of update types");
+		break;
+	case CT_RATE:
+		snprintf(buf, bufsz, "rate N/period [burst B]");
 		break;
 	}
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdint.h>
 
+#include "flood.h"
 #include "keys.h"
 
 #define EXIT_CONFIG	78	/* EX_CONFIG from sysexits.h */
@@ -29,6 +30,15 @@ struct conf {
 	int		 drop_pending_updates;	/* bool */
 	int64_t		 backoff_min;		/* ms, default 100 */
 	int64_t		 backoff_max;		/* ms, default 30000 */
+
+	/* Bot API calls of workers */
+	int		 flood_control;		/* bool, default yes */
+	struct flood_rate flood_global_rate;	/* default 30/s */
+	struct flood_rate flood_chat_rate;	/* default 1/s burst 3 */
+	struct flood_rate flood_group_rate;	/* default 20/m burst 5 */
+	int64_t		 max_call_retries;	/* default 3 */
+	int64_t		 api_max_inflight;	/* default 32 */
+	int64_t		 api_max_queued;	/* default 10000 */
 
 	/* state */
 	char		*state_dir;		/* default /var/lib/tgrunner */
@@ -56,6 +66,7 @@ struct conf {
 	/* operation */
 	char		*control_socket;	/* NULL = none */
 	char		*metrics_listen;	/* NULL = off */
+	int		 metrics_public;	/* bool: allow a non-loopback address */
 	int64_t		 shutdown_timeout;	/* ms, default 30000 */
 	int		 log_level;		/* LOG_LVL_* */
 };

@@ -496,7 +496,8 @@ tgd_status_json(struct tgd *d)
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
 	    "s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
 	    "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, "
+	    "s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
 	    "s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION, "state",
 	    tgd_state_str(d->state), "bot", json_string_value(bot),
@@ -533,6 +534,10 @@ tgd_status_json(struct tgd *d)
 	    "inflight", (json_int_t)api_inflight(d->api),
 	    "calls", (json_int_t)as->calls, "errors", (json_int_t)as->errors,
 	    "retries", (json_int_t)as->retries,
+	    "waiting", (json_int_t)api_waiting(d->api),
+	    "throttled", (json_int_t)as->throttled,
+	    "throttled_ms", (json_int_t)as->throttled_ms,
+	    "got_429", (json_int_t)as->got_429,
 	    "workers", pool_describe(d->pool), "problem", problem);
 }
 
@@ -740,6 +745,10 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	C("api_errors_total", "Bot API calls that ended in an error.", as->errors);
 	C("api_retries_total", "Bot API call retries (429, transient errors).", as->retries);
 	G("api_queued", "Bot API calls queued or in flight.", api_queued(d->api));
+	G("api_waiting", "Bot API calls held by flood control (tokens or a 429 pause).", api_waiting(d->api));
+	C("api_throttled_total", "Bot API calls that flood control held back.", as->throttled);
+	C("api_throttled_seconds_total", "Time calls spent held back by flood control.", (double)as->throttled_ms / 1000.0);
+	C("api_429_total", "429 answers to workers' Bot API calls.", as->got_429);
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");
 	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",
@@ -810,6 +819,9 @@ tgd_reload(struct tgd *d)
 	TAKE(max_attempts); TAKE(max_requests); TAKE(hello_timeout);
 	TAKE(max_pending); TAKE(log_level); TAKE(backoff_min);
 	TAKE(backoff_max); TAKE(poll_timeout); TAKE(shutdown_timeout);
+	TAKE(flood_control); TAKE(flood_global_rate); TAKE(flood_chat_rate);
+	TAKE(flood_group_rate); TAKE(max_call_retries); TAKE(api_max_inflight);
+	TAKE(api_max_queued);
 #undef TAKE
 	log_set_level(d->conf.log_level);
 	if (strcmp(nc.api_url, d->conf.api_url) != 0 ||
@@ -822,6 +834,7 @@ tgd_reload(struct tgd *d)
 		    "session_key changes take effect at the next start");
 	conf_clear(&nc);
 	pool_reconfigure(d->pool, &d->conf, replace);
+	api_reconfigure(d->api);
 	log_notice("reloaded %s: workers=%lld%s", d->conf.path,
 	    (long long)d->conf.workers, replace ? " (replacing workers)" : "");
 	poller_kick(d->poller);

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 
 
 def write_conf(tmp, builddir, api_url, token_file, session_key="chat",
-               workers=4):
+               workers=4, flood_control=True):
     echo_state = os.path.join(tmp, "echo-state")
     os.makedirs(echo_state, exist_ok=True)
     conf = os.path.join(tmp, "tgrunner.conf")
@@ -39,6 +39,7 @@ worker_command = env ECHO_STATE_DIR={echo_state} {builddir}/examples/echo
 session_key = {session_key}
 poll_timeout = 10s
 control_socket = {tmp}/control.sock
+flood_control = {"yes" if flood_control else "no"}
 """)
     return conf, echo_state
 
@@ -74,8 +75,9 @@ def fake_run(builddir, session_key, count, chats):
             with open(os.open(token_file, os.O_WRONLY | os.O_CREAT, 0o600),
                       "w") as f:
                 f.write(fake.token + "\n")
+            # the fake does not rate-limit: replies go out at full speed
             conf, echo_state = write_conf(tmp, builddir, fake.url, token_file,
-                                          session_key)
+                                          session_key, flood_control=False)
             logpath = os.path.join(tmp, "tgrunnerd.log")
             print(f"== fake Bot API on {fake.url}; tgrunnerd with 4 echo "
                   f"workers, session_key = {session_key}")
