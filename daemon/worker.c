@@ -881,12 +881,37 @@ worker_free(struct worker *w)
 	free(w);
 }
 
+/*
+ * The process is gone, but what it wrote before exiting may still sit in
+ * the socket (a done raced with SIGCHLD): read and handle it, or updates
+ * it finished would be run again.  No new work can reach it meanwhile.
+ */
+static void
+worker_drain_input(struct worker *w)
+{
+	struct evbuffer *in;
+	evutil_socket_t fd;
+
+	if (w->bev == NULL)
+		return;
+	if (w->state == W_READY || w->state == W_DRAINING)
+		worker_set_state(w, W_KILLING);
+	in = bufferevent_get_input(w->bev);
+	fd = bufferevent_getfd(w->bev);
+	while (evbuffer_get_length(in) <= PROTO_MAX_FRAME &&
+	    evbuffer_read(in, fd, 65536) > 0)
+		;
+	worker_read(w->bev, w);
+}
+
 static void
 worker_exited(struct worker *w, int status)
 {
 	struct pool *p = w->pool;
 	char why[128];
-	int early = !w->hello;
+	int early = !w->hello, draining = w->state == W_DRAINING;
+
+	worker_drain_input(w);
 
 	if (WIFSIGNALED(status))
 		snprintf(why, sizeof(why), "worker exited on signal %d",
@@ -894,8 +919,8 @@ worker_exited(struct worker *w, int status)
 	else
 		snprintf(why, sizeof(why), "worker exited with status %d",
 		    WEXITSTATUS(status));
-	if (w->state == W_DRAINING && WIFEXITED(status) &&
-	    WEXITSTATUS(status) == 0 && TAILQ_EMPTY(&w->runs))
+	if (draining && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+	    TAILQ_EMPTY(&w->runs))
 		log_info("worker=%d pid=%d: exited", w->id, (int)w->pid);
 	else {
 		p->stats.crashed++;
