@@ -3,9 +3,6 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,21 +107,6 @@ split_hostport(const char *s, char *host, size_t hlen, unsigned *port)
 	return 0;
 }
 
-static int
-host_is_loopback(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (strcmp(host, "localhost") == 0)
-		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, host, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
-	return 0;
-}
-
 struct metrics *
 metrics_new(struct event_base *base, const char *listen, metrics_fn fn,
     void *arg)
@@ -137,13 +119,7 @@ metrics_new(struct event_base *base, const char *listen, metrics_fn fn,
 		log_err("metrics_listen %s: expected host:port", listen);
 		return NULL;
 	}
-	/* counters tell a lot about the bot: loopback only, unless configured */
-	if (!host_is_loopback(host) && getenv("TGRUNNER_METRICS_PUBLIC") == NULL) {
-		log_err("metrics_listen %s: not a loopback address (set "
-		    "TGRUNNER_METRICS_PUBLIC=1 in the environment to allow it)",
-		    listen);
-		return NULL;
-	}
+	/* loopback unless metrics_public: conf.c has checked it */
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return NULL;
 	m->fn = fn;

@@ -29,8 +29,8 @@ void	hist_write(const struct hist *, struct evbuffer *, const char *name,
 typedef void (*metrics_fn)(void *arg, struct evbuffer *out);
 
 /*
- * Listen on "host:port".  Refuses a non-loopback host unless the
- * environment has TGRUNNER_METRICS_PUBLIC=1.
+ * Listen on "host:port" (checked by the configuration: loopback unless
+ * metrics_public).
  * Returns NULL with a logged reason.
  */
 struct metrics	*metrics_new(struct event_base *, const char *listen,

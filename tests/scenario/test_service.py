@@ -466,8 +466,9 @@ class Service(ScenarioCase):
                                       metrics_listen=addr)
                 rc = d.wait_exit(20)
                 self.assertEqual(rc, 78, d.log_tail())
-                self.assertTrue(d.grep(r"metrics_listen .*not a loopback "
-                                       r"address"), d.log_tail())
+                self.assertTrue(d.grep(r"tgrunner\.conf:\d+: metrics_listen: "
+                                       r".*not a loopback address"),
+                                d.log_tail())
                 self.assertFalse(fake.stats()["polls"],
                                  "polled before refusing")
 
