@@ -89,6 +89,8 @@ struct worker {
 	uint64_t		 limit;		/* recycle after this many, 0 = never */
 	time_t			 started;
 	int			 hello;		/* said hello: not an early death */
+	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
+	int			 shutdown_sent;
 	int			 external;	/* joined through `listen`: not our child */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
@@ -223,6 +225,25 @@ worker_send_frame(struct worker *w, const struct frame *f)
 	return rv;
 }
 
+/*
+ * No more updates for w; it is told to shut down once it holds none, so
+ * that a worker never has to finish work and exit at the same time.
+ */
+static void
+worker_drain(struct worker *w, int64_t deadline)
+{
+	struct frame f = { .type = FRAME_SHUTDOWN };
+
+	if (w->state != W_DRAINING)
+		worker_set_state(w, W_DRAINING);
+	w->shutdown_at = deadline;
+	if (w->busy > 0 || w->shutdown_sent)
+		return;
+	f.u.shutdown.deadline = deadline;
+	worker_send_frame(w, &f);
+	w->shutdown_sent = 1;
+}
+
 /* --- spawning ------------------------------------------------------------- */
 
 static int
@@ -329,6 +350,9 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* ignored signals survive exec: give the worker the defaults */
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGXFSZ, SIG_DFL);
 	/* a worker outliving a SIGKILLed daemon would hold an update nobody waits for */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/*
@@ -501,6 +525,8 @@ run_end(struct run *r)
 	w->busy--;
 	p->nfree += (size_t)(worker_free_slots(w) - before);
 	worker_update_avail(w);
+	if (w->state == W_DRAINING && w->busy == 0)
+		worker_drain(w, w->shutdown_at);
 	return job;
 }
 
@@ -676,16 +702,12 @@ worker_find_run(struct worker *w, int64_t id)
 static void
 worker_maybe_recycle(struct worker *w)
 {
-	struct frame f = { .type = FRAME_SHUTDOWN };
-
 	if (w->limit == 0 || w->served < w->limit || w->state != W_READY)
 		return;
 	log_info("worker=%d pid=%d: served %llu updates; recycling", w->id,
 	    (int)w->pid, (unsigned long long)w->served);
 	w->pool->stats.recycled++;
-	f.u.shutdown.deadline = now_ms() + w->pool->conf->shutdown_timeout;
-	worker_send_frame(w, &f);
-	worker_set_state(w, W_DRAINING);
+	worker_drain(w, now_ms() + w->pool->conf->shutdown_timeout);
 	pool_maintain(w->pool);
 }
 
@@ -745,6 +767,8 @@ handle_call(struct worker *w, struct frame *f)
 static void
 worker_dispatch_frame(struct worker *w, struct frame *f)
 {
+	log_debug("worker=%d pid=%d: <- %s", w->id, (int)w->pid,
+	    proto_type_name(f->type));
 	if (w->state == W_STARTING && f->type != FRAME_HELLO) {
 		worker_protocol_error(w, "frame before hello");
 		return;
@@ -811,6 +835,10 @@ worker_event(struct bufferevent *bev, short what, void *arg)
 
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
+	log_debug("worker=%d pid=%d: connection %s%s (%zu bytes unread)",
+	    w->id, (int)w->pid, what & BEV_EVENT_EOF ? "closed" : "error",
+	    what & BEV_EVENT_WRITING ? " while writing" : "",
+	    evbuffer_get_length(bufferevent_get_input(bev)));
 	/* a drained worker closing its end is leaving as asked: let it exit */
 	if (w->state == W_DRAINING && TAILQ_EMPTY(&w->runs) && !w->external) {
 		bufferevent_free(w->bev);
@@ -934,8 +962,14 @@ worker_exited(struct worker *w, int status)
 	 * that did not exec it) goes too, before its updates run elsewhere.
 	 */
 	kill(-w->pid, SIGKILL);
-	if (w->out != NULL)
+	/* its last words: what is still in the pipe */
+	if (w->out != NULL) {
+		while (evbuffer_get_length(bufferevent_get_input(w->out)) <=
+		    OUTPUT_LINE_MAX && evbuffer_read(bufferevent_get_input(w->out),
+		    bufferevent_getfd(w->out), OUTPUT_LINE_MAX) > 0)
+			worker_output(w->out, w);
 		worker_output(w->out, w);
+	}
 	worker_set_state(w, W_DEAD);
 	w->pid = 0;
 	worker_give_back_jobs(w, why);
@@ -1201,14 +1235,13 @@ void
 pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 {
 	struct worker *w, *tw;
-	struct frame f = { .type = FRAME_SHUTDOWN };
+	int64_t deadline = now_ms() + conf->shutdown_timeout;
 	size_t keep = 0;
 
 	p->conf = conf;
 	p->early_deaths = 0;
 	p->problem[0] = '\0';
 	evtimer_del(p->spawn_timer);
-	f.u.shutdown.deadline = now_ms() + conf->shutdown_timeout;
 	/* drain the surplus (or all, for a new command); new ones replace them */
 	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
 		if (w->external ||
@@ -1222,8 +1255,7 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 			worker_close(w, SIGTERM);
 			continue;
 		}
-		worker_send_frame(w, &f);
-		worker_set_state(w, W_DRAINING);
+		worker_drain(w, deadline);
 	}
 	pool_maintain(p);
 }
@@ -1287,16 +1319,13 @@ void
 pool_shutdown(struct pool *p, int64_t deadline_ms)
 {
 	struct worker *w, *tw;
-	struct frame f = { .type = FRAME_SHUTDOWN };
 
 	p->stopping = 1;
 	evtimer_del(p->spawn_timer);
-	f.u.shutdown.deadline = deadline_ms;
 	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
-		if (w->state == W_READY) {
-			worker_send_frame(w, &f);
-			worker_set_state(w, W_DRAINING);
-		} else if (w->state == W_STARTING)
+		if (w->state == W_READY)
+			worker_drain(w, deadline_ms);
+		else if (w->state == W_STARTING)
 			worker_close(w, SIGTERM);
 	}
 }
