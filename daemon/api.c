@@ -126,6 +126,10 @@ struct api {
 	size_t			 waiting;	/* AC_PARKED */
 	int64_t			 last_sweep;
 	struct api_stats	 stats;
+	void			(*release_cb)(void *);
+	void			*release_arg;
+	struct api_method_stat	 by_method[API_METHODS_MAX + 1];	/* + "other" */
+	size_t			 nmethods;
 };
 
 static void	api_pump(struct api *);
@@ -585,6 +589,62 @@ api_release(struct api *a, struct acall *c)
 	acall_free(c);
 }
 
+static enum api_outcome
+api_outcome(const struct api_result *r)
+{
+	if (r->ok)
+		return API_OK;
+	if (r->error_code == 429)
+		return API_ERR_429;
+	if (r->error_code == 599)	/* ours: no HTTP answer */
+		return API_ERR_NET;
+	return r->error_code >= 500 ? API_ERR_5XX : API_ERR_4XX;
+}
+
+/* Method names come from workers: a bounded table, the rest "other". */
+static void
+api_count(struct api *a, const char *method, enum api_outcome o)
+{
+	size_t i;
+
+	for (i = 0; i < a->nmethods; i++)
+		if (strcmp(a->by_method[i].method, method) == 0)
+			break;
+	if (i == a->nmethods) {
+		if (a->nmethods < API_METHODS_MAX)
+			snprintf(a->by_method[a->nmethods++].method,
+			    sizeof(a->by_method[0].method), "%s", method);
+		else {
+			i = API_METHODS_MAX;
+			snprintf(a->by_method[i].method,
+			    sizeof(a->by_method[i].method), "other");
+		}
+	}
+	a->by_method[i].n[o]++;
+}
+
+void
+api_foreach_method(const struct api *a,
+    void (*cb)(void *arg, const struct api_method_stat *), void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < a->nmethods; i++)
+		cb(arg, &a->by_method[i]);
+	if (a->by_method[API_METHODS_MAX].method[0] != '\0')
+		cb(arg, &a->by_method[API_METHODS_MAX]);
+}
+
+const char *
+api_outcome_name(enum api_outcome o)
+{
+	static const char *const names[API_OUTCOMES] = {
+		"ok", "4xx", "429", "5xx", "network"
+	};
+
+	return o < API_OUTCOMES ? names[o] : "?";
+}
+
 static void
 api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 {
@@ -592,9 +652,12 @@ api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 		a->stats.ok++;
 	else
 		a->stats.errors++;
+	api_count(a, c->method, api_outcome(r));
 	c->cb(c->arg, r);
 	api_release(a, c);
 	api_pump(a);
+	if (a->release_cb != NULL)
+		a->release_cb(a->release_arg);
 }
 
 static void
@@ -810,14 +873,21 @@ api_enqueue(struct api *a, struct acall *c, const char *key, json_t *params)
 	return 0;
 }
 
+void
+api_on_release(struct api *a, void (*cb)(void *), void *arg)
+{
+	a->release_cb = cb;
+	a->release_arg = arg;
+}
+
 int
 api_call(struct api *a, const char *key, const char *method, json_t *params,
-    api_cb cb, void *arg)
+    int flags, api_cb cb, void *arg)
 {
 	struct acall *c;
 
-	if (!method_valid(method) ||
-	    a->queued >= (size_t)a->conf->api_max_queued) {
+	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
+	    a->queued >= (size_t)a->conf->api_max_queued)) {
 		a->stats.rejected++;
 		return -1;
 	}

@@ -44,7 +44,13 @@ void		 api_free(struct api *);
  * read at each use, so a reload that swaps them in applies at once.
  */
 int		 api_call(struct api *, const char *key, const char *method,
-		    json_t *params, api_cb cb, void *arg);
+		    json_t *params, int flags, api_cb cb, void *arg);
+#define API_NOLIMIT	0x1	/* past api_max_queued too: a reply already owed */
+/*
+ * cb(arg) runs each time a call has finished and left the queue (from the
+ * loop): the daemon's back-pressure resumes there.
+ */
+void		 api_on_release(struct api *, void (*cb)(void *), void *arg);
 /*
  * After the struct conf given to api_new changed (reload): waiting calls
  * are timed again with the new rates, and more may start at once.
@@ -63,5 +69,22 @@ struct api_stats {
 	uint64_t	got_429;	/* 429 answers received */
 };
 const struct api_stats *api_stats(const struct api *);
+
+/*
+ * Finished calls by method and outcome, for metrics.  The first
+ * API_METHODS_MAX method names get a row each; the rest share "other".
+ */
+#define API_METHODS_MAX	32
+enum api_outcome { API_OK, API_ERR_4XX, API_ERR_429, API_ERR_5XX,
+	API_ERR_NET, API_OUTCOMES };
+struct api_method_stat {
+	char		method[65];
+	uint64_t	n[API_OUTCOMES];
+};
+/* Visit every row that has counts. */
+void		 api_foreach_method(const struct api *,
+		    void (*cb)(void *arg, const struct api_method_stat *),
+		    void *arg);
+const char	*api_outcome_name(enum api_outcome);
 
 #endif

@@ -71,6 +71,7 @@ struct journal {
 	int		 fd;
 	int		 lockfd;
 	int		 broken;	/* a partial record may follow size */
+	int		 stale;		/* a done mark could not be written */
 	struct jentry	*entries;	/* uthash head */
 	size_t		 npending;
 	uint64_t	 size;		/* bytes of good records on disk */
@@ -424,7 +425,14 @@ journal_maybe_compact(struct journal *j)
 		return;
 	if (limit < JOURNAL_COMPACT_MIN)
 		limit = JOURNAL_COMPACT_MIN;
-	if (j->size <= limit || j->size < j->compact_retry)
+	/*
+	 * A done mark that could not be written (disk full) leaves the file
+	 * claiming an unfinished update: rewrite it from memory as soon as
+	 * writing works again, or a clean restart would run it twice.
+	 */
+	if (j->size < j->compact_retry)	/* after a failure: wait for growth */
+		return;
+	if (!j->stale && j->size <= limit)
 		return;
 	if (journal_rewrite(j) == -1) {
 		/* don't retry (and log) on every record: wait for growth */
@@ -432,6 +440,7 @@ journal_maybe_compact(struct journal *j)
 		return;
 	}
 	j->compact_retry = 0;
+	j->stale = 0;
 	j->compactions++;
 	log_debug("journal: compacted %s to %" PRIu64 " bytes, %zu pending",
 	    j->dir, j->size, j->npending);
@@ -689,6 +698,9 @@ journal_close(struct journal *j)
 
 	if (j == NULL)
 		return;
+	if (j->stale && journal_rewrite(j) == -1)
+		log_err("journal: %s: done marks were lost to write errors; "
+		    "the next start runs those updates again", j->dir);
 	HASH_ITER(hh, j->entries, e, tmp)
 		journal_forget(j, e);
 	if (j->fd != -1)
@@ -862,6 +874,8 @@ journal_done(struct journal *j, int64_t id)
 	jbuf_done(&b, id);
 	rc = journal_write(j, &b, j->mode == FSYNC_ALWAYS, "done");
 	free(b.p);
+	if (rc == -1)
+		j->stale = 1;
 	journal_maybe_compact(j);
 	return rc;
 }

@@ -230,6 +230,17 @@ tgd_maybe_exit(struct tgd *d)
 		event_base_loopexit(d->base, NULL);
 }
 
+/*
+ * Replies pile up when workers finish faster than the Bot API takes calls:
+ * past half the call queue no update starts and polling pauses, until
+ * calls drain (tgd_api_released).  The other half stays for `call` frames.
+ */
+static int
+tgd_api_congested(const struct tgd *d)
+{
+	return api_queued(d->api) >= (size_t)d->conf.api_max_queued / 2;
+}
+
 /* Start job in a worker (w preferred): 0, or -1 when no slot is free. */
 static int
 tgd_start(struct tgd *d, struct job *job, struct worker *w)
@@ -253,7 +264,8 @@ tgd_finish(struct tgd *d, struct job *job, struct worker *w)
 
 	next = router_finish(d->router, job);
 	job_free(job);
-	if (next != NULL && tgd_start(d, next, w) == -1)
+	if (next != NULL && (tgd_api_congested(d) ||
+	    tgd_start(d, next, w) == -1))
 		router_retry(d->router, next);
 	tgd_dispatch(d);
 	if (d->state == TGD_RUNNING)
@@ -284,12 +296,12 @@ tgd_run_done_calls(struct tgd *d, const struct job *job, json_t *calls)
 	size_t i;
 
 	json_array_foreach(calls, i, c) {
+		/* owed since the update is done: never refused for room */
 		if (api_call(d->api, key, json_string_value(json_object_get(c,
-		    "method")), json_object_get(c, "params"),
+		    "method")), json_object_get(c, "params"), API_NOLIMIT,
 		    tgd_done_call_result, (void *)(intptr_t)job->id) == -1)
-			log_warn("update=%lld: attached call %zu dropped: call "
-			    "queue full (%zu)", (long long)job->id, i,
-			    api_queued(d->api));
+			log_err("update=%lld: attached call %zu dropped: out "
+			    "of memory", (long long)job->id, i);
 	}
 }
 
@@ -327,6 +339,20 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 	tgd_dead_letter(d, job, why);
 	journal_done(d->journal, job->id);
 	tgd_finish(d, job, NULL);
+}
+
+/* A Bot API call finished: resume what congestion held back. */
+static void
+tgd_api_released(void *arg)
+{
+	struct tgd *d = arg;
+
+	if (tgd_api_congested(d))
+		return;
+	tgd_dispatch(d);
+	if (d->state == TGD_RUNNING)
+		poller_kick(d->poller);
+	tgd_maybe_exit(d);
 }
 
 /* A slot freed or a worker left: dispatch, and see whether a stop is done. */
@@ -371,7 +397,7 @@ tgd_call(void *arg, int worker_id, json_t *ref, struct job *job,
 	cc->worker_id = worker_id;
 	cc->ref = json_incref(ref);
 	if (api_call(d->api, job && job->nkeys > 0 ? job_key(job, 0) : NULL,
-	    method, params, tgd_call_result, cc) == -1) {
+	    method, params, 0, tgd_call_result, cc) == -1) {
 		pool_result(d->pool, worker_id, ref, 0, NULL, 503,
 		    "call queue full", NULL, 0);
 		json_decref(cc->ref);
@@ -392,6 +418,8 @@ tgd_dispatch(struct tgd *d)
 {
 	struct job *job;
 
+	if (tgd_api_congested(d))
+		return;
 	while (pool_free_slots(d->pool) > 0 &&
 	    (job = router_next(d->router)) != NULL) {
 		if (tgd_start(d, job, NULL) == -1) {
@@ -409,6 +437,8 @@ tgd_room(void *arg)
 	struct tgd *d = arg;
 	size_t jobs = router_jobs(d->router);
 
+	if (tgd_api_congested(d))
+		return 0;
 	return jobs >= (size_t)d->conf.max_pending ? 0 :
 	    (size_t)d->conf.max_pending - jobs;
 }
@@ -702,12 +732,28 @@ metric(struct evbuffer *out, const char *name, const char *type,
 }
 
 static void
+api_method_metric(void *arg, const struct api_method_stat *m)
+{
+	struct evbuffer *out = arg;
+	int o;
+
+	/* method names are [A-Za-z0-9_] (api.c checks): safe as label values */
+	for (o = 0; o < API_OUTCOMES; o++)
+		if (m->n[o] > 0)
+			evbuffer_add_printf(out, "tgrunner_api_calls_by_method_total"
+			    "{method=\"%s\",outcome=\"%s\"} %llu\n", m->method,
+			    api_outcome_name((enum api_outcome)o),
+			    (unsigned long long)m->n[o]);
+}
+
+static void
 tgd_metrics(void *arg, struct evbuffer *out)
 {
 	struct tgd *d = arg;
 	const struct poller_stats *pl = poller_stats(d->poller);
 	const struct pool_stats *ps = pool_stats(d->pool);
 	const struct api_stats *as = api_stats(d->api);
+	struct evbuffer *rows;
 
 #define C(n, h, v)	metric(out, "tgrunner_" n, "counter", h, (double)(v))
 #define G(n, h, v)	metric(out, "tgrunner_" n, "gauge", h, (double)(v))
@@ -749,6 +795,17 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	C("api_throttled_total", "Bot API calls that flood control held back.", as->throttled);
 	C("api_throttled_seconds_total", "Time calls spent held back by flood control.", (double)as->throttled_ms / 1000.0);
 	C("api_429_total", "429 answers to workers' Bot API calls.", as->got_429);
+	if ((rows = evbuffer_new()) != NULL) {
+		api_foreach_method(d->api, api_method_metric, rows);
+		/* a family without samples is not valid exposition */
+		if (evbuffer_get_length(rows) > 0)
+			evbuffer_add_printf(out, "# HELP tgrunner_api_calls_"
+			    "by_method_total Finished Bot API calls by method "
+			    "and outcome.\n# TYPE tgrunner_api_calls_by_method_"
+			    "total counter\n");
+		evbuffer_add_buffer(out, rows);
+		evbuffer_free(rows);
+	}
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");
 	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",
@@ -892,6 +949,8 @@ tgd_events(struct tgd *d)
 	size_t i;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* past RLIMIT_FSIZE a journal write fails with EFBIG, like a full disk */
+	signal(SIGXFSZ, SIG_IGN);
 	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		d->ev_sig[i] = evsignal_new(d->base, sigs[i], tgd_signal, d);
 		evsignal_add(d->ev_sig[i], NULL);
@@ -932,6 +991,7 @@ tgd_open(struct tgd *d)
 	    d->conf.control_socket, 0600, tgd_control, d)) == NULL)
 		fatalx(EXIT_STATE, "cannot open control_socket %s",
 		    d->conf.control_socket);
+	api_on_release(d->api, tgd_api_released, d);
 	if (d->conf.listen != NULL && pool_listen(d->pool, d->conf.listen) == -1)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
 		    d->conf.listen);

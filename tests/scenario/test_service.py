@@ -431,6 +431,9 @@ class Service(ScenarioCase):
         self.assertEqual(v("tgrunner_api_calls_total"),
                          len(fake.calls("sendMessage")))
         self.assertEqual(v("tgrunner_api_errors_total"), 0)
+        self.assertEqual(v("tgrunner_api_calls_by_method_total",
+                           method="sendMessage", outcome="ok"),
+                         len(fake.calls("sendMessage")))
         polls = v("tgrunner_polls_total")
         self.assertGreater(polls, 0)
         self.assertLessEqual(abs(polls - fake.stats()["polls"]), 1)
