@@ -214,6 +214,9 @@ class Daemon:
             ("backoff_min", "100ms"),
             ("backoff_max", "2s"),
             ("log_level", "info"),
+            # the fake Bot API does not rate-limit; test_flood.py turns
+            # flood control on where it is the subject
+            ("flood_control", "no"),
         ])
         self._apply(conf_overrides)
         self.proc = None

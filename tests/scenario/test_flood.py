@@ -70,6 +70,7 @@ class Flood(ScenarioCase):
         self.fake = self.start_fake()
 
     def daemon(self, **kw):
+        kw.setdefault("flood_control", True)	# tgtest's default is off
         kw.setdefault("workers", 2)
         kw.setdefault("worker_env", {"TG_REPLY": "1"})
         return self.start_daemon(self.fake, **kw)
