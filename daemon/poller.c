@@ -621,24 +621,26 @@ poller_deliver(struct poller *p, json_t *arr)
 	int64_t *ids, next = 0;
 	char **jsons;
 	size_t *lens;
-	json_t *u;
+	json_t *u, **objs;
 	int rc = -1;
 
 	ids = calloc(n, sizeof(*ids));
 	jsons = calloc(n, sizeof(*jsons));
 	lens = calloc(n, sizeof(*lens));
-	if (ids == NULL || jsons == NULL || lens == NULL)
+	objs = calloc(n, sizeof(*objs));
+	if (ids == NULL || jsons == NULL || lens == NULL || objs == NULL)
 		goto out;
 	json_array_foreach(arr, i, u) {
 		ids[i] = json_integer_value(json_object_get(u, "update_id"));
 		if ((jsons[i] = json_dumps(u, JSON_COMPACT)) == NULL)
 			goto out;
 		lens[i] = strlen(jsons[i]);
+		objs[i] = u;
 		/* Telegram: offset = highest id received + 1 */
 		if (i == 0 || ids[i] + 1 > next)
 			next = ids[i] + 1;
 	}
-	if ((rc = p->ops->batch(p->arg, ids, jsons, lens, n)) == 0) {
+	if ((rc = p->ops->batch(p->arg, ids, jsons, lens, objs, n)) == 0) {
 		p->offset = next;
 		p->stats.updates += n;
 	}
@@ -649,6 +651,7 @@ out:
 	free(ids);
 	free(jsons);
 	free(lens);
+	free(objs);
 	return rc == 0 ? 0 : -1;
 }
 

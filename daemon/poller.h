@@ -32,13 +32,14 @@ struct poller_ops {
 	/* How many more updates the backlog can take now (0 = full). */
 	size_t	(*room)(void *arg);
 	/*
-	 * A non-empty batch, as parsed from a successful getUpdates: ids[i]
-	 * and the compact JSON text of each Update object (jsons[i], lens[i]),
-	 * in the order received.  Return 0 once durable, -1 if it could not
-	 * be stored (the poller backs off and fetches the same batch again).
+	 * A non-empty batch, as parsed from a successful getUpdates: ids[i],
+	 * the compact JSON text of each Update object (jsons[i], lens[i]) and
+	 * the parsed object itself (objs[i], borrowed for the call), in the
+	 * order received.  Return 0 once durable, -1 if it could not be
+	 * stored (the poller backs off and fetches the same batch again).
 	 */
 	int	(*batch)(void *arg, const int64_t *ids, char *const *jsons,
-		    const size_t *lens, size_t n);
+		    const size_t *lens, json_t *const *objs, size_t n);
 	/* getMe succeeded (bot is the User object); polling starts next. */
 	void	(*ready)(void *arg, json_t *bot);
 	/* Unrecoverable (bad token): status is the exit status to use. */

@@ -153,7 +153,7 @@ token_load(const struct conf *c)
 
 static void
 tgd_enqueue(struct tgd *d, int64_t id, const char *json, size_t len,
-    int attempt)
+    int attempt, const json_t *parsed)
 {
 	struct keyset ks = { .n = 0 };
 	struct job *job;
@@ -166,7 +166,10 @@ tgd_enqueue(struct tgd *d, int64_t id, const char *json, size_t len,
 	}
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
-	if ((u = json_loadb(json, len, 0, NULL)) != NULL) {
+	if (parsed != NULL)
+		keys_derive(parsed, d->conf.session_key, d->conf.session_key_n,
+		    &ks);
+	else if ((u = json_loadb(json, len, 0, NULL)) != NULL) {
 		keys_derive(u, d->conf.session_key, d->conf.session_key_n, &ks);
 		json_decref(u);
 	}
@@ -178,7 +181,7 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 {
 	struct tgd *d = arg;
 
-	tgd_enqueue(d, id, json, len, attempt);
+	tgd_enqueue(d, id, json, len, attempt, NULL);
 	d->stats.replayed++;
 }
 
@@ -445,11 +448,11 @@ tgd_room(void *arg)
 
 static int
 tgd_batch(void *arg, const int64_t *ids, char *const *jsons,
-    const size_t *lens, size_t n)
+    const size_t *lens, json_t *const *objs, size_t n)
 {
 	struct tgd *d = arg;
 	struct jupdate *u;
-	size_t i, m = n;
+	size_t i, k, m = n;
 	time_t now = time(NULL);
 
 	if ((u = calloc(n, sizeof(*u))) == NULL)
@@ -469,8 +472,13 @@ tgd_batch(void *arg, const int64_t *ids, char *const *jsons,
 		free(u);
 		return -1;
 	}
-	for (i = 0; i < m; i++)
-		tgd_enqueue(d, u[i].id, u[i].json, u[i].len, 1);
+	/* journal_filter keeps the order: match the kept ones by pointer */
+	for (i = k = 0; i < m; i++) {
+		while (k < n && jsons[k] != u[i].json)
+			k++;
+		tgd_enqueue(d, u[i].id, u[i].json, u[i].len, 1,
+		    k < n ? objs[k] : NULL);
+	}
 	d->stats.fetched += m;
 	free(u);
 	tgd_dispatch(d);
@@ -650,7 +658,7 @@ tgd_dead_letters_retry(struct tgd *d, const char *which)
 			free(text);
 			continue;
 		}
-		tgd_enqueue(d, u.id, u.json, u.len, 1);
+		tgd_enqueue(d, u.id, u.json, u.len, 1, NULL);
 		log_notice("update=%lld: dead letter queued again",
 		    (long long)u.id);
 		free(text);

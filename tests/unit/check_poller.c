@@ -519,7 +519,7 @@ rec_room(void *arg)
 
 static int
 rec_batch(void *arg, const int64_t *ids, char *const *jsons,
-    const size_t *lens, size_t n)
+    const size_t *lens, json_t *const *objs, size_t n)
 {
 	struct rec *r = arg;
 	size_t i;
