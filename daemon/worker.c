@@ -91,6 +91,7 @@ struct worker {
 	int			 hello;		/* said hello: not an early death */
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
 	int			 shutdown_sent;
+	int			 retired;	/* the daemon asked it to go */
 	int			 external;	/* joined through `listen`: not our child */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
@@ -236,6 +237,7 @@ worker_drain(struct worker *w, int64_t deadline)
 
 	if (w->state != W_DRAINING)
 		worker_set_state(w, W_DRAINING);
+	w->retired = 1;
 	w->shutdown_at = deadline;
 	if (w->busy > 0 || w->shutdown_sent)
 		return;
@@ -937,7 +939,8 @@ worker_exited(struct worker *w, int status)
 {
 	struct pool *p = w->pool;
 	char why[128];
-	int early = !w->hello, draining = w->state == W_DRAINING;
+	int early = !w->hello && !w->retired;
+	int draining = w->state == W_DRAINING || w->retired;
 
 	worker_drain_input(w);
 
@@ -947,8 +950,10 @@ worker_exited(struct worker *w, int status)
 	else
 		snprintf(why, sizeof(why), "worker exited with status %d",
 		    WEXITSTATUS(status));
-	if (draining && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
-	    TAILQ_EMPTY(&w->runs))
+	/* asked to go, and went: by exit(0), or the SIGTERM it was sent */
+	if (draining && TAILQ_EMPTY(&w->runs) && ((WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0) || (w->retired && WIFSIGNALED(status) &&
+	    WTERMSIG(status) == SIGTERM)))
 		log_info("worker=%d pid=%d: exited", w->id, (int)w->pid);
 	else {
 		p->stats.crashed++;
@@ -1252,6 +1257,7 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 			continue;
 		}
 		if (w->state == W_STARTING) {
+			w->retired = 1;
 			worker_close(w, SIGTERM);
 			continue;
 		}
@@ -1325,8 +1331,10 @@ pool_shutdown(struct pool *p, int64_t deadline_ms)
 	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
 		if (w->state == W_READY)
 			worker_drain(w, deadline_ms);
-		else if (w->state == W_STARTING)
+		else if (w->state == W_STARTING) {
+			w->retired = 1;
 			worker_close(w, SIGTERM);
+		}
 	}
 }
 
