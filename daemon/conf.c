@@ -200,7 +200,8 @@ static const struct conf_opt conf_opts[] = {
 	    "Bot API requests of workers' calls in flight at once." },
 	{ "api_max_queued", CT_INT, 0, 1, 1000000, "10000",
 	    O(api_max_queued), NULL, NULL,
-	    "Workers' calls queued at most; beyond it a call is refused." },
+	    "Workers' calls queued at most: a call frame beyond it is "
+	    "refused; past half, no new update starts." },
 
 	/* state */
 	{ "state_dir", CT_PATH, 0, 0, 0, "/var/lib/tgrunner",
