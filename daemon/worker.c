@@ -92,6 +92,7 @@ struct worker {
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
 	int			 shutdown_sent;
 	int			 retired;	/* the daemon asked it to go */
+	int			 signalled;	/* the daemon sent it a signal */
 	int			 external;	/* joined through `listen`: not our child */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
@@ -598,6 +599,7 @@ worker_terminate(struct worker *w, int sig)
 		return;
 	if (w->state != W_KILLING)
 		worker_set_state(w, W_KILLING);
+	w->signalled = 1;
 	if (kill(-w->pid, sig) == -1)
 		kill(w->pid, sig);
 	if (sig != SIGKILL) {
@@ -978,6 +980,13 @@ worker_exited(struct worker *w, int status)
 	worker_set_state(w, W_DEAD);
 	w->pid = 0;
 	worker_give_back_jobs(w, why);
+	/*
+	 * A SIGKILL from elsewhere (an operator, the OOM killer) says nothing
+	 * about worker_command: only deaths it causes itself count towards
+	 * giving up.
+	 */
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !w->signalled)
+		early = 0;
 	if (early && !p->stopping) {
 		p->early_deaths++;
 		snprintf(p->problem, sizeof(p->problem), "workers exit before "
