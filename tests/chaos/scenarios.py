@@ -89,7 +89,8 @@ def worker_sigstop(ctx):
         t = time.time_ns()
         if not _kill(p, signal.SIGSTOP):
             continue
-        if ctx.rng.random() < 0.5:
+        # the first one always stays stopped, so the hung path is tested
+        if stopped and ctx.rng.random() < 0.5:
             time.sleep(ctx.rng.uniform(0.1, timeout_s / 2))
             _kill(p, signal.SIGCONT)
             stalls += 1
