@@ -21,15 +21,23 @@
  * A 429 parks the call first in line on its scope, pauses the scope for
  * retry_after seconds and empties its bucket; the call is retried after the
  * pause, up to max_call_retries times.
+ *
+ * A call whose params hold file objects (upload.h) goes out as
+ * multipart/form-data; its files are opened (or decoded) once, when the call
+ * is accepted, and every try streams them again from the same fds.  A call
+ * whose files are refused never reaches Telegram: the worker gets a 400
+ * "tgrunner: ..." result from the loop at once.
  */
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -40,12 +48,14 @@
 #include "flood.h"
 #include "http.h"
 #include "log.h"
+#include "upload.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
 #define API_RETRY_AFTER_MAX	3600
 #define API_SWEEP_MS		10000	/* forget idle scopes this often */
 #define API_HEAP_INIT		16
 #define API_NOT_IN_HEAP		SIZE_MAX
+#define API_UPLOAD_BPMS		256	/* bytes/ms an upload gets in its timeout */
 
 struct akey;
 struct ascope;
@@ -68,10 +78,13 @@ struct acall {
 	char			 method[65];
 	char			*body;
 	size_t			 len;
+	struct upload		*upload;	/* NULL: the body is JSON */
 	api_cb			 cb;
 	void			*arg;
 	int			 tries;
 	int			 failed;	/* could not start: report */
+	int			 fail_code;	/* with fail_desc: refused */
+	char			*fail_desc;
 	int64_t			 cost;		/* messages; 0: no tokens needed */
 	struct ascope		*park;		/* AC_PARKED: on this scope */
 	struct ascope		*first;		/* first in line on this scope */
@@ -130,6 +143,9 @@ struct api {
 	void			*release_arg;
 	struct api_method_stat	 by_method[API_METHODS_MAX + 1];	/* + "other" */
 	size_t			 nmethods;
+	int			 updir;		/* upload_dir's fd, or -1 */
+	char			*updir_path;	/* what updir is, or NULL */
+	int			 updir_errno;	/* last failure to open it, logged */
 };
 
 static void	api_pump(struct api *);
@@ -490,6 +506,62 @@ api_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	api_pump(arg);
 }
 
+/* --- upload_dir ------------------------------------------------------------ */
+
+static void
+api_updir_close(struct api *a)
+{
+	if (a->updir != -1)
+		close(a->updir);
+	a->updir = -1;
+	free(a->updir_path);
+	a->updir_path = NULL;
+}
+
+/* (Re)open upload_dir; a failure is logged once until it changes. */
+static void
+api_updir_open(struct api *a)
+{
+	const char	*path = a->conf->upload_dir;
+	int		 err;
+
+	api_updir_close(a);
+	if (path == NULL) {
+		a->updir_errno = 0;
+		return;
+	}
+	if ((a->updir = upload_dir_open(path)) == -1) {
+		err = errno;
+		if (err != a->updir_errno)
+			log_warn("upload_dir %s: %s; file references are refused "
+			    "until it can be opened", path, strerror(err));
+		a->updir_errno = err;
+		return;
+	}
+	if (a->updir_errno != 0)
+		log_notice("upload_dir %s: open", path);
+	a->updir_errno = 0;
+	a->updir_path = strdup(path);
+	if (a->updir_path == NULL)
+		api_updir_close(a);
+}
+
+/* upload_dir's fd for a new call, or -1 if none is set or it cannot open. */
+static int
+api_updir(struct api *a)
+{
+	const char *path = a->conf->upload_dir;
+
+	if (path == NULL) {
+		if (a->updir != -1)
+			api_updir_close(a);
+		return -1;
+	}
+	if (a->updir == -1 || strcmp(path, a->updir_path) != 0)
+		api_updir_open(a);
+	return a->updir;
+}
+
 /* --- calls ---------------------------------------------------------------- */
 
 struct api *
@@ -510,6 +582,7 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 	scope_init(&a->global, FLOOD_SCOPE_NONE);
 	a->global.name = (char *)"";
 	a->heapcap = API_HEAP_INIT;
+	a->updir = -1;
 	n = strlen(conf->api_url);
 	while (n > 0 && conf->api_url[n - 1] == '/')
 		n--;
@@ -523,6 +596,7 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 		free(a);
 		return NULL;
 	}
+	api_updir_open(a);
 	return a;
 }
 
@@ -533,6 +607,9 @@ acall_free(struct acall *c)
 		http_cancel(c->req);
 	if (c->retry != NULL)
 		event_free(c->retry);
+	/* after the request: it reads the files until it is gone */
+	upload_free(c->upload);
+	free(c->fail_desc);
 	free(c->body);
 	free(c);
 }
@@ -560,6 +637,7 @@ api_free(struct api *a)
 	event_free(a->timer);
 	free(a->heap);
 	free(a->prefix);
+	api_updir_close(a);
 	free(a);
 }
 
@@ -671,6 +749,10 @@ api_retry_cb(evutil_socket_t fd, short ev, void *arg)
 		struct api_result r = { .ok = 0, .error_code = 599,
 		    .description = "cannot start the HTTP request" };
 
+		if (c->fail_desc != NULL) {
+			r.error_code = c->fail_code;
+			r.description = c->fail_desc;
+		}
 		api_deliver(a, c, &r);
 		return;
 	}
@@ -794,6 +876,20 @@ api_done(void *arg, const struct http_response *resp)
 	api_deliver(a, c, &r);
 }
 
+static struct http_req *
+api_post(struct api *a, struct acall *c, const char *url)
+{
+	const struct http_part	*parts;
+	size_t			 n;
+
+	if (c->upload == NULL)
+		return http_post(a->http, url, "application/json", c->body,
+		    c->len, API_HTTP_TIMEOUT_MS, api_done, c);
+	parts = upload_parts(c->upload, &n);
+	return http_post_form(a->http, url, parts, n, API_HTTP_TIMEOUT_MS +
+	    upload_size(c->upload) / API_UPLOAD_BPMS, api_done, c);
+}
+
 static void
 api_start(struct api *a, struct acall *c, int64_t now)
 {
@@ -803,8 +899,7 @@ api_start(struct api *a, struct acall *c, int64_t now)
 	c->first = NULL;
 	snprintf(url, sizeof(url), "%s%s", a->prefix, c->method);
 	c->tries++;
-	c->req = http_post(a->http, url, "application/json", c->body, c->len,
-	    API_HTTP_TIMEOUT_MS, api_done, c);
+	c->req = api_post(a, c, url);
 	if (c->req == NULL) {
 		/* reported from the loop, never from inside api_call() */
 		c->failed = c->tries > a->conf->max_call_retries;
@@ -880,11 +975,55 @@ api_on_release(struct api *a, void (*cb)(void *), void *arg)
 	a->release_arg = arg;
 }
 
+/*
+ * A call the daemon refuses itself (its files): delivered from the loop at
+ * once, outside its key's order since it never reaches Telegram.
+ */
+static int
+api_refuse(struct api *a, struct acall *c, int code, const char *desc)
+{
+	struct timeval tv = { 0, 0 };
+
+	if ((c->fail_desc = strdup(desc)) == NULL ||
+	    (c->retry = evtimer_new(a->base, api_retry_cb, c)) == NULL)
+		return -1;
+	c->fail_code = code;
+	c->failed = 1;
+	c->state = AC_BACKOFF;
+	TAILQ_INSERT_TAIL(&a->all, c, aentry);
+	TAILQ_INSERT_TAIL(&a->backoff, c, rentry);
+	evtimer_add(c->retry, &tv);
+	a->queued++;
+	a->stats.calls++;
+	return 0;
+}
+
+/* Files in params: 0 (c->upload set if there are any), or -1 with err. */
+static int
+api_upload(struct api *a, struct acall *c, json_t *params, char *err,
+    size_t errsz)
+{
+	if (params == NULL || !upload_wanted(c->body))
+		return 0;
+	if (upload_prepare(params, api_updir(a), a->conf->upload_max_size,
+	    &c->upload, err, errsz) == -1) {
+		log_info("call %s: refused: %s", c->method, err);
+		return -1;
+	}
+	if (c->upload != NULL) {
+		/* the parts are the body now */
+		free(c->body);
+		c->body = NULL;
+	}
+	return 0;
+}
+
 int
 api_call(struct api *a, const char *key, const char *method, json_t *params,
     int flags, api_cb cb, void *arg)
 {
 	struct acall *c;
+	char err[UPLOAD_ERR_MAX];
 
 	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
 	    a->queued >= (size_t)a->conf->api_max_queued)) {
@@ -900,11 +1039,22 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	c->cost = flood_cost(method, params);
 	c->cb = cb;
 	c->arg = arg;
-	if (c->body == NULL || api_enqueue(a, c, key, params) == -1) {
+	if (c->body == NULL) {
 		acall_free(c);
 		return -1;
 	}
 	c->len = strlen(c->body);
+	if (api_upload(a, c, params, err, sizeof(err)) == -1) {
+		if (api_refuse(a, c, 400, err) == -1) {
+			acall_free(c);
+			return -1;
+		}
+		return 0;
+	}
+	if (api_enqueue(a, c, key, params) == -1) {
+		acall_free(c);
+		return -1;
+	}
 	a->queued++;
 	a->stats.calls++;
 	api_sweep(a, api_now());
@@ -918,6 +1068,8 @@ api_reconfigure(struct api *a)
 	int64_t	now = api_now();
 	size_t	i;
 
+	/* new calls use the upload_dir of the new configuration */
+	api_updir_open(a);
 	/* rates only move ready times; a scope in the heap keeps a call */
 	for (i = 0; i < a->nheap; i++)
 		a->heap[i]->ready_at = scope_ready(a, a->heap[i], now);

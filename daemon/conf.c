@@ -202,6 +202,14 @@ static const struct conf_opt conf_opts[] = {
 	    O(api_max_queued), NULL, NULL,
 	    "Workers' calls queued at most: a call frame beyond it is "
 	    "refused; past half, no new update starts." },
+	{ "upload_dir", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(upload_dir), NULL, NULL,
+	    "Directory whose files workers' calls may upload with "
+	    "{\"@file\": \"relative/path\"}; empty: file references are "
+	    "refused." },
+	{ "upload_max_size", CT_SIZE, 0, 1, (int64_t)2 << 30, "50M",
+	    O(upload_max_size), NULL, NULL,
+	    "Largest file a file reference may upload." },
 
 	/* state */
 	{ "state_dir", CT_PATH, 0, 0, 0, "/var/lib/tgrunner",

@@ -39,6 +39,8 @@ struct conf {
 	int64_t		 max_call_retries;	/* default 3 */
 	int64_t		 api_max_inflight;	/* default 32 */
 	int64_t		 api_max_queued;	/* default 10000 */
+	char		*upload_dir;		/* NULL: no file references */
+	int64_t		 upload_max_size;	/* bytes, default 50M */
 
 	/* state */
 	char		*state_dir;		/* default /var/lib/tgrunner */

@@ -10,10 +10,13 @@
 #include "config.h"
 
 #include <sys/queue.h>
+#include <sys/types.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -31,12 +34,24 @@ enum http_req_state {
 	REQ_CALLING		/* its callback is running */
 };
 
+/* Where a file part's bytes come from, for one request. */
+struct http_src {
+	struct http_req	*req;
+	const char	*data;		/* NULL: pread from fd */
+	int		 fd;
+	curl_off_t	 size;
+	curl_off_t	 off;
+};
+
 struct http_req {
 	TAILQ_ENTRY(http_req)	 entry;
 	struct http		*http;
 	enum http_req_state	 state;
 	CURL			*easy;
 	struct curl_slist	*headers;
+	curl_mime		*mime;
+	struct http_src		*srcs;
+	int			 src_failed;	/* a file part could not be read */
 	char			*buf;
 	size_t			 len, cap;
 	int			 too_big;
@@ -78,6 +93,8 @@ http_req_free(struct http_req *r)
 	if (r->easy != NULL)
 		curl_easy_cleanup(r->easy);
 	curl_slist_free_all(r->headers);
+	curl_mime_free(r->mime);
+	free(r->srcs);
 	free(r->buf);
 	free(r);
 }
@@ -253,6 +270,8 @@ http_req_error(struct http_req *r)
 	}
 	if (r->too_big)
 		why = "response body too large";
+	else if (r->src_failed)
+		why = "a file to upload shrank or could not be read";
 	else if (r->curl_err[0] != '\0')
 		why = r->curl_err;
 	else
@@ -390,26 +409,26 @@ http_free(struct http *h)
 	http_destroy(h);
 }
 
+/* Options of every request; ctype NULL: curl's (multipart/form-data). */
 static int
 http_req_setup(struct http_req *r, const char *url, const char *ctype,
-    const char *body, size_t len, long timeout_ms)
+    long timeout_ms)
 {
 	char hdr[256];
 	CURL *e = r->easy;
 	int rc = 0;
 
-	snprintf(hdr, sizeof(hdr), "Content-Type: %s", ctype);
-	r->headers = curl_slist_append(NULL, hdr);
+	if (ctype != NULL) {
+		snprintf(hdr, sizeof(hdr), "Content-Type: %s", ctype);
+		if ((r->headers = curl_slist_append(NULL, hdr)) == NULL)
+			return -1;
+	}
 	/* no "Expect: 100-continue" round trip for larger bodies */
-	if (r->headers != NULL)
-		r->headers = curl_slist_append(r->headers, "Expect:");
-	if (r->headers == NULL)
+	if ((r->headers = curl_slist_append(r->headers, "Expect:")) == NULL)
 		return -1;
 	rc |= curl_easy_setopt(e, CURLOPT_URL, url);
 	rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-	rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-	rc |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body != NULL ? body : "");
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb);
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
@@ -422,13 +441,88 @@ http_req_setup(struct http_req *r, const char *url, const char *ctype,
 	return rc == 0 ? 0 : -1;
 }
 
-/*
- * Start a POST.  The body is copied.  The returned handle belongs to the
- * http object; it stays valid until cb has run or http_cancel() is called.
- */
-struct http_req *
-http_post(struct http *h, const char *url, const char *ctype,
-    const char *body, size_t len, long timeout_ms, http_cb cb, void *arg)
+/* CURLOPT_READFUNCTION of a file part: bytes from memory or the fd. */
+static size_t
+http_src_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct http_src *s = arg;
+	size_t n = size * nitems;
+	ssize_t got;
+
+	if ((curl_off_t)n > s->size - s->off)
+		n = (size_t)(s->size - s->off);
+	if (n == 0)
+		return 0;
+	if (s->data != NULL)
+		memcpy(buf, s->data + s->off, n);
+	else {
+		do
+			got = pread(s->fd, buf, n, (off_t)s->off);
+		while (got == -1 && errno == EINTR);
+		if (got <= 0) {
+			/* shorter than when it was opened: the part would lie */
+			s->req->src_failed = 1;
+			return CURL_READFUNC_ABORT;
+		}
+		n = (size_t)got;
+	}
+	s->off += (curl_off_t)n;
+	return n;
+}
+
+/* curl rewinds a part when it sends the request again (a dead keep-alive). */
+static int
+http_src_seek(void *arg, curl_off_t off, int origin)
+{
+	struct http_src *s = arg;
+
+	if (origin != SEEK_SET || off < 0 || off > s->size)
+		return CURL_SEEKFUNC_CANTSEEK;
+	s->off = off;
+	return CURL_SEEKFUNC_OK;
+}
+
+static int
+http_part_add(struct http_req *r, const struct http_part *p,
+    struct http_src *s)
+{
+	curl_mimepart *m;
+
+	if ((m = curl_mime_addpart(r->mime)) == NULL ||
+	    curl_mime_name(m, p->name) != CURLE_OK)
+		return -1;
+	if (p->filename == NULL)
+		return curl_mime_data(m, p->data, p->len) == CURLE_OK ? 0 : -1;
+	s->req = r;
+	s->data = p->data;
+	s->fd = p->fd;
+	s->size = (curl_off_t)p->len;
+	if (curl_mime_data_cb(m, s->size, http_src_read, http_src_seek, NULL,
+	    s) != CURLE_OK || curl_mime_filename(m, p->filename) != CURLE_OK)
+		return -1;
+	if (p->ctype != NULL && curl_mime_type(m, p->ctype) != CURLE_OK)
+		return -1;
+	return 0;
+}
+
+static int
+http_req_form(struct http_req *r, const struct http_part *parts,
+    size_t nparts)
+{
+	size_t i;
+
+	if ((r->mime = curl_mime_init(r->easy)) == NULL ||
+	    (r->srcs = calloc(nparts + 1, sizeof(*r->srcs))) == NULL)
+		return -1;
+	for (i = 0; i < nparts; i++)
+		if (http_part_add(r, &parts[i], &r->srcs[i]) == -1)
+			return -1;
+	return curl_easy_setopt(r->easy, CURLOPT_MIMEPOST, r->mime) ==
+	    CURLE_OK ? 0 : -1;
+}
+
+static struct http_req *
+http_req_new(struct http *h, http_cb cb, void *arg)
 {
 	struct http_req *r;
 
@@ -441,12 +535,17 @@ http_post(struct http *h, const char *url, const char *ctype,
 	r->http = h;
 	r->cb = cb;
 	r->arg = arg;
-	if ((r->easy = curl_easy_init()) == NULL ||
-	    http_req_setup(r, url, ctype, body, len, timeout_ms) == -1) {
-		log_warn("%s: cannot set up request", __func__);
-		http_req_free(r);
+	if ((r->easy = curl_easy_init()) == NULL) {
+		log_warn("%s: curl_easy_init failed", __func__);
+		free(r);
 		return NULL;
 	}
+	return r;
+}
+
+static struct http_req *
+http_req_start(struct http *h, struct http_req *r)
+{
 	/* adding fires the timer callback, which defers to the loop */
 	if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
 		log_warn("%s: curl_multi_add_handle failed", __func__);
@@ -457,6 +556,48 @@ http_post(struct http *h, const char *url, const char *ctype,
 	TAILQ_INSERT_TAIL(&h->running, r, entry);
 	h->nreqs++;
 	return r;
+}
+
+/*
+ * Start a POST.  The body is copied.  The returned handle belongs to the
+ * http object; it stays valid until cb has run or http_cancel() is called.
+ */
+struct http_req *
+http_post(struct http *h, const char *url, const char *ctype,
+    const char *body, size_t len, long timeout_ms, http_cb cb, void *arg)
+{
+	struct http_req *r;
+
+	if ((r = http_req_new(h, cb, arg)) == NULL)
+		return NULL;
+	if (http_req_setup(r, url, ctype, timeout_ms) == -1 ||
+	    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+	    (curl_off_t)len) != CURLE_OK ||
+	    curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS,
+	    body != NULL ? body : "") != CURLE_OK) {
+		log_warn("%s: cannot set up request", __func__);
+		http_req_free(r);
+		return NULL;
+	}
+	return http_req_start(h, r);
+}
+
+/* As http_post, with a multipart/form-data body built from parts. */
+struct http_req *
+http_post_form(struct http *h, const char *url, const struct http_part *parts,
+    size_t nparts, long timeout_ms, http_cb cb, void *arg)
+{
+	struct http_req *r;
+
+	if ((r = http_req_new(h, cb, arg)) == NULL)
+		return NULL;
+	if (http_req_setup(r, url, NULL, timeout_ms) == -1 ||
+	    http_req_form(r, parts, nparts) == -1) {
+		log_warn("%s: cannot set up request", __func__);
+		http_req_free(r);
+		return NULL;
+	}
+	return http_req_start(h, r);
 }
 
 void

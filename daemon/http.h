@@ -21,6 +21,21 @@ struct http_response {
 	const char	*error;		/* redacted transport error text, or "" */
 };
 
+/*
+ * One part of a multipart/form-data body.  filename NULL: a text field of
+ * data.  Otherwise a file part: its len bytes come from data, or when data
+ * is NULL from fd with pread() from offset 0 (again on every retry or
+ * rewind), so the fd must stay open while the request runs.
+ */
+struct http_part {
+	const char	*name;
+	const char	*data;
+	size_t		 len;
+	int		 fd;
+	const char	*filename;
+	const char	*ctype;		/* NULL: curl's guess from filename */
+};
+
 /* Called once per request, never from inside http_post(); the request is gone after. */
 typedef void (*http_cb)(void *arg, const struct http_response *);
 
@@ -34,6 +49,14 @@ void		 http_free(struct http *);
  */
 struct http_req	*http_post(struct http *, const char *url, const char *ctype,
 		    const char *body, size_t len, long timeout_ms, http_cb, void *arg);
+/*
+ * POST a multipart/form-data body of nparts parts.  The parts and what
+ * they point to are borrowed: they must stay valid until the callback has
+ * run or http_cancel() returned.  Otherwise as http_post().
+ */
+struct http_req	*http_post_form(struct http *, const char *url,
+		    const struct http_part *parts, size_t nparts,
+		    long timeout_ms, http_cb, void *arg);
 void		 http_cancel(struct http_req *);
 size_t		 http_running(const struct http *);
 

@@ -887,6 +887,8 @@ tgd_reload(struct tgd *d)
 	TAKE(flood_control); TAKE(flood_global_rate); TAKE(flood_chat_rate);
 	TAKE(flood_group_rate); TAKE(max_call_retries); TAKE(api_max_inflight);
 	TAKE(api_max_queued);
+	TAKE(upload_dir);
+	TAKE(upload_max_size);
 #undef TAKE
 	log_set_level(d->conf.log_level);
 	if (strcmp(nc.api_url, d->conf.api_url) != 0 ||

@@ -7,6 +7,10 @@
  * faults and read back what the bot did.  Scenario tests and benchmarks run
  * the daemon against it; worker authors use it to try their bots offline.
  *
+ * Bot API requests may be JSON, urlencoded or multipart/form-data (file
+ * uploads); a multipart call is recorded with its text fields as params
+ * and, per file part, its filename, content type, size and SHA-256.
+ *
  * Updates are serialised once, when injected, and kept in a deque in id
  * order, so a getUpdates answer is a few memcpy's whatever the backlog.
  * Everything runs on one libevent loop; nothing a client sends can crash it.
@@ -144,6 +148,7 @@ struct fa_call {
 	struct evhttp_request	*req;
 	char			 method[64];
 	json_t			*params;
+	json_t			*files;	/* multipart: file parts, else NULL */
 	int			 dry;	/* body will be mangled: change no state */
 	int			 status;
 	struct evbuffer		*out;
@@ -734,7 +739,8 @@ fa_count_call(const char *method)
 }
 
 static void
-fa_record_call(const char *method, json_t *params, const char *fault)
+fa_record_call(const char *method, json_t *params, json_t *files,
+    const char *fault)
 {
 	struct fa_callrec *c;
 	struct evbuffer *b = evbuffer_new();
@@ -753,6 +759,12 @@ fa_record_call(const char *method, json_t *params, const char *fault)
 	fa_add_jstr(b, method);
 	evbuffer_add_printf(b, ",\"params\":%s,\"t\":%.6f", p ? p : "{}",
 	    fa_now());
+	if (files != NULL) {
+		free(p);
+		p = json_dumps(files, JSON_COMPACT);
+		evbuffer_add_printf(b, ",\"multipart\":true,\"files\":%s",
+		    p ? p : "{}");
+	}
 	if (fault != NULL)
 		evbuffer_add_printf(b, ",\"fault\":\"%s\"", fault);
 	evbuffer_add(b, "}", 1);
@@ -867,15 +879,268 @@ fa_parse_form(const char *s, json_t *params)
 	return rc;
 }
 
+static const char *
+fa_ctype(struct evhttp_request *req)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Content-Type");
+}
+
 static int
 fa_body_is_json(struct evhttp_request *req, const char *body)
 {
-	const char *ct = evhttp_find_header(
-	    evhttp_request_get_input_headers(req), "Content-Type");
+	const char *ct = fa_ctype(req);
 
 	if (ct == NULL)
 		return *body == '{';
 	return strncasecmp(ct, "application/json", 16) == 0;
+}
+
+/* --- SHA-256 (FIPS 180-4), to report what a file part held ------------ */
+
+struct fa_sha256 {
+	uint32_t	h[8];
+	uint8_t		buf[64];
+	size_t		n;
+	uint64_t	bytes;
+};
+
+static const uint32_t fa_sha_k[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+	0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+	0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+	0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+	0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+	0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+	0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+	0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+	0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
+};
+
+#define FA_ROR(x, n)	(((x) >> (n)) | ((x) << (32 - (n))))
+
+static void
+fa_sha256_block(struct fa_sha256 *s, const uint8_t *p)
+{
+	uint32_t w[64], v[8], t1, t2;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+		    (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+	for (i = 16; i < 64; i++)
+		w[i] = w[i - 16] + w[i - 7] + (FA_ROR(w[i - 15], 7) ^
+		    FA_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3)) +
+		    (FA_ROR(w[i - 2], 17) ^ FA_ROR(w[i - 2], 19) ^
+		    (w[i - 2] >> 10));
+	memcpy(v, s->h, sizeof(v));
+	for (i = 0; i < 64; i++) {
+		t1 = v[7] + (FA_ROR(v[4], 6) ^ FA_ROR(v[4], 11) ^
+		    FA_ROR(v[4], 25)) + ((v[4] & v[5]) ^ (~v[4] & v[6])) +
+		    fa_sha_k[i] + w[i];
+		t2 = (FA_ROR(v[0], 2) ^ FA_ROR(v[0], 13) ^ FA_ROR(v[0], 22)) +
+		    ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+		memmove(v + 1, v, 7 * sizeof(v[0]));
+		v[4] += t1;
+		v[0] = t1 + t2;
+	}
+	for (i = 0; i < 8; i++)
+		s->h[i] += v[i];
+}
+
+static void
+fa_sha256_update(struct fa_sha256 *s, const uint8_t *p, size_t len)
+{
+	size_t n;
+
+	s->bytes += len;
+	while (len > 0) {
+		n = 64 - s->n < len ? 64 - s->n : len;
+		memcpy(s->buf + s->n, p, n);
+		s->n += n;
+		p += n;
+		len -= n;
+		if (s->n == 64) {
+			fa_sha256_block(s, s->buf);
+			s->n = 0;
+		}
+	}
+}
+
+static void
+fa_sha256_hex(const uint8_t *p, size_t len, char out[65])
+{
+	static const uint32_t init[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372,
+	    0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+	struct fa_sha256 s;
+	uint8_t pad[72] = { 0x80 };
+	uint64_t bits;
+	size_t npad;
+	int i;
+
+	memset(&s, 0, sizeof(s));
+	memcpy(s.h, init, sizeof(init));
+	fa_sha256_update(&s, p, len);
+	bits = s.bytes * 8;
+	npad = (s.n < 56 ? 56 : 120) - s.n;
+	for (i = 0; i < 8; i++)
+		pad[npad + i] = (uint8_t)(bits >> (56 - 8 * i));
+	fa_sha256_update(&s, pad, npad + 8);
+	for (i = 0; i < 8; i++)
+		snprintf(out + 8 * i, 9, "%08x", s.h[i]);
+}
+
+/* --- multipart/form-data ------------------------------------------------- */
+
+/* The value of param (e.g. name, filename) in a header line, unquoted. */
+static int
+fa_hdr_param(const char *line, const char *param, char *out, size_t outsz)
+{
+	const char *p = line;
+	size_t plen = strlen(param), n;
+
+	while ((p = strchr(p, ';')) != NULL) {
+		p++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (strncasecmp(p, param, plen) != 0 || p[plen] != '=')
+			continue;
+		p += plen + 1;
+		n = 0;
+		if (*p == '"') {
+			for (p++; *p != '\0' && *p != '"'; p++) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				if (n + 1 < outsz)
+					out[n++] = *p;
+			}
+		} else
+			for (; *p != '\0' && *p != ';' && *p != ' '; p++)
+				if (n + 1 < outsz)
+					out[n++] = *p;
+		out[n] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+struct fa_part {
+	char		 name[256];
+	char		 filename[256];
+	char		 ctype[256];
+	int		 is_file;
+	const char	*data;
+	size_t		 len;
+};
+
+/* The headers of one part, [p, end). */
+static int
+fa_part_headers(const char *p, const char *end, struct fa_part *pt)
+{
+	char line[1024];
+	const char *eol;
+	size_t n;
+	int named = 0;
+
+	while (p < end) {
+		eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		if (eol == NULL)
+			eol = end;
+		n = (size_t)(eol - p) < sizeof(line) - 1 ? (size_t)(eol - p) :
+		    sizeof(line) - 1;
+		memcpy(line, p, n);
+		line[n] = '\0';
+		if (strncasecmp(line, "Content-Disposition:", 20) == 0) {
+			if (strstr(line, "form-data") == NULL ||
+			    fa_hdr_param(line, "name", pt->name,
+			    sizeof(pt->name)) == -1)
+				return -1;
+			named = 1;
+			pt->is_file = fa_hdr_param(line, "filename",
+			    pt->filename, sizeof(pt->filename)) == 0;
+		} else if (strncasecmp(line, "Content-Type:", 13) == 0) {
+			for (p = line + 13; *p == ' '; p++)
+				;
+			snprintf(pt->ctype, sizeof(pt->ctype), "%.255s", p);
+		}
+		p = eol + 2;
+	}
+	return named ? 0 : -1;
+}
+
+static int
+fa_part_record(struct fa_part *pt, json_t *params, json_t *files)
+{
+	char hex[65], *text;
+	json_t *v;
+
+	if (pt->is_file) {
+		fa_sha256_hex((const uint8_t *)pt->data, pt->len, hex);
+		v = json_pack("{s:s,s:s,s:I,s:s}", "filename", pt->filename,
+		    "content_type", pt->ctype, "size", (json_int_t)pt->len,
+		    "sha256", hex);
+		if (v == NULL)
+			return -1;
+		json_object_set_new(files, pt->name, v);
+		return 0;
+	}
+	if (memchr(pt->data, '\0', pt->len) != NULL)
+		return -1;
+	text = fa_xrealloc(NULL, pt->len + 1);
+	memcpy(text, pt->data, pt->len);
+	text[pt->len] = '\0';
+	v = fa_form_value(text);
+	free(text);
+	if (v == NULL)
+		return -1;	/* not UTF-8 */
+	json_object_set_new(params, pt->name, v);
+	return 0;
+}
+
+/* Text fields into params, file parts into files; -1 if malformed. */
+static int
+fa_parse_multipart(const char *ct, const char *body, size_t len,
+    json_t *params, json_t *files)
+{
+	char bnd[80], delim[84];
+	const char *p, *end = body + len, *hend, *next;
+	struct fa_part pt;
+	size_t dlen;
+
+	if (fa_hdr_param(ct, "boundary", bnd, sizeof(bnd)) == -1 ||
+	    *bnd == '\0' || strlen(bnd) > 70)
+		return -1;
+	dlen = (size_t)snprintf(delim, sizeof(delim), "\r\n--%s", bnd);
+	/* the first delimiter may open the body without its CRLF */
+	if (len >= dlen - 2 && memcmp(body, delim + 2, dlen - 2) == 0)
+		p = body + dlen - 2;
+	else if ((p = memmem(body, len, delim, dlen)) != NULL)
+		p += dlen;
+	else
+		return -1;
+	for (;;) {
+		if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+			return 0;
+		if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+			return -1;
+		p += 2;
+		if ((hend = memmem(p, (size_t)(end - p), "\r\n\r\n", 4)) ==
+		    NULL)
+			return -1;
+		memset(&pt, 0, sizeof(pt));
+		if (fa_part_headers(p, hend, &pt) == -1)
+			return -1;
+		pt.data = hend + 4;
+		if ((next = memmem(pt.data, (size_t)(end - pt.data), delim,
+		    dlen)) == NULL)
+			return -1;
+		pt.len = (size_t)(next - pt.data);
+		if (fa_part_record(&pt, params, files) == -1)
+			return -1;
+		p = next + dlen;
+	}
 }
 
 /* The request body as a NUL-terminated string (owned by the request). */
@@ -898,10 +1163,11 @@ fa_body(struct evhttp_request *req, size_t *lenp)
 
 /*
  * All parameters of a Bot API request: query string, then the body
- * (form or JSON), later ones winning.  Returns NULL with *err set.
+ * (form, multipart or JSON), later ones winning.  Returns NULL with *err
+ * set.  *files: the file parts of a multipart body, else NULL.
  */
 static json_t *
-fa_params(struct evhttp_request *req, const char **err)
+fa_params(struct evhttp_request *req, const char **err, json_t **files)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -912,9 +1178,22 @@ fa_params(struct evhttp_request *req, const char **err)
 	*err = "Bad Request: can't parse query string";
 	if (q != NULL && fa_parse_form(q, params) == -1)
 		goto fail;
+	*files = NULL;
 	s = fa_body(req, &len);
 	if (len == 0)
 		return params;
+	if (fa_ctype(req) != NULL &&
+	    strncasecmp(fa_ctype(req), "multipart/form-data", 19) == 0) {
+		*err = "Bad Request: can't parse multipart/form-data";
+		*files = json_object();
+		if (fa_parse_multipart(fa_ctype(req), s, len, params,
+		    *files) == -1) {
+			json_decref(*files);
+			*files = NULL;
+			goto fail;
+		}
+		return params;
+	}
 	if (fa_body_is_json(req, s)) {
 		*err = "Bad Request: can't parse JSON object";
 		body = json_loadb(s, len, 0, NULL);
@@ -1415,7 +1694,7 @@ fa_call_init(struct fa_call *c, struct evhttp_request *req)
 		fa_send_error(req, rc, rc == 401 ? "Unauthorized" : "Not Found");
 		return -1;
 	}
-	if ((c->params = fa_params(req, &err)) == NULL) {
+	if ((c->params = fa_params(req, &err, &c->files)) == NULL) {
 		fa_send_error(req, 400, err);
 		return -1;
 	}
@@ -1439,6 +1718,7 @@ fa_bot_dispatch(struct evhttp_request *req, const char *prior)
 		f = fa_fault_take(c.method, &fbuf);
 		if (f != NULL && fa_fault_apply(req, f)) {
 			json_decref(c.params);
+			json_decref(c.files);
 			return;
 		}
 	}
@@ -1447,11 +1727,12 @@ fa_bot_dispatch(struct evhttp_request *req, const char *prior)
 	c.status = 200;
 	c.out = evbuffer_new();
 	if (strcmp(c.method, "getUpdates") != 0)
-		fa_record_call(c.method, c.params, c.fault);
+		fa_record_call(c.method, c.params, c.files, c.fault);
 	fa_method_run(&c);
 	fa_call_finish(&c, f);
 	evbuffer_free(c.out);
 	json_decref(c.params);
+	json_decref(c.files);
 }
 
 /* --- control interface -------------------------------------------------- */

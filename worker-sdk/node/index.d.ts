@@ -125,6 +125,20 @@ export declare class CancelledError extends Error {
 }
 export declare class FrameError extends Error {}
 
+/** A file object of the daemon's "File uploads" (tgrunner-protocol(7)). */
+export type UploadFile =
+	| { '@file': string; filename?: string; content_type?: string }
+	| { '@data': string; filename?: string; content_type?: string };
+export interface UploadOptions {
+	filename?: string;
+	contentType?: string;
+}
+/** A file under the daemon's upload_dir, by its path relative to it. */
+export declare function uploadFile(path: string, opts?: UploadOptions): UploadFile;
+/** Bytes sent inline (base64 in the frame, up to about 768 KiB). */
+export declare function uploadBytes(data: Uint8Array | string,
+	opts?: UploadOptions): UploadFile;
+
 export declare const PROTOCOL: 1;
 export declare const MAX_FRAME: number;
 export declare const MAX_CALLS: number;

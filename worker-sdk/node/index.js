@@ -425,6 +425,47 @@ function errorText(e) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* file uploads (tgrunner-protocol(7), "File uploads") */
+
+function uploadExtra(obj, opts) {
+	if (opts && opts.filename !== undefined)
+		obj.filename = opts.filename;
+	if (opts && opts.contentType !== undefined)
+		obj.content_type = opts.contentType;
+	return obj;
+}
+
+/**
+ * A file under the daemon's upload_dir, by its path relative to it, for
+ * any InputFile parameter (top level or inside media).  opts: filename
+ * (default: the path's last component), contentType.  Throws TypeError for
+ * a path the daemon would refuse anyway.
+ */
+function uploadFile(relPath, opts) {
+	if (typeof relPath !== 'string' || relPath === '')
+		throw new TypeError('uploadFile: path must be a non-empty string');
+	if (relPath.startsWith('/'))
+		throw new TypeError('uploadFile: path must be relative to upload_dir');
+	if (relPath.split('/').includes('..'))
+		throw new TypeError('uploadFile: path must not contain ".."');
+	return uploadExtra({ '@file': relPath }, opts);
+}
+
+/**
+ * Bytes sent inline, base64 in the frame: up to about 768 KiB.  data: a
+ * Buffer, Uint8Array or string (UTF-8).  opts: filename (default "file"),
+ * contentType.  Throws RangeError beyond the frame limit.
+ */
+function uploadBytes(data, opts) {
+	const b64 = Buffer.from(data).toString('base64');
+
+	if (b64.length >= MAX_FRAME)
+		throw new RangeError(`uploadBytes: ${Buffer.byteLength(data)} ` +
+		    'bytes do not fit in a frame; use uploadFile');
+	return uploadExtra({ '@data': b64 }, opts);
+}
+
+/* ------------------------------------------------------------------------ */
 /* the worker */
 
 const S_NEW = 'new', S_HELLO = 'hello', S_RUNNING = 'running',
@@ -902,6 +943,8 @@ module.exports = {
 	ProtocolError,
 	CancelledError,
 	FrameError,
+	uploadFile,
+	uploadBytes,
 	PROTOCOL,
 	MAX_FRAME,
 	MAX_CALLS,

@@ -15,8 +15,10 @@ See README.md and tgrunner-protocol(7) (proto/PROTOCOL.md).
 """
 
 from ._frames import PROTOCOL, FrameTooLarge, ProtocolError
+from ._upload import upload_bytes, upload_file
 from ._worker import ApiError, Context, Fail, Worker
 
 __version__ = "0.1.0"
 __all__ = ["Worker", "Context", "ApiError", "Fail", "FrameTooLarge",
-           "ProtocolError", "PROTOCOL", "__version__"]
+           "ProtocolError", "PROTOCOL", "upload_file", "upload_bytes",
+           "__version__"]
