@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,12 +59,20 @@ enum jrec_type {
 
 struct jentry {
 	int64_t		 id;
-	char		*json;		/* NUL-terminated copy */
-	size_t		 len;
+	struct rcstr	*text;		/* the JSON, shared with its job */
 	int		 attempt;	/* times it may have been started */
 	int		 replay;	/* found at open, not replayed yet */
 	UT_hash_handle	 hh;
 };
+
+/* A growable output buffer; flushed to fd when it grows past JOURNAL_FLUSH. */
+struct jbuf {
+	uint8_t		*p;
+	size_t		 len;
+	size_t		 cap;
+};
+
+struct jsyncer;
 
 struct journal {
 	char		*dir;
@@ -81,13 +91,28 @@ struct journal {
 	int		 have_mark;
 	int64_t		 hw;		/* high-water id of the latest batch */
 	int64_t		 last_append;	/* wall-clock time of it */
+	struct jbuf	 dones;		/* done marks not written yet */
+	struct jsyncer	*syncer;	/* mode batch: fdatasync off the loop */
+	int		 syncing;	/* a batch's sync is in flight */
 };
 
-/* A growable output buffer; flushed to fd when it grows past JOURNAL_FLUSH. */
-struct jbuf {
-	uint8_t		*p;
-	size_t		 len;
-	size_t		 cap;
+/*
+ * The sync thread.  fdatasync takes from a fraction of a millisecond to
+ * tens of milliseconds; on the event loop it stalls every worker.  The loop
+ * writes a batch, hands the fd to this thread and goes on; the thread
+ * syncs and writes one byte to a pipe the loop watches.  Only the fd and
+ * the outcome cross threads, under the mutex; the thread touches nothing
+ * else of the journal.
+ */
+struct jsyncer {
+	pthread_t	 thread;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 fd;		/* to sync; -1 when nothing is asked */
+	int		 quit;
+	int		 rc;		/* of the last sync, and its errno */
+	int		 err;
+	int		 pipe[2];	/* [0]: readable when a sync finished */
 };
 
 static void
@@ -195,7 +220,7 @@ jbuf_mark(struct jbuf *b, int64_t hw, int64_t when)
 static uint64_t
 jentry_bytes(const struct jentry *e)
 {
-	uint64_t n = JREC_SIZE(1 + 8 + e->len);
+	uint64_t n = JREC_SIZE(1 + 8 + e->text->len);
 
 	if (e->attempt > 1)
 		n += JREC_SIZE(JREC_REPLAY_LEN);
@@ -214,11 +239,14 @@ journal_forget(struct journal *j, struct jentry *e)
 	HASH_DEL(j->entries, e);
 	j->live -= jentry_bytes(e);
 	j->npending--;
-	free(e->json);
+	rcstr_unref(e->text);
 	free(e);
 }
 
-/* Insert or replace the entry for id (the JSON is copied). */
+/*
+ * Insert or replace the entry for id (the JSON is copied).  A job holding
+ * the replaced entry's text keeps its own reference.
+ */
 static struct jentry *
 journal_remember(struct journal *j, int64_t id, const char *json, size_t len)
 {
@@ -228,11 +256,8 @@ journal_remember(struct journal *j, int64_t id, const char *json, size_t len)
 	if (e != NULL)
 		journal_forget(j, e);
 	if ((e = calloc(1, sizeof(*e))) == NULL ||
-	    (e->json = malloc(len + 1)) == NULL)
+	    (e->text = rcstr_new(json, len)) == NULL)
 		fatalx(1, "%s: out of memory", __func__);
-	memcpy(e->json, json, len);
-	e->json[len] = '\0';
-	e->len = len;
 	e->id = id;
 	e->attempt = 1;
 	HASH_ADD(hh, j->entries, id, sizeof(e->id), e);
@@ -328,8 +353,133 @@ journal_write(struct journal *j, const struct jbuf *b, int sync,
 	return 0;
 }
 
+/* --- the sync thread -------------------------------------------------------- */
+
+static void *
+jsyncer_main(void *arg)
+{
+	struct jsyncer *y = arg;
+	int fd, rc, err;
+
+	pthread_mutex_lock(&y->mu);
+	for (;;) {
+		while (y->fd == -1 && !y->quit)
+			pthread_cond_wait(&y->cv, &y->mu);
+		if (y->fd == -1)
+			break;		/* quit, nothing left to sync */
+		fd = y->fd;
+		/* the loop does not close or replace fd while syncing */
+		pthread_mutex_unlock(&y->mu);
+		rc = fdatasync(fd);
+		err = errno;
+		pthread_mutex_lock(&y->mu);
+		y->fd = -1;
+		y->rc = rc;
+		y->err = err;
+		while (write(y->pipe[1], "s", 1) == -1 && errno == EINTR)
+			;
+	}
+	pthread_mutex_unlock(&y->mu);
+	return NULL;
+}
+
 static int
-journal_flush(int fd, struct jbuf *b)
+jsyncer_start(struct journal *j)
+{
+	struct jsyncer *y;
+	sigset_t all, old;
+	int saved;
+
+	if ((y = calloc(1, sizeof(*y))) == NULL)
+		return -1;
+	y->fd = -1;
+	if (pipe2(y->pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+		saved = errno;
+		free(y);
+		errno = saved;
+		return -1;
+	}
+	pthread_mutex_init(&y->mu, NULL);
+	pthread_cond_init(&y->cv, NULL);
+	/* signals stay with the event loop's thread */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	saved = pthread_create(&y->thread, NULL, jsyncer_main, y);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (saved != 0) {
+		close(y->pipe[0]);
+		close(y->pipe[1]);
+		pthread_mutex_destroy(&y->mu);
+		pthread_cond_destroy(&y->cv);
+		free(y);
+		errno = saved;
+		return -1;
+	}
+	j->syncer = y;
+	return 0;
+}
+
+/* Sync j->fd on the thread; the pipe says when. */
+static void
+jsyncer_ask(struct journal *j)
+{
+	struct jsyncer *y = j->syncer;
+
+	pthread_mutex_lock(&y->mu);
+	y->fd = j->fd;
+	pthread_cond_signal(&y->cv);
+	pthread_mutex_unlock(&y->mu);
+	j->syncing = 1;
+}
+
+/* The outcome of the finished sync: 0, or -1 logged. */
+static int
+jsync_outcome(struct journal *j)
+{
+	struct jsyncer *y = j->syncer;
+	int rc, err;
+
+	pthread_mutex_lock(&y->mu);
+	rc = y->rc;
+	err = y->err;
+	pthread_mutex_unlock(&y->mu);
+	if (rc == -1) {
+		log_err("journal: fdatasync %s/%s: %s", j->dir, JOURNAL_FILE,
+		    strerror(err));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Let a sync in flight finish, then end the thread.  A failed sync leaves
+ * the journal stale: journal_close() rewrites it from memory.
+ */
+static void
+jsyncer_stop(struct journal *j)
+{
+	struct jsyncer *y = j->syncer;
+
+	if (y == NULL)
+		return;
+	pthread_mutex_lock(&y->mu);
+	y->quit = 1;
+	pthread_cond_signal(&y->cv);
+	pthread_mutex_unlock(&y->mu);
+	pthread_join(y->thread, NULL);
+	if (j->syncing && jsync_outcome(j) == -1)
+		j->stale = 1;
+	j->syncing = 0;
+	close(y->pipe[0]);
+	close(y->pipe[1]);
+	pthread_mutex_destroy(&y->mu);
+	pthread_cond_destroy(&y->cv);
+	free(y);
+	j->syncer = NULL;
+}
+
+static int
+jbuf_write(int fd, struct jbuf *b)
 {
 	if (write_all(fd, b->p, b->len) == -1)
 		return -1;
@@ -352,13 +502,13 @@ journal_dump(struct journal *j, int fd)
 	if (j->have_mark)
 		jbuf_mark(&b, j->hw, j->last_append);
 	HASH_ITER(hh, j->entries, e, tmp) {
-		jbuf_update(&b, e->id, e->json, e->len);
+		jbuf_update(&b, e->id, e->text->s, e->text->len);
 		if (e->attempt > 1)
 			jbuf_replay(&b, e->id, e->attempt);
-		if (b.len >= JOURNAL_FLUSH && journal_flush(fd, &b) == -1)
+		if (b.len >= JOURNAL_FLUSH && jbuf_write(fd, &b) == -1)
 			goto out;
 	}
-	if (journal_flush(fd, &b) == -1)
+	if (jbuf_write(fd, &b) == -1)
 		goto out;
 	rc = 0;
 out:
@@ -406,6 +556,7 @@ journal_rewrite(struct journal *j)
 	j->fd = fd;
 	j->size = journal_base_bytes(j) + j->live;
 	j->broken = 0;
+	j->dones.len = 0;	/* the new file has no trace of those updates */
 	return 0;
 fail:
 	close(fd);
@@ -421,7 +572,8 @@ journal_maybe_compact(struct journal *j)
 
 	limit = JOURNAL_COMPACT_RATIO * (journal_base_bytes(j) + j->live);
 
-	if (j->mode == FSYNC_OFF)
+	/* the sync thread may be using j->fd: after it reports */
+	if (j->mode == FSYNC_OFF || j->syncing)
 		return;
 	if (limit < JOURNAL_COMPACT_MIN)
 		limit = JOURNAL_COMPACT_MIN;
@@ -685,6 +837,10 @@ journal_open(const char *dir, enum fsync_mode mode, char *err, size_t errlen)
 		journal_close(j);
 		return NULL;
 	}
+	/* without the thread, batches are synced on the loop: slower, safe */
+	if (mode == FSYNC_BATCH && jsyncer_start(j) == -1)
+		log_warn("journal: no sync thread (%s); syncing on the event "
+		    "loop", strerror(errno));
 	if (j->npending > 0)
 		log_info("journal: %zu unfinished updates in %s", j->npending,
 		    j->dir);
@@ -698,6 +854,10 @@ journal_close(struct journal *j)
 
 	if (j == NULL)
 		return;
+	jsyncer_stop(j);
+	if (journal_flush(j) == -1)
+		log_err("journal: %s: done marks could not be written",
+		    j->dir);
 	if (j->stale && journal_rewrite(j) == -1)
 		log_err("journal: %s: done marks were lost to write errors; "
 		    "the next start runs those updates again", j->dir);
@@ -709,6 +869,7 @@ journal_close(struct journal *j)
 		close(j->lockfd);
 	if (j->dirfd != -1)
 		close(j->dirfd);
+	free(j->dones.p);
 	free(j->dir);
 	free(j);
 }
@@ -755,7 +916,7 @@ journal_replay(struct journal *j, void (*cb)(void *, int64_t, const char *,
 	for (i = 0; i < n; i++) {
 		HASH_FIND(hh, j->entries, &ids[i], sizeof(ids[i]), e);
 		if (e != NULL)
-			cb(arg, e->id, e->json, e->len, e->attempt);
+			cb(arg, e->id, e->text->s, e->text->len, e->attempt);
 	}
 	free(ids);
 	return rc;
@@ -816,50 +977,143 @@ journal_batch_hw(const struct journal *j, const struct jupdate *u, size_t n,
 	return j->hw;
 }
 
-int
-journal_append(struct journal *j, const struct jupdate *u, size_t n, time_t now)
+/*
+ * Write a batch, preceded by the done marks waiting for the next write.
+ * sync: fdatasync before returning.
+ */
+static int
+journal_write_batch(struct journal *j, const struct jupdate *u, size_t n,
+    time_t now, int64_t hw, int sync)
 {
 	struct jbuf b = { NULL, 0, 0 };
-	int64_t hw;
 	size_t i;
+	int had_dones = j->dones.len > 0;
 
-	if (n == 0)
-		return 0;
-	hw = journal_batch_hw(j, u, n, now);
-	if (j->mode != FSYNC_OFF) {
-		for (i = 0; i < n; i++) {
-			if (u[i].len > JOURNAL_REC_MAX - 9) {
-				log_err("%s: update %" PRId64 " too large "
-				    "(%zu bytes)", __func__, u[i].id, u[i].len);
-				free(b.p);
-				errno = EFBIG;
-				return -1;
-			}
-			jbuf_update(&b, u[i].id, u[i].json, u[i].len);
-		}
-		/* last: if torn off, the updates before it are still known */
-		jbuf_mark(&b, hw, (int64_t)now);
-		if (journal_write(j, &b, 1, "append") == -1) {
-			free(b.p);
+	for (i = 0; i < n; i++) {
+		if (u[i].len > JOURNAL_REC_MAX - 9) {
+			log_err("%s: update %" PRId64 " too large (%zu bytes)",
+			    __func__, u[i].id, u[i].len);
+			errno = EFBIG;
 			return -1;
 		}
-		free(b.p);
 	}
+	/* one write: the waiting done marks ride along */
+	b = j->dones;
+	j->dones = (struct jbuf){ NULL, 0, 0 };
+	for (i = 0; i < n; i++)
+		jbuf_update(&b, u[i].id, u[i].json, u[i].len);
+	/* last: if torn off, the updates before it are still known */
+	jbuf_mark(&b, hw, (int64_t)now);
+	if (journal_write(j, &b, sync, "append") == -1) {
+		if (had_dones)
+			j->stale = 1;
+		free(b.p);
+		return -1;
+	}
+	/* keep the buffer for the next done marks, unless a big batch grew it */
+	b.len = 0;
+	if (b.cap > JOURNAL_FLUSH) {
+		free(b.p);
+		b = (struct jbuf){ NULL, 0, 0 };
+	}
+	j->dones = b;
+	return 0;
+}
+
+static void
+journal_accept(struct journal *j, const struct jupdate *u, size_t n,
+    time_t now, int64_t hw)
+{
+	size_t i;
+
 	for (i = 0; i < n; i++)
 		journal_remember(j, u[i].id, u[i].json, u[i].len);
 	j->have_mark = 1;
 	j->hw = hw;
 	j->last_append = now;
+}
+
+int
+journal_append(struct journal *j, const struct jupdate *u, size_t n, time_t now)
+{
+	int64_t hw;
+
+	if (n == 0)
+		return 0;
+	hw = journal_batch_hw(j, u, n, now);
+	if (j->mode != FSYNC_OFF &&
+	    journal_write_batch(j, u, n, now, hw, 1) == -1)
+		return -1;
+	journal_accept(j, u, n, now, hw);
 	journal_maybe_compact(j);
+	return 0;
+}
+
+int
+journal_append_async(struct journal *j, const struct jupdate *u, size_t n,
+    time_t now)
+{
+	int64_t hw;
+
+	if (n == 0)
+		return 0;
+	if (j->mode != FSYNC_BATCH || j->syncer == NULL || j->syncing)
+		return journal_append(j, u, n, now);
+	hw = journal_batch_hw(j, u, n, now);
+	if (journal_write_batch(j, u, n, now, hw, 0) == -1)
+		return -1;
+	journal_accept(j, u, n, now, hw);
+	jsyncer_ask(j);
+	return 1;
+}
+
+int
+journal_sync_fd(const struct journal *j)
+{
+	return j->syncer != NULL ? j->syncer->pipe[0] : -1;
+}
+
+int
+journal_sync_finish(struct journal *j)
+{
+	char c[16];
+
+	while (read(j->syncer->pipe[0], c, sizeof(c)) > 0)
+		;
+	if (!j->syncing)
+		return 0;	/* a spurious wake-up */
+	j->syncing = 0;
+	if (jsync_outcome(j) == -1)
+		return journal_make_durable(j);
+	journal_maybe_compact(j);
+	return 0;
+}
+
+int
+journal_make_durable(struct journal *j)
+{
+	if (j->mode == FSYNC_OFF)
+		return 0;
+	/*
+	 * After a failed fdatasync the kernel may have dropped the dirty
+	 * pages and the next fdatasync can report success anyway: trust only
+	 * a new file written from memory and synced.
+	 */
+	if (journal_rewrite(j) == -1) {
+		j->stale = 1;
+		return -1;
+	}
+	j->stale = 0;
+	j->compactions++;
+	log_notice("journal: %s rewritten from memory after a failed sync",
+	    j->dir);
 	return 0;
 }
 
 int
 journal_done(struct journal *j, int64_t id)
 {
-	struct jbuf b = { NULL, 0, 0 };
 	struct jentry *e;
-	int rc = 0;
 
 	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
 	if (e == NULL)
@@ -869,15 +1123,39 @@ journal_done(struct journal *j, int64_t id)
 	 * finished; at worst a crash replays it (at-least-once).
 	 */
 	journal_forget(j, e);
-	if (j->mode == FSYNC_OFF)
+	if (j->mode != FSYNC_OFF)
+		jbuf_done(&j->dones, id);
+	return 0;
+}
+
+int
+journal_flush(struct journal *j)
+{
+	int rc;
+
+	if (j->dones.len == 0)
 		return 0;
-	jbuf_done(&b, id);
-	rc = journal_write(j, &b, j->mode == FSYNC_ALWAYS, "done");
-	free(b.p);
+	rc = journal_write(j, &j->dones, j->mode == FSYNC_ALWAYS, "done");
+	j->dones.len = 0;
 	if (rc == -1)
 		j->stale = 1;
 	journal_maybe_compact(j);
 	return rc;
+}
+
+int
+journal_dirty(const struct journal *j)
+{
+	return j->dones.len > 0;
+}
+
+struct rcstr *
+journal_text(const struct journal *j, int64_t id)
+{
+	struct jentry *e;
+
+	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
+	return e != NULL ? e->text : NULL;
 }
 
 int64_t

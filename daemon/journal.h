@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "rcstr.h"
 
 struct journal;
 
@@ -24,7 +25,10 @@ struct jupdate {
 /*
  * Open (create) the journal in dir (created mode 0700 if missing).  mode
  * FSYNC_OFF keeps nothing on disk: a purely in-memory journal with the same
- * interface.  Returns NULL with a message in err on failure.
+ * interface.  Mode FSYNC_BATCH starts a thread that runs fdatasync for
+ * journal_append_async().  Returns NULL with a message in err on failure.
+ * journal_close() writes the waiting done marks, waits for a sync in
+ * flight and ends the thread.
  */
 struct journal	*journal_open(const char *dir, enum fsync_mode mode,
 		    char *err, size_t errlen);
@@ -59,8 +63,47 @@ void		 journal_filter(struct journal *, struct jupdate *u, size_t *n,
 int		 journal_append(struct journal *, const struct jupdate *u,
 		    size_t n, time_t now);
 
-/* Mark an update finished (done, or dead-lettered).  Written at once. */
+/*
+ * The same, without waiting for the disk in mode batch: the batch is
+ * written (it survives the process being killed) and accepted, and 1 is
+ * returned while fdatasync runs on the sync thread.  The caller may hand
+ * the updates out at once but must not confirm them to Telegram until
+ * journal_sync_finish() returned 0: when journal_sync_fd() is readable.
+ * Other modes, or no thread: as journal_append() (0 or -1).
+ */
+int		 journal_append_async(struct journal *, const struct jupdate *u,
+		    size_t n, time_t now);
+/* Readable when a sync finished; -1 if there is no sync thread. */
+int		 journal_sync_fd(const struct journal *);
+/*
+ * Collect the finished sync: 0 when the batch is durable.  A failed
+ * fdatasync (logged) is answered by rewriting the journal from memory;
+ * -1 if that failed too: retry with journal_make_durable() later.
+ */
+int		 journal_sync_finish(struct journal *);
+/* Rewrite the journal from memory and sync it: 0 when it is durable. */
+int		 journal_make_durable(struct journal *);
+
+/*
+ * Mark an update finished (done, or dead-lettered).  The mark waits in
+ * memory for journal_flush() (or the next append): one write for all the
+ * marks of an event-loop pass, instead of one per update.  Until then a
+ * killed daemon runs the update again (at-least-once).
+ */
 int		 journal_done(struct journal *, int64_t id);
+/*
+ * Write the waiting done marks (synced in mode always).  -1 if they could
+ * not be written: the journal is rewritten from memory as soon as writing
+ * works again.
+ */
+int		 journal_flush(struct journal *);
+/* Are done marks waiting for journal_flush()? */
+int		 journal_dirty(const struct journal *);
+/*
+ * The JSON of an unfinished update, shared: take a reference to keep it
+ * past journal_done().  NULL if id is not unfinished.
+ */
+struct rcstr	*journal_text(const struct journal *, int64_t id);
 
 /* The offset for the next getUpdates: highest journaled id + 1, 0 if none. */
 int64_t		 journal_next_offset(const struct journal *);

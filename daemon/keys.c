@@ -5,7 +5,8 @@
  * user, the topic and the business connection of that update live.
  * Everything in an update comes from a remote server, so every member is
  * type-checked and every id must be a JSON integer; anything else simply
- * contributes no key.
+ * contributes no key.  The update is read as text (jscan.c), not parsed
+ * into a tree: this runs for every update.
  *
  * Key forms:
  *   chat:<id>                    a plain chat
@@ -27,10 +28,12 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
+#include "jscan.h"
 #include "keys.h"
 
 #define KEYS_BCID_MAX	48	/* connection id in a key, after escaping */
@@ -129,54 +132,106 @@ keys_kind_name(enum key_kind kind)
 	return keys_kind_names[kind];
 }
 
-/* Follow a dotted path of object members; NULL if any step is missing. */
-static const json_t *
-keys_path(const json_t *obj, const char *path)
-{
-	const char	*dot;
-	size_t		 len;
+/*
+ * The payload and the members its row's paths start with, found in one
+ * pass: a message is scanned once, not once per path.
+ */
+#define KEYS_WANT_MAX	8
 
-	if (path == NULL)
-		return NULL;
-	while (*path != '\0') {
-		if (!json_is_object(obj))
-			return NULL;
-		dot = strchr(path, '.');
-		len = dot != NULL ? (size_t)(dot - path) : strlen(path);
-		obj = json_object_getn(obj, path, len);
-		if (obj == NULL)
-			return NULL;
-		path += len;
-		if (*path == '.')
-			path++;
-	}
-	return obj;
+struct keys_ctx {
+	const struct keys_row	*row;
+	struct jspan		 payload;
+	const char		*names[KEYS_WANT_MAX];
+	char			 buf[KEYS_WANT_MAX][32];
+	struct jspan		 spans[KEYS_WANT_MAX];
+	unsigned		 found;
+	int			 n;
+};
+
+/* The index of the first component of path among the wanted, or -1. */
+static int
+keys_slot(const struct keys_ctx *c, const char *path, size_t *len)
+{
+	int i;
+
+	*len = strcspn(path, ".");
+	for (i = 0; i < c->n; i++)
+		if (strlen(c->names[i]) == *len &&
+		    strncmp(c->names[i], path, *len) == 0)
+			return i;
+	return -1;
+}
+
+static void
+keys_want(struct keys_ctx *c, const char *path)
+{
+	size_t len;
+
+	if (path == NULL || *path == '\0' || keys_slot(c, path, &len) != -1 ||
+	    c->n == KEYS_WANT_MAX || len >= sizeof(c->buf[0]))
+		return;
+	memcpy(c->buf[c->n], path, len);
+	c->buf[c->n][len] = '\0';
+	c->names[c->n] = c->buf[c->n];
+	c->n++;
 }
 
 static int
-keys_path_int(const json_t *obj, const char *path, int64_t *out)
+keys_get(const struct keys_ctx *c, const char *path, struct jspan *out)
 {
-	const json_t *v;
+	size_t len;
+	int i;
 
-	v = keys_path(obj, path);
-	if (v == NULL || !json_is_integer(v))
+	if (path == NULL)
 		return -1;
-	*out = (int64_t)json_integer_value(v);
-	return 0;
+	if (*path == '\0') {
+		*out = c->payload;
+		return 0;
+	}
+	if ((i = keys_slot(c, path, &len)) == -1)
+		return jscan_path(c->payload, path, out);
+	if (!(c->found & 1u << i))
+		return -1;
+	return jscan_path(c->spans[i], path[len] == '.' ? path + len + 1 : "",
+	    out);
 }
 
-static const struct keys_row *
-keys_row_find(const json_t *update, const json_t **payload)
+static int
+keys_get_int(const struct keys_ctx *c, const char *path, int64_t *out)
 {
-	const json_t	*v;
-	size_t		 i;
+	struct jspan v;
 
-	if (!json_is_object(update))
-		return NULL;
-	for (i = 0; i < sizeof(keys_table) / sizeof(keys_table[0]); i++) {
-		v = json_object_get(update, keys_table[i].type);
-		if (v != NULL && json_is_object(v)) {
-			*payload = v;
+	if (keys_get(c, path, &v) == -1 || jscan_kind(v) != 'n')
+		return -1;
+	return jscan_int(v, out);
+}
+
+/*
+ * The row of the first table type the update has as an object member.
+ * One pass over the update's members; for a repeated member the last one
+ * counts, as with any JSON object lookup.
+ */
+static const struct keys_row *
+keys_row_find(struct jspan update, struct jspan *payload)
+{
+	enum { NROWS = sizeof(keys_table) / sizeof(keys_table[0]) };
+	struct jspan name, value, last[NROWS];
+	const char *it = NULL;
+	size_t i;
+	int seen[NROWS] = { 0 };
+
+	while (jscan_next_member(update, &it, &name, &value)) {
+		for (i = 0; i < NROWS; i++) {
+			if (jscan_name_is(name, keys_table[i].type)) {
+				last[i] = value;
+				seen[i] = 1;
+				break;
+			}
+		}
+	}
+	for (i = 0; i < NROWS; i++) {
+		if (seen[i] && jscan_kind(last[i]) == '{') {
+			*payload = last[i];
 			return &keys_table[i];
 		}
 	}
@@ -185,13 +240,26 @@ keys_row_find(const json_t *update, const json_t **payload)
 
 /* A static string from the table: unknown types give NULL, never peer bytes. */
 const char *
-keys_update_type(const json_t *update)
+keys_update_type_text(const char *json, size_t len)
 {
 	const struct keys_row	*row;
-	const json_t		*payload;
+	struct jspan		 payload;
 
-	row = keys_row_find(update, &payload);
+	row = keys_row_find(jscan_span(json, len), &payload);
 	return row != NULL ? row->type : NULL;
+}
+
+const char *
+keys_update_type(const json_t *update)
+{
+	const char	*type;
+	char		*text;
+
+	if (update == NULL || (text = json_dumps(update, JSON_COMPACT)) == NULL)
+		return NULL;
+	type = keys_update_type_text(text, strlen(text));
+	free(text);
+	return type;
 }
 
 static uint32_t
@@ -214,18 +282,24 @@ keys_fnv1a(const char *s, size_t len)
  * of the whole id so that long ids stay distinct yet bounded.
  */
 static int
-keys_bcid(const json_t *v, char *buf, size_t size)
+keys_bcid(const struct jspan *v, char *buf, size_t size)
 {
 	static const char	 hex[] = "0123456789ABCDEF";
-	const char		*s;
-	size_t			 len, i, o = 0;
+	char			 sbuf[256], *s = sbuf;
+	size_t			 len, i, o = 0, cap;
 	unsigned char		 c;
 	char			 esc[KEYS_BCID_MAX * 3 + 4];
+	int			 rc = -1;
 
-	if (v == NULL || !json_is_string(v) || json_string_length(v) == 0)
+	if (v == NULL || jscan_kind(*v) != '"')
 		return -1;
-	s = json_string_value(v);
-	len = json_string_length(v);
+	/* decoded, a string is never longer than its text */
+	cap = (size_t)(v->e - v->p);
+	if (cap > sizeof(sbuf) && (s = malloc(cap)) == NULL)
+		return -1;
+	if (jscan_string(*v, s, s == sbuf ? sizeof(sbuf) : cap, &len) == -1 ||
+	    len == 0)
+		goto out;
 	for (i = 0; i < len && o + 3 < sizeof(esc); i++) {
 		c = (unsigned char)s[i];
 		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -243,93 +317,131 @@ keys_bcid(const json_t *v, char *buf, size_t size)
 	} else
 		o = (size_t)snprintf(buf, size, "%.*s~%08" PRIx32,
 		    KEYS_BCID_MAX - 9, esc, keys_fnv1a(s, len));
-	return o < size ? 0 : -1;
+	rc = o < size ? 0 : -1;
+out:
+	if (s != sbuf)
+		free(s);
+	return rc;
+}
+
+/*
+ * prefix and a decimal id into buf (KEYS_PART_MAX): the common keys,
+ * without snprintf, which cost as much as everything else here.
+ */
+static void
+keys_put_id(char *buf, const char *prefix, int64_t id)
+{
+	char digits[24], *d = digits + sizeof(digits);
+	uint64_t v = id < 0 ? -(uint64_t)id : (uint64_t)id;
+	size_t n = strlen(prefix);
+
+	do
+		*--d = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	if (id < 0)
+		*--d = '-';
+	memcpy(buf, prefix, n);
+	memcpy(buf + n, d, (size_t)(digits + sizeof(digits) - d));
+	buf[n + (size_t)(digits + sizeof(digits) - d)] = '\0';
 }
 
 /* The chat part: "chat:<id>", "bchat:<conn>:<id>" or "bconn:<conn>". */
 static void
-keys_chat_part(const struct keys_row *row, const json_t *p,
-    struct keys_parts *kp)
+keys_chat_part(const struct keys_ctx *c, struct keys_parts *kp)
 {
-	char	bcid[KEYS_BCID_MAX + 1];
-	int64_t	id;
-	int	have_bcid;
+	const struct keys_row *row = c->row;
+	struct jspan	v;
+	char		bcid[KEYS_BCID_MAX + 1];
+	int64_t		id;
+	int		have_bcid;
 
-	have_bcid = keys_bcid(keys_path(p, row->bcid), bcid, sizeof(bcid))
-	    == 0;
+	have_bcid = keys_get(c, row->bcid, &v) == 0 &&
+	    keys_bcid(&v, bcid, sizeof(bcid)) == 0;
 	if (row->flags & KF_BCONN) {
 		if (have_bcid)
 			snprintf(kp->chat, sizeof(kp->chat), "bconn:%s", bcid);
 		return;
 	}
-	if (keys_path_int(p, row->chat, &id) == -1)
+	if (keys_get_int(c, row->chat, &id) == -1)
 		return;
 	if (have_bcid)
 		snprintf(kp->chat, sizeof(kp->chat), "bchat:%s:%" PRId64,
 		    bcid, id);
 	else if (!(row->flags & KF_BIZ))
-		snprintf(kp->chat, sizeof(kp->chat), "chat:%" PRId64, id);
+		keys_put_id(kp->chat, "chat:", id);
 }
 
 /* The actor: a chat acting on its own behalf wins over "from". */
 static void
-keys_actor_part(const struct keys_row *row, const json_t *p,
-    struct keys_parts *kp)
+keys_actor_part(const struct keys_ctx *c, struct keys_parts *kp)
 {
 	int64_t id;
 
-	if (keys_path_int(p, row->actor, &id) == 0)
-		snprintf(kp->actor, sizeof(kp->actor), "chat:%" PRId64, id);
-	else if (keys_path_int(p, row->user, &id) == 0)
-		snprintf(kp->actor, sizeof(kp->actor), "user:%" PRId64, id);
+	if (keys_get_int(c, c->row->actor, &id) == 0)
+		keys_put_id(kp->actor, "chat:", id);
+	else if (keys_get_int(c, c->row->user, &id) == 0)
+		keys_put_id(kp->actor, "user:", id);
 }
 
 /* A forum topic only counts when the message says it is in one. */
 static void
-keys_topic_part(const struct keys_row *row, const json_t *p,
-    struct keys_parts *kp)
+keys_topic_part(const struct keys_ctx *c, struct keys_parts *kp)
 {
-	const json_t	*msg;
-	int64_t		 thread;
+	struct jspan	msg, flag, v;
+	int64_t		thread;
+	int		own;
 
-	if ((msg = keys_path(p, row->msg)) == NULL || !json_is_object(msg))
+	if (keys_get(c, c->row->msg, &msg) == -1 || jscan_kind(msg) != '{')
 		return;
-	if (!json_is_true(json_object_get(msg, "is_topic_message")))
+	/* the payload's own members were picked already */
+	own = c->row->msg[0] == '\0';
+	if ((own ? keys_get(c, "is_topic_message", &flag) :
+	    jscan_member(msg, "is_topic_message", &flag)) == -1 ||
+	    jscan_kind(flag) != 't')
 		return;
-	if (keys_path_int(msg, "message_thread_id", &thread) == 0)
-		snprintf(kp->topic, sizeof(kp->topic), "topic:%" PRId64,
-		    thread);
+	if ((own ? keys_get(c, "message_thread_id", &v) :
+	    jscan_member(msg, "message_thread_id", &v)) == 0 &&
+	    jscan_kind(v) == 'n' && jscan_int(v, &thread) == 0)
+		keys_put_id(kp->topic, "topic:", thread);
+}
+
+/* a, then "/" and b unless b is NULL, into buf: 0, or -1 if empty or too long */
+static int
+keys_join(char *buf, size_t size, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = b != NULL ? strlen(b) : 0;
+	size_t n = la + (b != NULL ? 1 + lb : 0);
+
+	if (n == 0 || n >= size)
+		return -1;
+	memcpy(buf, a, la);
+	if (b != NULL) {
+		buf[la] = '/';
+		memcpy(buf + la + 1, b, lb);
+	}
+	buf[n] = '\0';
+	return 0;
 }
 
 static int
 keys_format(const struct keys_parts *kp, int kind, char *buf, size_t size)
 {
-	int n;
-
 	switch (kind) {
 	case KEY_CHAT:
-		n = snprintf(buf, size, "%s", kp->chat);
-		break;
+		return keys_join(buf, size, kp->chat, NULL);
 	case KEY_USER:
-		n = snprintf(buf, size, "%s", kp->actor);
-		break;
+		return keys_join(buf, size, kp->actor, NULL);
 	case KEY_CHAT_USER:
 		if (kp->chat[0] == '\0' || kp->actor[0] == '\0')
 			return -1;
-		n = snprintf(buf, size, "%s/%s", kp->chat, kp->actor);
-		break;
+		return keys_join(buf, size, kp->chat, kp->actor);
 	case KEY_CHAT_TOPIC:
 		if (kp->chat[0] != '\0' && kp->topic[0] != '\0')
-			n = snprintf(buf, size, "%s/%s", kp->chat, kp->topic);
-		else
-			n = snprintf(buf, size, "%s", kp->chat);
-		break;
+			return keys_join(buf, size, kp->chat, kp->topic);
+		return keys_join(buf, size, kp->chat, NULL);
 	default:
 		return -1;
 	}
-	if (n <= 0 || (size_t)n >= size)
-		return -1;
-	return 0;
 }
 
 static void
@@ -346,23 +458,47 @@ keys_add(struct keyset *out, const char *key)
 }
 
 void
-keys_derive(const json_t *update, const enum key_kind *kinds, int nkinds,
-    struct keyset *out)
+keys_derive_text(const char *json, size_t len, const enum key_kind *kinds,
+    int nkinds, struct keyset *out)
 {
-	const struct keys_row	*row;
-	const json_t		*payload = NULL;
+	struct keys_ctx		 c;
 	struct keys_parts	 kp;
 	char			 key[KEY_STRLEN];
 	int			 i;
 
 	out->n = 0;
-	if (nkinds <= 0 || (row = keys_row_find(update, &payload)) == NULL)
+	c.n = 0;
+	if (nkinds <= 0 ||
+	    (c.row = keys_row_find(jscan_span(json, len), &c.payload)) == NULL)
 		return;
+	keys_want(&c, c.row->chat);
+	keys_want(&c, c.row->user);
+	keys_want(&c, c.row->actor);
+	keys_want(&c, c.row->bcid);
+	keys_want(&c, c.row->msg);
+	if (c.row->msg != NULL && c.row->msg[0] == '\0') {
+		keys_want(&c, "is_topic_message");
+		keys_want(&c, "message_thread_id");
+	}
+	c.found = jscan_pick(c.payload, c.names, c.n, c.spans);
 	memset(&kp, 0, sizeof(kp));
-	keys_chat_part(row, payload, &kp);
-	keys_actor_part(row, payload, &kp);
-	keys_topic_part(row, payload, &kp);
+	keys_chat_part(&c, &kp);
+	keys_actor_part(&c, &kp);
+	keys_topic_part(&c, &kp);
 	for (i = 0; i < nkinds; i++)
 		if (keys_format(&kp, kinds[i], key, sizeof(key)) == 0)
 			keys_add(out, key);
+}
+
+void
+keys_derive(const json_t *update, const enum key_kind *kinds, int nkinds,
+    struct keyset *out)
+{
+	char *text;
+
+	out->n = 0;
+	if (update == NULL || (text = json_dumps(update, JSON_COMPACT)) == NULL)
+		return;
+	keys_derive_text(text, strlen(text), kinds, nkinds, out);
+	free(text);
 }

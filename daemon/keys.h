@@ -37,8 +37,12 @@ const char	*keys_kind_name(enum key_kind);
  */
 void		 keys_derive(const json_t *update, const enum key_kind *kinds,
 		    int nkinds, struct keyset *out);
+/* The same from the update's JSON text (any bytes are safe). */
+void		 keys_derive_text(const char *json, size_t len,
+		    const enum key_kind *kinds, int nkinds, struct keyset *out);
 
 /* The name of the update's payload member ("message", ...), or NULL. */
 const char	*keys_update_type(const json_t *update);
+const char	*keys_update_type_text(const char *json, size_t len);
 
 #endif

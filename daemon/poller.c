@@ -22,6 +22,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "jscan.h"
 #include "log.h"
 #include "poller.h"
 
@@ -57,7 +58,11 @@ enum poller_err {
 
 struct poller_reply {
 	enum poller_err	 err;
-	json_t		*result;	/* owned */
+	json_t		*result;	/* owned; getUpdates: NULL if fast */
+	size_t		 n;		/* getUpdates: updates */
+	int64_t		*ids;		/* owned; NULL: read from result */
+	const char	*body;		/* the response's, while it lives */
+	struct poller_slice *slices;	/* owned; NULL: encode each update */
 	size_t		 bad;		/* dropped elements */
 	int		 retry_after;
 	char		 desc[256];	/* Telegram's description */
@@ -75,6 +80,7 @@ struct poller {
 	enum poll_state		 state;
 	enum poller_phase	 phase;
 	int			 started;
+	int			 unsynced;	/* offset must not be sent yet */
 	int64_t			 offset;
 	struct http_req		*req;
 	struct event		*timer;
@@ -103,6 +109,7 @@ poller_state_str(enum poll_state s)
 	case POLL_PAUSED:	return "paused";
 	case POLL_BACKOFF:	return "backoff";
 	case POLL_STOPPED:	return "stopped";
+	case POLL_SYNCING:	return "syncing";
 	}
 	return "unknown";
 }
@@ -321,6 +328,144 @@ done:
 	return rc;
 }
 
+/* --- raw element slices ------------------------------------------------------ */
+
+/*
+ * Each update is kept and handed to workers as the exact bytes Telegram
+ * sent, sliced out of the body: no second encoding (a third of the
+ * daemon's work per update), and numbers keep their spelling.  jansson has
+ * validated the body already; this scanner only finds the boundaries, and
+ * any surprise makes it give up: the caller encodes from the tree then.
+ */
+#define JS_DEPTH_MAX	128
+
+static const char *
+js_ws(const char *p, const char *e)
+{
+	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* p at the opening quote; returns past the closing one. */
+static const char *
+js_string(const char *p, const char *e)
+{
+	for (p++; p < e; p++) {
+		if (*p == '"')
+			return p + 1;
+		if (*p == '\\' && ++p == e)
+			return NULL;
+	}
+	return NULL;
+}
+
+static const char *js_value(const char *, const char *, int);
+
+static const char *
+js_container(const char *p, const char *e, int depth, char close)
+{
+	if (depth > JS_DEPTH_MAX)
+		return NULL;
+	p = js_ws(p + 1, e);
+	if (p < e && *p == close)
+		return p + 1;
+	for (;;) {
+		if (close == '}') {
+			if (p >= e || *p != '"' ||
+			    (p = js_string(p, e)) == NULL)
+				return NULL;
+			p = js_ws(p, e);
+			if (p >= e || *p != ':')
+				return NULL;
+			p = js_ws(p + 1, e);
+		}
+		if ((p = js_value(p, e, depth + 1)) == NULL)
+			return NULL;
+		p = js_ws(p, e);
+		if (p < e && *p == ',') {
+			p = js_ws(p + 1, e);
+			continue;
+		}
+		return p < e && *p == close ? p + 1 : NULL;
+	}
+}
+
+/* p at the first byte of a value; returns past its last. */
+static const char *
+js_value(const char *p, const char *e, int depth)
+{
+	const char *q;
+
+	if (p >= e)
+		return NULL;
+	switch (*p) {
+	case '"':
+		return js_string(p, e);
+	case '{':
+		return js_container(p, e, depth, '}');
+	case '[':
+		return js_container(p, e, depth, ']');
+	}
+	/* number, true, false, null */
+	for (q = p; q < e && strchr("+-.0123456789Eaeflnrstu", *q) != NULL &&
+	    *q != '\0'; q++)
+		;
+	return q > p ? q : NULL;
+}
+
+int
+poller_slices(const char *body, size_t len, struct poller_slice *out,
+    size_t max)
+{
+	const char *p = body, *e = body + len, *key, *v, *arr = NULL;
+	size_t n = 0, klen;
+
+	p = js_ws(p, e);
+	if (p >= e || *p != '{')
+		return -1;
+	p = js_ws(p + 1, e);
+	/* the last "result" member is the one jansson keeps */
+	while (p < e && *p == '"') {
+		key = p;
+		if ((p = js_string(p, e)) == NULL)
+			return -1;
+		/* an escaped name could spell "result" unseen */
+		klen = (size_t)(p - key);
+		if (memchr(key, '\\', klen) != NULL)
+			return -1;
+		p = js_ws(p, e);
+		if (p >= e || *p != ':')
+			return -1;
+		v = p = js_ws(p + 1, e);
+		if ((p = js_value(p, e, 1)) == NULL)
+			return -1;
+		if (klen == 8 && memcmp(key, "\"result\"", 8) == 0)
+			arr = v;
+		p = js_ws(p, e);
+		if (p < e && *p == ',')
+			p = js_ws(p + 1, e);
+	}
+	if (arr == NULL || *arr != '[')
+		return -1;
+	p = js_ws(arr + 1, e);
+	if (p < e && *p == ']')
+		return 0;
+	for (;;) {
+		if (n == max || (v = js_value(p, e, 2)) == NULL)
+			return -1;
+		out[n].off = (size_t)(p - body);
+		out[n].len = (size_t)(v - p);
+		n++;
+		p = js_ws(v, e);
+		if (p < e && *p == ',') {
+			p = js_ws(p + 1, e);
+			continue;
+		}
+		return p < e && *p == ']' ? (int)n : -1;
+	}
+}
+
 /* --- classification of replies ------------------------------------------ */
 
 static void
@@ -354,6 +499,77 @@ poller_classify_bad(struct poller_reply *rp, const struct http_response *r)
 }
 
 /* Sort a reply into success (PERR_NONE, rp->result set) or a class. */
+/*
+ * The fast path for the common reply, {"ok":true,"result":[updates]}: a
+ * checked body read without building a tree (jscan.h).  0 with rp->ids
+ * and rp->slices set; -1 for anything else, which jansson then parses
+ * (and explains).
+ */
+static int
+poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
+{
+	struct jspan root, v, u, id;
+	const char *it = NULL;
+	size_t n = 0;
+	int64_t x;
+
+	if (r->status != 200 || !jscan_check(r->body, r->len))
+		return -1;
+	root = jscan_span(r->body, r->len);
+	if (jscan_member(root, "ok", &v) == -1 || jscan_kind(v) != 't' ||
+	    jscan_member(root, "result", &v) == -1 || jscan_kind(v) != '[')
+		return -1;
+	while (jscan_next(v, &it, &u))
+		n++;
+	if (n > POLLER_ELEMS_MAX)
+		return -1;
+	if (n > 0 && ((rp->ids = calloc(n, sizeof(*rp->ids))) == NULL ||
+	    (rp->slices = calloc(n, sizeof(*rp->slices))) == NULL))
+		goto slow;
+	for (it = NULL, n = 0; jscan_next(v, &it, &u); n++) {
+		/* as poller_update_ok(): id + 1 becomes the offset */
+		if (jscan_member(u, "update_id", &id) == -1 ||
+		    jscan_kind(id) != 'n' || jscan_int(id, &x) == -1 ||
+		    x < 0 || x == INT64_MAX)
+			goto slow;
+		/* frames are lines: a pretty-printed body is re-encoded */
+		if (memchr(u.p, '\n', (size_t)(u.e - u.p)) != NULL ||
+		    memchr(u.p, '\r', (size_t)(u.e - u.p)) != NULL)
+			goto slow;
+		rp->ids[n] = x;
+		rp->slices[n].off = (size_t)(u.p - r->body);
+		rp->slices[n].len = (size_t)(u.e - u.p);
+	}
+	rp->n = n;
+	rp->body = r->body;
+	return 0;
+slow:
+	free(rp->ids);
+	free(rp->slices);
+	rp->ids = NULL;
+	rp->slices = NULL;
+	return -1;
+}
+
+/* Slices of the updates in the body, when they match the parsed ones. */
+static void
+poller_slice_reply(struct poller_reply *rp, const struct http_response *r)
+{
+	size_t n = json_array_size(rp->result);
+
+	rp->n = n;
+	/* dropped elements would shift the match: encode them all then */
+	if (n == 0 || rp->bad > 0 ||
+	    (rp->slices = calloc(n, sizeof(*rp->slices))) == NULL)
+		return;
+	if (poller_slices(r->body, r->len, rp->slices, n) != (int)n) {
+		free(rp->slices);
+		rp->slices = NULL;
+		return;
+	}
+	rp->body = r->body;
+}
+
 static void
 poller_classify(enum poller_phase ph, const struct http_response *r,
     struct poller_reply *rp)
@@ -368,6 +584,8 @@ poller_classify(enum poller_phase ph, const struct http_response *r,
 		    r->curl_code, r->error);
 		return;
 	}
+	if (ph == PHASE_POLL && poller_parse_fast(r, rp) == 0)
+		return;
 	if (ph == PHASE_POLL)
 		rc = poller_parse(r->body, r->len, &rp->result, &rp->bad, &code,
 		    &rp->retry_after, rp->desc, sizeof(rp->desc));
@@ -402,7 +620,8 @@ poller_classify(enum poller_phase ph, const struct http_response *r,
 	if (rp->err != PERR_NONE) {
 		json_decref(rp->result);
 		rp->result = NULL;
-	}
+	} else if (ph == PHASE_POLL)
+		poller_slice_reply(rp, r);
 }
 
 /* --- failures and back-off ----------------------------------------------- */
@@ -552,6 +771,11 @@ poller_poll(struct poller *p)
 	room = p->ops->room(p->arg);
 	if (p->dying || p->state == POLL_PAUSED || p->state == POLL_STOPPED)
 		return;
+	/* this getUpdates would confirm a batch that is not durable yet */
+	if (p->unsynced) {
+		poller_set_state(p, POLL_SYNCING);
+		return;
+	}
 	if (room == 0) {
 		poller_set_state(p, POLL_FULL);
 		return;
@@ -613,58 +837,85 @@ poller_timer_event(evutil_socket_t fd, short what, void *arg)
 		poller_free(p);
 }
 
-/* Hand a batch over; -1 if it could not be stored. */
-static int
-poller_deliver(struct poller *p, json_t *arr)
+/*
+ * The text of update i: its slice of the body when it holds no line break
+ * (frames are lines), else a compact encoding (*owned then).
+ */
+static const char *
+poller_update_text(const struct poller_reply *rp, size_t i, json_t *u,
+    size_t *len, char **owned)
 {
-	size_t i, n = json_array_size(arr);
+	const char *s;
+
+	*owned = NULL;
+	if (rp->slices != NULL) {
+		s = rp->body + rp->slices[i].off;
+		*len = rp->slices[i].len;
+		if (memchr(s, '\n', *len) == NULL && memchr(s, '\r', *len) == NULL)
+			return s;
+	}
+	if ((*owned = json_dumps(u, JSON_COMPACT)) == NULL)
+		return NULL;
+	*len = strlen(*owned);
+	return *owned;
+}
+
+/* Hand a batch over: as ops->batch (0 durable, 1 accepted, -1 failed). */
+static int
+poller_deliver(struct poller *p, const struct poller_reply *rp)
+{
+	size_t i, n = rp->n;
 	int64_t *ids, next = 0;
-	char **jsons;
+	const char **jsons;
+	char **owned;
 	size_t *lens;
-	json_t *u, **objs;
+	json_t *u;
 	int rc = -1;
 
 	ids = calloc(n, sizeof(*ids));
 	jsons = calloc(n, sizeof(*jsons));
+	owned = calloc(n, sizeof(*owned));
 	lens = calloc(n, sizeof(*lens));
-	objs = calloc(n, sizeof(*objs));
-	if (ids == NULL || jsons == NULL || lens == NULL || objs == NULL)
+	if (ids == NULL || jsons == NULL || owned == NULL || lens == NULL)
 		goto out;
-	json_array_foreach(arr, i, u) {
-		ids[i] = json_integer_value(json_object_get(u, "update_id"));
-		if ((jsons[i] = json_dumps(u, JSON_COMPACT)) == NULL)
+	for (i = 0; i < n; i++) {
+		u = rp->result != NULL ? json_array_get(rp->result, i) : NULL;
+		ids[i] = rp->ids != NULL ? rp->ids[i] :
+		    json_integer_value(json_object_get(u, "update_id"));
+		jsons[i] = poller_update_text(rp, i, u, &lens[i], &owned[i]);
+		if (jsons[i] == NULL)
 			goto out;
-		lens[i] = strlen(jsons[i]);
-		objs[i] = u;
 		/* Telegram: offset = highest id received + 1 */
 		if (i == 0 || ids[i] + 1 > next)
 			next = ids[i] + 1;
 	}
-	if ((rc = p->ops->batch(p->arg, ids, jsons, lens, objs, n)) == 0) {
+	if ((rc = p->ops->batch(p->arg, ids, jsons, lens, n)) >= 0) {
 		p->offset = next;
 		p->stats.updates += n;
+		if (rc == 1)
+			p->unsynced = 1;
 	}
 out:
-	if (jsons != NULL)
+	if (owned != NULL)
 		for (i = 0; i < n; i++)
-			free(jsons[i]);
+			free(owned[i]);
 	free(ids);
 	free(jsons);
+	free(owned);
 	free(lens);
-	free(objs);
-	return rc == 0 ? 0 : -1;
+	return rc;
 }
 
 static void
 poller_got_updates(struct poller *p, struct poller_reply *rp)
 {
-	size_t n = json_array_size(rp->result);
+	size_t n = rp->n;
 
 	p->last_ok = (int64_t)time(NULL);
 	if (rp->bad > 0)
 		log_warn("getUpdates: dropped %zu elements without a valid "
 		    "update_id", rp->bad);
-	if (n > 0 && poller_deliver(p, rp->result) == -1) {
+	if (n > 0 && poller_deliver(p, rp) == -1) {
 		if (p->dying || p->state != POLL_POLLING)
 			return;
 		rp->err = PERR_STORE;
@@ -716,6 +967,8 @@ poller_on_reply(void *arg, const struct http_response *r)
 	else
 		poller_got_call(p, &rp);
 	json_decref(rp.result);
+	free(rp.ids);
+	free(rp.slices);
 	p->busy--;
 	if (p->dying && p->busy == 0)
 		poller_free(p);
@@ -840,6 +1093,14 @@ poller_start(struct poller *p, int64_t offset)
 	p->fail_err = PERR_NONE;
 	poller_set_state(p, POLL_STARTING);
 	poller_issue(p);
+}
+
+void
+poller_durable(struct poller *p)
+{
+	p->unsynced = 0;
+	if (p->state == POLL_SYNCING)
+		poller_poll(p);
 }
 
 void

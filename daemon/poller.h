@@ -25,21 +25,25 @@ enum poll_state {
 	POLL_FULL,		/* backlog has no room: waiting for poller_kick() */
 	POLL_PAUSED,		/* poller_pause(): draining / shutting down */
 	POLL_BACKOFF,		/* waiting after an error */
-	POLL_STOPPED		/* fatal: bad token */
+	POLL_STOPPED,		/* fatal: bad token */
+	POLL_SYNCING		/* the last batch is not durable yet */
 };
 
 struct poller_ops {
 	/* How many more updates the backlog can take now (0 = full). */
 	size_t	(*room)(void *arg);
 	/*
-	 * A non-empty batch, as parsed from a successful getUpdates: ids[i],
-	 * the compact JSON text of each Update object (jsons[i], lens[i]) and
-	 * the parsed object itself (objs[i], borrowed for the call), in the
+	 * A non-empty batch, as parsed from a successful getUpdates: ids[i]
+	 * and the JSON text of each Update object (jsons[i], lens[i] bytes,
+	 * not NUL-terminated: the bytes Telegram sent, or a compact encoding
+	 * if they held a line break), borrowed for the call, in the
 	 * order received.  Return 0 once durable, -1 if it could not be
-	 * stored (the poller backs off and fetches the same batch again).
+	 * stored (the poller backs off and fetches the same batch again),
+	 * 1 if it is accepted but not durable yet: the getUpdates that would
+	 * confirm it waits for poller_durable().
 	 */
-	int	(*batch)(void *arg, const int64_t *ids, char *const *jsons,
-		    const size_t *lens, json_t *const *objs, size_t n);
+	int	(*batch)(void *arg, const int64_t *ids,
+		    const char *const *jsons, const size_t *lens, size_t n);
 	/* getMe succeeded (bot is the User object); polling starts next. */
 	void	(*ready)(void *arg, json_t *bot);
 	/* Unrecoverable (bad token): status is the exit status to use. */
@@ -52,6 +56,8 @@ struct poller	*poller_new(struct event_base *, struct http *,
 void		 poller_free(struct poller *);
 /* getMe, optional deleteWebhook, then poll from offset. */
 void		 poller_start(struct poller *, int64_t offset);
+/* The batch ops->batch accepted with 1 is durable now: poll on. */
+void		 poller_durable(struct poller *);
 /* Room may have appeared: leave POLL_FULL. */
 void		 poller_kick(struct poller *);
 /* Stop fetching (cancels a poll in flight; nothing is confirmed by it). */
@@ -89,5 +95,21 @@ int64_t		 poller_backoff_ms(int attempt, int64_t min, int64_t max,
 int		 poller_parse(const char *body, size_t len, json_t **out,
 		    size_t *bad, int *error_code, int *retry_after,
 		    char *desc, size_t desclen);
+
+/* Where one element of the result array lies in a getUpdates body. */
+struct poller_slice {
+	size_t	off;
+	size_t	len;
+};
+
+/*
+ * Locate the elements of the "result" array of a body poller_parse()
+ * accepted, so that each update is kept as the bytes Telegram sent.  Fills
+ * at most max slices and returns their number, or -1 when the body cannot
+ * be sliced with certainty (an escaped member name, too deep, more than
+ * max): the caller encodes each update from the parsed tree instead.
+ */
+int		 poller_slices(const char *body, size_t len,
+		    struct poller_slice *out, size_t max);
 
 #endif

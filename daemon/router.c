@@ -43,25 +43,41 @@ struct router {
 	size_t		 nkeys;
 };
 
-/* The caller owns the job until router_add(); NULL (logged) if out of memory. */
+/*
+ * The caller owns the job until router_add(); NULL (logged) if out of
+ * memory.  The job takes a reference to text (the update's JSON).
+ */
 struct job *
-job_new(int64_t id, const char *json, size_t len)
+job_new_shared(int64_t id, struct rcstr *text)
 {
 	struct job *job;
 
-	if ((job = calloc(1, sizeof(*job))) == NULL ||
-	    (job->json = malloc(len + 1)) == NULL) {
+	if ((job = calloc(1, sizeof(*job))) == NULL) {
 		log_err("%s: out of memory", __func__);
-		free(job);
 		return NULL;
 	}
-	if (len > 0)
-		memcpy(job->json, json, len);
-	job->json[len] = '\0';
-	job->len = len;
+	job->text = rcstr_ref(text);
+	job->json = text->s;
+	job->len = text->len;
 	job->id = id;
 	job->attempt = 1;
 	job->state = JOB_QUEUED;
+	return job;
+}
+
+/* As job_new_shared(), with a private copy of json[0..len). */
+struct job *
+job_new(int64_t id, const char *json, size_t len)
+{
+	struct rcstr *text;
+	struct job *job;
+
+	if ((text = rcstr_new(json, len)) == NULL) {
+		log_err("%s: out of memory", __func__);
+		return NULL;
+	}
+	job = job_new_shared(id, text);
+	rcstr_unref(text);
 	return job;
 }
 
@@ -70,7 +86,7 @@ job_free(struct job *job)
 {
 	if (job == NULL)
 		return;
-	free(job->json);
+	rcstr_unref(job->text);
 	free(job);
 }
 

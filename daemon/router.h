@@ -19,6 +19,7 @@
 #include <sys/queue.h>
 
 #include "keys.h"
+#include "rcstr.h"
 
 struct rkey;
 
@@ -26,8 +27,9 @@ enum job_state { JOB_QUEUED, JOB_READY, JOB_RUNNING };
 
 struct job {
 	int64_t			 id;		/* update_id */
-	char			*json;		/* the Update object, compact JSON, owned */
-	size_t			 len;
+	struct rcstr		*text;		/* the Update object, compact JSON */
+	const char		*json;		/* text->s */
+	size_t			 len;		/* text->len */
 	int			 attempt;	/* 1 on first delivery */
 	enum job_state		 state;
 	int			 nkeys;
@@ -39,8 +41,9 @@ struct job {
 	uint64_t		 t_started;
 };
 
-/* A new job owning a copy of json[0..len). attempt starts at 1. */
+/* A new job with a copy of json[0..len), or sharing text.  attempt is 1. */
 struct job	*job_new(int64_t id, const char *json, size_t len);
+struct job	*job_new_shared(int64_t id, struct rcstr *text);
 void		 job_free(struct job *);
 /* The key strings of a job, for the wire: key i of job. */
 const char	*job_key(const struct job *, int i);

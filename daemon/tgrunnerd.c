@@ -151,28 +151,28 @@ token_load(const struct conf *c)
 
 /* --- jobs ------------------------------------------------------------------ */
 
+/* Queue the journaled update id; the job shares the journal's JSON. */
 static void
-tgd_enqueue(struct tgd *d, int64_t id, const char *json, size_t len,
-    int attempt, const json_t *parsed)
+tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 {
 	struct keyset ks = { .n = 0 };
+	struct rcstr *text;
 	struct job *job;
-	json_t *u;
 
-	if ((job = job_new(id, json, len)) == NULL) {
+	if ((text = journal_text(d->journal, id)) == NULL) {
+		log_err("%s: update=%lld is not in the journal", __func__,
+		    (long long)id);
+		return;
+	}
+	if ((job = job_new_shared(id, text)) == NULL) {
 		log_err("%s: out of memory for update=%lld", __func__,
 		    (long long)id);
 		return;
 	}
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
-	if (parsed != NULL)
-		keys_derive(parsed, d->conf.session_key, d->conf.session_key_n,
-		    &ks);
-	else if ((u = json_loadb(json, len, 0, NULL)) != NULL) {
-		keys_derive(u, d->conf.session_key, d->conf.session_key_n, &ks);
-		json_decref(u);
-	}
+	keys_derive_text(text->s, text->len, d->conf.session_key,
+	    d->conf.session_key_n, &ks);
 	router_add(d->router, job, &ks);
 }
 
@@ -181,8 +181,35 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 {
 	struct tgd *d = arg;
 
-	tgd_enqueue(d, id, json, len, attempt, NULL);
+	(void)json;
+	(void)len;
+	tgd_enqueue(d, id, attempt);
 	d->stats.replayed++;
+}
+
+/*
+ * Done marks wait in the journal until the end of the event-loop pass:
+ * one write() for every done frame read in the pass.  The event is made
+ * active, so it runs after the callbacks already due in this pass and
+ * before the loop waits again; calls attached to those updates leave on
+ * a later pass, after their marks.
+ */
+static void
+tgd_journal_dirty(struct tgd *d)
+{
+	if (journal_dirty(d->journal) && !event_pending(d->ev_flush,
+	    EV_TIMEOUT, NULL))
+		event_active(d->ev_flush, EV_TIMEOUT, 0);
+}
+
+static void
+tgd_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct tgd *d = arg;
+
+	(void)fd;
+	(void)what;
+	journal_flush(d->journal);
 }
 
 static void
@@ -316,6 +343,7 @@ tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
 	journal_done(d->journal, job->id);
+	tgd_journal_dirty(d);
 	if (calls != NULL)
 		tgd_run_done_calls(d, job, calls);
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
@@ -341,6 +369,7 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 	}
 	tgd_dead_letter(d, job, why);
 	journal_done(d->journal, job->id);
+	tgd_journal_dirty(d);
 	tgd_finish(d, job, NULL);
 }
 
@@ -447,13 +476,14 @@ tgd_room(void *arg)
 }
 
 static int
-tgd_batch(void *arg, const int64_t *ids, char *const *jsons,
-    const size_t *lens, json_t *const *objs, size_t n)
+tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
+    const size_t *lens, size_t n)
 {
 	struct tgd *d = arg;
 	struct jupdate *u;
-	size_t i, k, m = n;
+	size_t i, m = n;
 	time_t now = time(NULL);
+	int rc = 0;
 
 	if ((u = calloc(n, sizeof(*u))) == NULL)
 		return -1;
@@ -467,22 +497,76 @@ tgd_batch(void *arg, const int64_t *ids, char *const *jsons,
 		d->stats.duplicates += n - m;
 		log_info("dropped %zu update(s) already journaled", n - m);
 	}
-	/* durable before the next getUpdates confirms them */
-	if (m > 0 && journal_append(d->journal, u, m, now) == -1) {
+	/*
+	 * Durable before the next getUpdates confirms them; handed out
+	 * already while fdatasync runs: the file survives a killed daemon,
+	 * and after a machine crash Telegram, never told, sends them again.
+	 */
+	if (m > 0 && (rc = journal_append_async(d->journal, u, m, now)) == -1) {
 		free(u);
 		return -1;
 	}
-	/* journal_filter keeps the order: match the kept ones by pointer */
-	for (i = k = 0; i < m; i++) {
-		while (k < n && jsons[k] != u[i].json)
-			k++;
-		tgd_enqueue(d, u[i].id, u[i].json, u[i].len, 1,
-		    k < n ? objs[k] : NULL);
-	}
+	for (i = 0; i < m; i++)
+		tgd_enqueue(d, u[i].id, 1);
 	d->stats.fetched += m;
 	free(u);
 	tgd_dispatch(d);
-	return 0;
+	return rc;
+}
+
+/* The fetched updates are durable: the poller may confirm them. */
+static void
+tgd_durable(struct tgd *d)
+{
+	if (d->resync_fails > 0)
+		log_notice("journal: durable again after %d failed attempt(s)",
+		    d->resync_fails);
+	d->resync_fails = 0;
+	poller_durable(d->poller);
+}
+
+/* Nothing new is fetched until the fetched updates are safe: retry. */
+static void
+tgd_not_durable(struct tgd *d)
+{
+	struct timeval tv;
+	int64_t ms;
+
+	d->resync_fails++;
+	ms = poller_backoff_ms(d->resync_fails, 100, 30000,
+	    (double)random() / ((double)RAND_MAX + 1.0));
+	log_err("journal: the last batch is not durable; not fetching, "
+	    "retrying in %lld ms", (long long)ms);
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+	evtimer_add(d->ev_resync, &tv);
+}
+
+/* The sync thread finished the batch's fdatasync. */
+static void
+tgd_synced(evutil_socket_t fd, short what, void *arg)
+{
+	struct tgd *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (journal_sync_finish(d->journal) == 0)
+		tgd_durable(d);
+	else
+		tgd_not_durable(d);
+}
+
+static void
+tgd_resync(evutil_socket_t fd, short what, void *arg)
+{
+	struct tgd *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (journal_make_durable(d->journal) == 0)
+		tgd_durable(d);
+	else
+		tgd_not_durable(d);
 }
 
 static void
@@ -658,7 +742,7 @@ tgd_dead_letters_retry(struct tgd *d, const char *which)
 			free(text);
 			continue;
 		}
-		tgd_enqueue(d, u.id, u.json, u.len, 1, NULL);
+		tgd_enqueue(d, u.id, 1);
 		log_notice("update=%lld: dead letter queued again",
 		    (long long)u.id);
 		free(text);
@@ -990,6 +1074,13 @@ tgd_open(struct tgd *d)
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
 		fatalx(EXIT_STATE, "journal: %s", err);
+	d->ev_flush = event_new(d->base, -1, 0, tgd_flush, d);
+	d->ev_resync = evtimer_new(d->base, tgd_resync, d);
+	if (journal_sync_fd(d->journal) != -1) {
+		d->ev_synced = event_new(d->base, journal_sync_fd(d->journal),
+		    EV_READ | EV_PERSIST, tgd_synced, d);
+		event_add(d->ev_synced, NULL);
+	}
 	if ((d->router = router_new()) == NULL ||
 	    (d->http = http_new(d->base, 16)) == NULL ||
 	    (d->api = api_new(d->base, d->http, &d->conf, d->token)) == NULL ||
@@ -1027,6 +1118,10 @@ tgd_close(struct tgd *d)
 	api_free(d->api);
 	http_free(d->http);
 	router_free(d->router);
+	if (d->ev_synced != NULL)
+		event_free(d->ev_synced);
+	event_free(d->ev_resync);
+	event_free(d->ev_flush);
 	journal_close(d->journal);
 	for (i = 0; i < sizeof(d->ev_sig) / sizeof(d->ev_sig[0]); i++)
 		if (d->ev_sig[i] != NULL)

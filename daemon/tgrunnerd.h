@@ -59,6 +59,10 @@ struct tgd {
 	struct event		*ev_sig[6];
 	struct event		*ev_shutdown;	/* shutdown_timeout */
 	struct event		*ev_status;	/* periodic STATUS= / watchdog */
+	struct event		*ev_flush;	/* done marks, once per loop pass */
+	struct event		*ev_synced;	/* the journal's sync thread */
+	struct event		*ev_resync;	/* retry after a failed sync */
+	int			 resync_fails;
 	struct tgd_stats	 stats;
 	struct hist		 h_dispatch;
 	struct hist		 h_handler;

@@ -92,6 +92,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (n == 1 && journal_append(j, &u, 1, 1700000000) == -1)
 		abort();
 	journal_done(j, u.id);
+	journal_flush(j);
 	journal_close(j);
 	fuzz_clean();
 	return 0;

@@ -3,6 +3,12 @@
  * it, through poller_parse(), then every accepted update through
  * keys_derive() for each key kind and for all of them at once, the way
  * the daemon handles a batch.
+ *
+ * The same bytes also hold jscan (the tree-less scanner of the hot path)
+ * to jansson: whatever jscan_check() accepts jansson must accept; every
+ * member jscan finds must equal jansson's (last duplicate, escaped names);
+ * integers and strings must read the same; keys derived from the raw
+ * bytes must equal those derived from jansson's re-encoding.
  */
 #include "config.h"
 
@@ -12,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "jscan.h"
 #include "keys.h"
 #include "poller.h"
 
@@ -40,6 +47,91 @@ fuzz_keys(const json_t *u)
 	(void)keys_update_type(u);
 }
 
+static void
+fuzz_jscan_member(struct jspan obj, const char *name, json_t *want)
+{
+	struct jspan m;
+	json_t *got;
+	int64_t x;
+	char buf[4096];
+	size_t len;
+
+	if (jscan_member(obj, name, &m) == -1)
+		__builtin_trap();
+	got = json_loadb(m.p, (size_t)(m.e - m.p), JSON_DECODE_ANY, NULL);
+	if (got == NULL || !json_equal(got, want))
+		__builtin_trap();
+	json_decref(got);
+	if (json_is_integer(want) && (jscan_int(m, &x) == -1 ||
+	    x != json_integer_value(want)))
+		__builtin_trap();
+	if (!json_is_integer(want) && jscan_int(m, &x) == 0)
+		__builtin_trap();
+	if (json_is_string(want) && jscan_string(m, buf, sizeof(buf),
+	    &len) == 0 && (len != json_string_length(want) ||
+	    memcmp(buf, json_string_value(want), len) != 0))
+		__builtin_trap();
+}
+
+/* keys_derive_text(the bytes of each update) == keys_derive(its tree) */
+static void
+fuzz_jscan_updates(struct jspan root, json_t *res)
+{
+	static const enum key_kind all[] = { KEY_CHAT, KEY_USER,
+	    KEY_CHAT_USER, KEY_CHAT_TOPIC };
+	struct jspan r, u;
+	struct keyset a, b;
+	const char *it = NULL;
+	size_t n = 0;
+	int i;
+
+	if (!json_is_array(res) || jscan_member(root, "result", &r) == -1)
+		return;
+	while (jscan_next(r, &it, &u)) {
+		keys_derive(json_array_get(res, n++), all, KEY_KIND_MAX, &a);
+		keys_derive_text(u.p, (size_t)(u.e - u.p), all, KEY_KIND_MAX,
+		    &b);
+		if (a.n != b.n)
+			__builtin_trap();
+		for (i = 0; i < a.n; i++)
+			if (strcmp(a.k[i], b.k[i]) != 0)
+				__builtin_trap();
+	}
+	if (n != json_array_size(res))
+		__builtin_trap();
+}
+
+static void
+fuzz_jscan(const char *data, size_t size)
+{
+	static const enum key_kind all[] = { KEY_CHAT, KEY_USER,
+	    KEY_CHAT_USER, KEY_CHAT_TOPIC };
+	struct keyset a, b;
+	struct jspan root;
+	const char *k;
+	json_t *j, *v;
+	int i;
+
+	if (!jscan_check(data, size))
+		return;
+	if ((j = json_loadb(data, size, JSON_DECODE_ANY, NULL)) == NULL)
+		__builtin_trap();	/* jscan accepted what jansson refuses */
+	root = jscan_span(data, size);
+	if (json_is_object(j)) {
+		json_object_foreach(j, k, v)
+			fuzz_jscan_member(root, k, v);
+		keys_derive(j, all, KEY_KIND_MAX, &a);
+		keys_derive_text(data, size, all, KEY_KIND_MAX, &b);
+		if (a.n != b.n)
+			__builtin_trap();
+		for (i = 0; i < a.n; i++)
+			if (strcmp(a.k[i], b.k[i]) != 0)
+				__builtin_trap();
+		fuzz_jscan_updates(root, json_object_get(j, "result"));
+	}
+	json_decref(j);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -48,6 +140,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int code, retry;
 	char desc[256];
 
+	fuzz_jscan((const char *)data, size);
 	if (poller_parse((const char *)data, size, &arr, &bad, &code, &retry,
 	    desc, sizeof(desc)) != 0) {
 		if (arr != NULL)

@@ -420,6 +420,35 @@ proto_parse(struct pdec *d, const char *line, size_t len)
 	return root;
 }
 
+/*
+ * The frame a worker sends most, in the exact spelling every SDK produces:
+ * {"type":"done","id":N}.  Decoded without jansson (a third of the
+ * daemon's cost per update otherwise); any other spelling takes the full
+ * path and means the same.
+ */
+static int
+proto_decode_done_fast(const char *line, size_t len, struct frame *f)
+{
+	static const char head[] = "{\"type\":\"done\",\"id\":";
+	const size_t hlen = sizeof(head) - 1;
+	uint64_t id = 0;
+	size_t i;
+
+	/* 1 to 18 digits (always in range), no leading zero, then '}' */
+	if (len < hlen + 2 || len > hlen + 19 || line[len - 1] != '}' ||
+	    memcmp(line, head, hlen) != 0 ||
+	    (line[hlen] == '0' && len != hlen + 2))
+		return -1;
+	for (i = hlen; i < len - 1; i++) {
+		if (line[i] < '0' || line[i] > '9')
+			return -1;
+		id = id * 10 + (uint64_t)(line[i] - '0');
+	}
+	f->type = FRAME_DONE;
+	f->u.done.id = (int64_t)id;
+	return 0;
+}
+
 int
 proto_decode(const char *line, size_t len, unsigned dir, struct frame *f,
     char *err, size_t errlen)
@@ -431,6 +460,9 @@ proto_decode(const char *line, size_t len, unsigned dir, struct frame *f,
 	memset(f, 0, sizeof(*f));
 	if (line == NULL)
 		return pdec_fail(&d, "no frame");
+	if ((dir & proto_type_dir(FRAME_DONE)) != 0 &&
+	    proto_decode_done_fast(line, len, f) == 0)
+		return 0;
 	if ((root = proto_parse(&d, line, len)) == NULL)
 		return -1;
 	d.obj = root;

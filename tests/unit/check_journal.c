@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -235,8 +236,13 @@ START_TEST(test_done_reopen)
 }
 END_TEST
 
-/* Done marks are plain write()s: a SIGKILLed process keeps them. */
-START_TEST(test_done_survives_kill)
+/*
+ * A child appends 1..3, marks some done, maybe flushes, and is SIGKILLed.
+ * how: 0 flush, 1 no flush, 2 a further append carries the marks, 3 an
+ * async append (batch written, sync maybe in flight) after a flush.
+ */
+static struct journal *
+killed_child(int how)
 {
 	struct journal *j;
 	int status;
@@ -244,21 +250,167 @@ START_TEST(test_done_survives_kill)
 
 	ck_assert_int_ne(pid = fork(), -1);
 	if (pid == 0) {
-		int64_t ids[] = { 1, 2 };
+		int64_t ids[] = { 1, 2 }, more[] = { 3 };
+		struct jupdate u = { 3, "{\"update_id\":3}", 15 };
 		char err[256];
 
 		j = journal_open(tmpdir, FSYNC_BATCH, err, sizeof(err));
 		if (j == NULL || append_ids(j, ids, 2, T0) == -1 ||
 		    journal_done(j, 1) == -1)
 			_exit(1);
+		if (how == 0 && journal_flush(j) == -1)
+			_exit(1);
+		if (how == 2 && append_ids(j, more, 1, T0) == -1)
+			_exit(1);
+		if (how == 3 && (journal_flush(j) == -1 ||
+		    journal_append_async(j, &u, 1, T0) != 1))
+			_exit(1);
 		kill(getpid(), SIGKILL);
 		_exit(2);
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	j = jopen(FSYNC_BATCH);
+	return jopen(FSYNC_BATCH);
+}
+
+/* Flushed done marks are plain write()s: a SIGKILLed process keeps them. */
+START_TEST(test_done_survives_kill)
+{
+	struct journal *j = killed_child(0);
+
 	ck_assert_uint_eq(journal_pending(j), 1);
 	ck_assert_int_eq(journal_next_offset(j), 3);
+	journal_close(j);
+}
+END_TEST
+
+/* Marks wait for journal_flush(): killed before it, the update runs again. */
+START_TEST(test_done_unflushed_replayed)
+{
+	struct journal *j = killed_child(1);
+
+	ck_assert_uint_eq(journal_pending(j), 2);
+	journal_close(j);
+}
+END_TEST
+
+/* The next append writes the waiting marks along with its batch. */
+START_TEST(test_done_rides_with_append)
+{
+	struct journal *j = killed_child(2);
+	struct seen s;
+
+	ck_assert_uint_eq(journal_pending(j), 2);	/* 2 and 3 */
+	ck_assert_int_eq(journal_next_offset(j), 4);
+	replay(j, &s);
+	ck_assert_uint_eq(s.n, 2);
+	ck_assert_int_eq(s.ids[0], 2);
+	ck_assert_int_eq(s.ids[1], 3);
+	journal_close(j);
+}
+END_TEST
+
+/* An async batch is in the file as soon as the call returns. */
+START_TEST(test_async_survives_kill)
+{
+	struct journal *j = killed_child(3);
+
+	ck_assert_uint_eq(journal_pending(j), 2);	/* 2 and 3 */
+	ck_assert_int_eq(journal_next_offset(j), 4);
+	journal_close(j);
+}
+END_TEST
+
+static void
+wait_synced(struct journal *j)
+{
+	struct pollfd pfd = { journal_sync_fd(j), POLLIN, 0 };
+
+	ck_assert_int_ne(pfd.fd, -1);
+	ck_assert_int_eq(poll(&pfd, 1, 10000), 1);
+	ck_assert_int_eq(journal_sync_finish(j), 0);
+}
+
+/* Mode batch: the sync runs on the thread and is reported on the fd. */
+START_TEST(test_append_async)
+{
+	int64_t ids[] = { 10, 11 };
+	struct jupdate u[2];
+	char a[64], b[64];
+	struct journal *j;
+	struct rcstr *t;
+	int i;
+
+	j = jopen(FSYNC_BATCH);
+	for (i = 0; i < 2; i++) {
+		snprintf(i ? b : a, sizeof(a), "{\"update_id\":%d}",
+		    (int)ids[i]);
+		u[i].id = ids[i];
+		u[i].json = i ? b : a;
+		u[i].len = strlen(u[i].json);
+	}
+	ck_assert_int_eq(journal_append_async(j, u, 2, T0), 1);
+	/* accepted at once: known, deduplicated, text shared */
+	ck_assert_uint_eq(journal_pending(j), 2);
+	ck_assert_int_eq(journal_next_offset(j), 12);
+	ck_assert_ptr_nonnull(t = journal_text(j, 11));
+	ck_assert_str_eq(t->s, "{\"update_id\":11}");
+	rcstr_ref(t);
+	/* done while the sync runs: the mark waits, the text lives on */
+	ck_assert_int_eq(journal_done(j, 11), 0);
+	ck_assert(journal_dirty(j));
+	ck_assert_ptr_null(journal_text(j, 11));
+	ck_assert_str_eq(t->s, "{\"update_id\":11}");
+	rcstr_unref(t);
+	wait_synced(j);
+	ck_assert_int_eq(journal_flush(j), 0);
+	ck_assert(!journal_dirty(j));
+	/* a second batch after the first is durable */
+	u[0].id = 12;
+	ck_assert_int_eq(journal_append_async(j, u, 1, T0), 1);
+	journal_close(j);		/* waits for the sync */
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 2);	/* 10 and 12 */
+	ck_assert_int_eq(journal_next_offset(j), 13);
+	journal_close(j);
+}
+END_TEST
+
+/* Other modes have no thread: async is the plain append. */
+START_TEST(test_append_async_other_modes)
+{
+	struct jupdate u = { 1, "{}", 2 };
+	struct journal *j;
+
+	j = jopen(FSYNC_ALWAYS);
+	ck_assert_int_eq(journal_sync_fd(j), -1);
+	ck_assert_int_eq(journal_append_async(j, &u, 1, T0), 0);
+	journal_close(j);
+	j = jopen(FSYNC_OFF);
+	ck_assert_int_eq(journal_sync_fd(j), -1);
+	u.id = 2;
+	ck_assert_int_eq(journal_append_async(j, &u, 1, T0), 0);
+	ck_assert_int_eq(journal_make_durable(j), 0);
+	journal_close(j);
+}
+END_TEST
+
+/* journal_make_durable() writes a new file from memory. */
+START_TEST(test_make_durable)
+{
+	int64_t ids[] = { 1, 2, 3 };
+	struct journal *j;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	ck_assert_int_eq(journal_done(j, 2), 0);
+	ck_assert_int_eq(journal_make_durable(j), 0);
+	ck_assert(!journal_dirty(j));	/* the rewrite covers the mark */
+	ck_assert_int_eq(journal_bytes(j), file_size("journal"));
+	journal_close(j);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 2);
+	ck_assert_int_eq(journal_next_offset(j), 4);
 	journal_close(j);
 }
 END_TEST
@@ -359,6 +511,7 @@ START_TEST(test_compaction)
 			continue;
 		before = journal_bytes(j);
 		ck_assert_int_eq(journal_done(j, id), 0);
+		ck_assert_int_eq(journal_flush(j), 0);
 		if (shrunk_from == 0 && journal_compactions(j) == 1) {
 			shrunk_from = before;
 			shrunk_to = journal_bytes(j);
@@ -407,6 +560,7 @@ START_TEST(test_compaction_keeps_state)
 		u.id = id;
 		ck_assert_int_eq(journal_append(j, &u, 1, T0 + id), 0);
 		ck_assert_int_eq(journal_done(j, id), 0);
+		ck_assert_int_eq(journal_flush(j), 0);
 	}
 	journal_close(j);
 	j = jopen(FSYNC_BATCH);
@@ -779,6 +933,12 @@ journal_suite(void)
 	tcase_add_test(tc, test_append_reopen);
 	tcase_add_test(tc, test_done_reopen);
 	tcase_add_test(tc, test_done_survives_kill);
+	tcase_add_test(tc, test_done_unflushed_replayed);
+	tcase_add_test(tc, test_done_rides_with_append);
+	tcase_add_test(tc, test_async_survives_kill);
+	tcase_add_test(tc, test_append_async);
+	tcase_add_test(tc, test_append_async_other_modes);
+	tcase_add_test(tc, test_make_durable);
 	tcase_add_test(tc, test_replay_attempts);
 	tcase_add_test(tc, test_compaction);
 	tcase_add_test(tc, test_compaction_keeps_state);

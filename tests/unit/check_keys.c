@@ -12,6 +12,7 @@
 #include <check.h>
 #include <jansson.h>
 
+#include "jscan.h"
 #include "keys.h"
 
 struct vector {
@@ -513,6 +514,125 @@ START_TEST(test_keys_max)
 }
 END_TEST
 
+/* --- jscan: the scanner the keys read updates with ------------------------ */
+
+/* jscan_check() accepts a subset of what jansson accepts. */
+START_TEST(test_jscan_check_vs_jansson)
+{
+	static const struct { const char *text; int ok; } v[] = {
+		{ "{}", 1 }, { " [ 1 , -0 , 2.5e-3 , true , null ] ", 1 },
+		{ "{\"a\":{\"b\":[{}]},\"c\":\"\\u00e9\\ud83d\\ude00\\n\"}", 1 },
+		{ "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"", 1 },
+		{ "9223372036854775807", 1 }, { "-9223372036854775808", 1 },
+		{ "9223372036854775808", 0 }, { "-9223372036854775809", 0 },
+		{ "1e999", 0 },			/* jansson: real overflow */
+		{ "{\"a\":1,}", 0 }, { "[1,]", 0 }, { "[01]", 0 }, { "[1.]", 0 },
+		{ "[.5]", 0 }, { "[+1]", 0 }, { "[1e]", 0 }, { "[tru]", 0 },
+		{ "[\"\\u0000\"]", 0 }, { "[\"\\ud800\"]", 0 },
+		{ "[\"\\udc00\"]", 0 }, { "[\"\\ud800\\u0041\"]", 0 },
+		{ "[\"\\x\"]", 0 }, { "[\"a\tb\"]", 0 }, { "[\"\xc3\"]", 0 },
+		{ "[\"\xc0\xaf\"]", 0 }, { "[\"\xed\xa0\x80\"]", 0 },
+		{ "[\"\xf4\x90\x80\x80\"]", 0 }, { "{} {}", 0 }, { "", 0 },
+		{ "{\"a\" 1}", 0 }, { "[1 2]", 0 }, { "{1:2}", 0 },
+	};
+	json_t *j;
+	size_t i;
+	int ok;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		ok = jscan_check(v[i].text, strlen(v[i].text));
+		ck_assert_msg(ok == v[i].ok, "jscan_check(%s) = %d", v[i].text,
+		    ok);
+		if (!ok)
+			continue;
+		j = json_loadb(v[i].text, strlen(v[i].text), JSON_DECODE_ANY,
+		    NULL);
+		ck_assert_msg(j != NULL, "jansson refuses %s", v[i].text);
+		json_decref(j);
+	}
+}
+END_TEST
+
+/* Lookups: last duplicate wins, escaped names match, kinds and values. */
+START_TEST(test_jscan_lookups)
+{
+	const char *t = "{\"a\":1,\"n\\u0061me\":\"x\",\"a\":{\"b\":[1,2]},"
+	    "\"s\":\"\\u00e9\\ud83d\\ude00\\\"\",\"i\":-42,\"f\":1.5,\"t\":true}";
+	struct jspan root, v, e;
+	const char *it = NULL;
+	char buf[32];
+	size_t len;
+	int64_t x;
+	int n = 0;
+
+	ck_assert(jscan_check(t, strlen(t)));
+	root = jscan_span(t, strlen(t));
+	ck_assert_int_eq(jscan_member(root, "a", &v), 0);
+	ck_assert_int_eq(jscan_kind(v), '{');
+	ck_assert_int_eq(jscan_path(root, "a.b", &v), 0);
+	while (jscan_next(v, &it, &e))
+		n++;
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(jscan_member(root, "name", &v), 0);
+	ck_assert_int_eq(jscan_string(v, buf, sizeof(buf), &len), 0);
+	ck_assert_str_eq(buf, "x");
+	ck_assert_int_eq(jscan_member(root, "s", &v), 0);
+	ck_assert_int_eq(jscan_string(v, buf, sizeof(buf), &len), 0);
+	ck_assert_str_eq(buf, "\xc3\xa9\xf0\x9f\x98\x80\"");
+	ck_assert_uint_eq(len, 7);
+	ck_assert_int_eq(jscan_string(v, buf, 4, &len), -1);	/* too small */
+	ck_assert_int_eq(jscan_member(root, "i", &v), 0);
+	ck_assert_int_eq(jscan_int(v, &x), 0);
+	ck_assert_int_eq(x, -42);
+	ck_assert_int_eq(jscan_member(root, "f", &v), 0);
+	ck_assert_int_eq(jscan_kind(v), 'n');
+	ck_assert_int_eq(jscan_int(v, &x), -1);		/* not an integer */
+	ck_assert_int_eq(jscan_member(root, "t", &v), 0);
+	ck_assert_int_eq(jscan_kind(v), 't');
+	ck_assert_int_eq(jscan_member(root, "zz", &v), -1);
+	ck_assert_int_eq(jscan_path(root, "i.x", &v), -1);
+}
+END_TEST
+
+/* Keys read from the bytes equal keys read from jansson's re-encoding. */
+START_TEST(test_keys_text_spellings)
+{
+	static const char *same[] = {
+		"{\"update_id\":1,\"message\":{\"chat\":{\"id\":5},\"from\":{\"id\":7}}}",
+		" { \"update_id\" : 1 , \"message\" : { \"chat\" : { \"id\" : 5 } ,"
+		    " \"from\" : { \"id\" : 7 } } } ",
+		"{\"update_id\":1,\"m\\u0065ssage\":{\"ch\\u0061t\":{\"id\":5},"
+		    "\"from\":{\"id\":7}}}",
+		/* duplicates: the last one counts */
+		"{\"update_id\":1,\"message\":{\"chat\":{\"id\":9},\"from\":{\"id\":7},"
+		    "\"chat\":{\"id\":5}}}",
+		"{\"message\":5,\"update_id\":1,\"message\":{\"chat\":{\"id\":5},"
+		    "\"from\":{\"id\":7}}}",
+	};
+	static const enum key_kind all[] = { KEY_CHAT, KEY_USER,
+	    KEY_CHAT_USER, KEY_CHAT_TOPIC };
+	struct keyset a, b;
+	json_t *j;
+	size_t i;
+
+	for (i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		keys_derive_text(same[i], strlen(same[i]), all, 4, &a);
+		ck_assert_int_eq(a.n, 3);
+		ck_assert_str_eq(a.k[0], "chat:5");
+		ck_assert_str_eq(a.k[1], "user:7");
+		ck_assert_str_eq(a.k[2], "chat:5/user:7");
+		j = json_loads(same[i], 0, NULL);
+		ck_assert_ptr_nonnull(j);
+		keys_derive(j, all, 4, &b);
+		ck_assert_int_eq(b.n, a.n);
+		json_decref(j);
+	}
+	/* garbage bytes are safe and give no keys */
+	keys_derive_text("{\"message\":{\"chat\":{\"id\":", 24, all, 4, &a);
+	ck_assert_int_eq(a.n, 0);
+}
+END_TEST
+
 static Suite *
 keys_suite(void)
 {
@@ -533,6 +653,11 @@ keys_suite(void)
 	tcase_add_test(tc, test_topic_distinct);
 	tcase_add_test(tc, test_dedup);
 	tcase_add_test(tc, test_keys_max);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("jscan");
+	tcase_add_test(tc, test_jscan_check_vs_jansson);
+	tcase_add_test(tc, test_jscan_lookups);
+	tcase_add_test(tc, test_keys_text_spellings);
 	suite_add_tcase(s, tc);
 	return s;
 }

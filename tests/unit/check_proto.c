@@ -259,6 +259,51 @@ START_TEST(nul_bytes)
 }
 END_TEST
 
+/* The exact SDK spelling of done takes a shortcut that must mean the same. */
+START_TEST(done_fast_path)
+{
+	static const char *good[] = { "0", "5", "42", "999999999999999999",
+	    "1000000000000000000", "9223372036854775807" };
+	static const char *bad[] = { "007", "-1", "1.5", "1e3", "",
+	    "9223372036854775808", "\"5\"", "5 5" };
+	char fast[128], slow[128], err[256];
+	struct frame a, b;
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(fast, sizeof(fast), "{\"type\":\"done\",\"id\":%s}",
+		    good[i]);
+		/* a space is enough to take the full path */
+		snprintf(slow, sizeof(slow), "{\"type\":\"done\", \"id\":%s}",
+		    good[i]);
+		ck_assert_int_eq(proto_decode(fast, strlen(fast), PROTO_W2D,
+		    &a, err, sizeof(err)), 0);
+		ck_assert_int_eq(proto_decode(slow, strlen(slow), PROTO_W2D,
+		    &b, err, sizeof(err)), 0);
+		ck_assert_int_eq(a.type, FRAME_DONE);
+		ck_assert_int_eq(a.u.done.id, b.u.done.id);
+		ck_assert_int_eq(a.u.done.id, strtoll(good[i], NULL, 10));
+		ck_assert_ptr_null(a.u.done.calls);
+		frame_clear(&a);
+		frame_clear(&b);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(fast, sizeof(fast), "{\"type\":\"done\",\"id\":%s}",
+		    bad[i]);
+		ck_assert_int_eq(proto_decode(fast, strlen(fast), PROTO_W2D,
+		    &a, err, sizeof(err)), -1);
+	}
+	/* a worker never receives done */
+	snprintf(fast, sizeof(fast), "{\"type\":\"done\",\"id\":5}");
+	ck_assert_int_eq(proto_decode(fast, strlen(fast), PROTO_D2W, &a, err,
+	    sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "direction"));
+	/* trailing bytes after the object are not a done frame */
+	ck_assert_int_eq(proto_decode("{\"type\":\"done\",\"id\":5}}", 23,
+	    PROTO_W2D, &a, err, sizeof(err)), -1);
+}
+END_TEST
+
 START_TEST(decoded_members)
 {
 	const char *l = "{\"type\":\"result\",\"ref\":\"a\",\"ok\":false,"
@@ -454,6 +499,7 @@ proto_suite(void)
 	tcase_add_test(tc, not_nul_terminated);
 	tcase_add_test(tc, nul_bytes);
 	tcase_add_test(tc, decoded_members);
+	tcase_add_test(tc, done_fast_path);
 	tcase_add_test(tc, encode_update_parses_back);
 	tcase_add_test(tc, encode_update_refuses);
 	tcase_add_test(tc, encode_refuses_invalid);
