@@ -40,6 +40,12 @@
 #define UPLOAD_CTYPE_MAX	127
 #define UPLOAD_WHERE_MAX	96	/* "media[3].thumbnail" in errors */
 #define UPLOAD_DEPTH_MAX	32	/* nesting searched for file objects */
+/*
+ * Files held open by queued calls, all calls together.  Each is opened
+ * when its call is accepted; a queue of thousands of uploads must not
+ * starve the daemon of descriptors for workers, sockets and the journal.
+ */
+#define UPLOAD_OPEN_MAX		256
 
 struct upload {
 	struct http_part	*parts;
@@ -58,6 +64,7 @@ struct upload {
 };
 
 static int	upload_no_openat2;
+static int	upload_nopen;		/* files open, see UPLOAD_OPEN_MAX */
 
 static int	upload_replace(struct upload *, json_t *, const char *, int);
 
@@ -460,9 +467,13 @@ upload_from_path(struct upload *u, const char *where, struct http_part *p,
 	if (u->dirfd == -1)
 		return upload_fail(u, where, "file references are refused: "
 		    "upload_dir is not set");
+	if (upload_nopen >= UPLOAD_OPEN_MAX)
+		return upload_fail(u, where, "%d files are waiting to be sent "
+		    "already; try again later", UPLOAD_OPEN_MAX);
 	if ((p->fd = upload_open(u->dirfd, rel, u->max_size, &size, why,
 	    sizeof(why))) == -1)
 		return upload_fail(u, where, "%s", why);
+	upload_nopen++;
 	p->len = (size_t)size;
 	if (p->filename == NULL) {
 		base = strrchr(rel, '/');
@@ -736,8 +747,10 @@ upload_free(struct upload *u)
 	if (u == NULL)
 		return;
 	for (i = 0; i < u->nparts; i++)
-		if (u->parts[i].fd != -1)
+		if (u->parts[i].fd != -1) {
 			close(u->parts[i].fd);
+			upload_nopen--;
+		}
 	for (i = 0; i < u->nstrs; i++)
 		free(u->strs[i]);
 	free(u->strs);

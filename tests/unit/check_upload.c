@@ -424,6 +424,39 @@ START_TEST(test_too_many_files)
 }
 END_TEST
 
+/* Files held open by waiting calls are capped, all calls together. */
+START_TEST(test_open_files_capped)
+{
+	struct upload	*held[300];
+	int		 i, n = 0;
+
+	/* 5 files per call: the cap (256) is reached within 52 calls */
+	for (i = 0; i < 300; i++) {
+		struct upload	*u = NULL;
+		char		 err[UPLOAD_ERR_MAX] = "";
+		json_t		*params = json_loads("{\"media\":["
+		    "{\"@file\":\"photo.jpg\"},{\"@file\":\"photo.jpg\"},"
+		    "{\"@file\":\"photo.jpg\"},{\"@file\":\"photo.jpg\"},"
+		    "{\"@file\":\"photo.jpg\"}]}", 0, NULL);
+
+		if (upload_prepare(params, dirfd_, 100, &u, err,
+		    sizeof(err)) == -1) {
+			ck_assert_ptr_nonnull(strstr(err, "try again later"));
+			json_decref(params);
+			break;
+		}
+		held[n++] = u;
+		json_decref(params);
+	}
+	ck_assert_int_eq(n, 51);		/* 255 open, the 52nd refused */
+	/* freeing a call gives its files back */
+	upload_free(held[--n]);
+	upload_free(prepare("{\"photo\":{\"@file\":\"photo.jpg\"}}", dirfd_));
+	while (n > 0)
+		upload_free(held[--n]);
+}
+END_TEST
+
 static Suite *
 upload_suite(void)
 {
@@ -440,6 +473,7 @@ upload_suite(void)
 	tcase_add_test(tc, test_no_files);
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_too_many_files);
+	tcase_add_test(tc, test_open_files_capped);
 	suite_add_tcase(s, tc);
 	return s;
 }
