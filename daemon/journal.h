@@ -108,7 +108,8 @@ struct rcstr	*journal_text(const struct journal *, int64_t id);
 /* The offset for the next getUpdates: highest journaled id + 1, 0 if none. */
 int64_t		 journal_next_offset(const struct journal *);
 size_t		 journal_pending(const struct journal *);	/* unfinished updates */
-uint64_t	 journal_bytes(const struct journal *);	/* size on disk */
+/* Bytes of records; the file also holds up to 1 MiB of zeros written ahead. */
+uint64_t	 journal_bytes(const struct journal *);
 uint64_t	 journal_compactions(const struct journal *);
 
 #endif

@@ -6,7 +6,10 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
+
+#include <linux/magic.h>
 
 #include <check.h>
 #include <dirent.h>
@@ -143,6 +146,25 @@ file_size(const char *name)
 	return st.st_size;
 }
 
+/* The file holds the journal's records, then zeros written ahead only. */
+static void
+assert_file_holds(uint64_t bytes)
+{
+	char buf[4096];
+	off_t size = file_size("journal"), off;
+	ssize_t n, i;
+	int fd;
+
+	ck_assert_int_ge(size, (off_t)bytes);
+	ck_assert_int_ne(fd = open(jpath("journal"), O_RDONLY), -1);
+	for (off = (off_t)bytes; off < size; off += n) {
+		ck_assert_int_gt(n = pread(fd, buf, sizeof(buf), off), 0);
+		for (i = 0; i < n; i++)
+			ck_assert_int_eq(buf[i], 0);
+	}
+	close(fd);
+}
+
 static size_t
 read_file(const char *name, char *buf, size_t size)
 {
@@ -192,7 +214,7 @@ START_TEST(test_append_reopen)
 	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
 	ck_assert_uint_eq(journal_pending(j), 3);
 	ck_assert_int_eq(journal_next_offset(j), 13);
-	ck_assert_int_eq(journal_bytes(j), file_size("journal"));
+	assert_file_holds(journal_bytes(j));
 	journal_close(j);
 
 	j = jopen(FSYNC_BATCH);
@@ -415,6 +437,58 @@ START_TEST(test_make_durable)
 }
 END_TEST
 
+/* Zeros written ahead of the records read as a clean end, not damage. */
+START_TEST(test_prealloc)
+{
+	int64_t ids[] = { 1, 2, 3 }, more[] = { 4 };
+	struct journal *j;
+	uint64_t bytes;
+	off_t size;
+	int fd;
+	char c;
+
+	struct statfs sfs;
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_int_eq(append_ids(j, ids, 3, T0), 0);
+	bytes = journal_bytes(j);
+	size = file_size("journal");
+	ck_assert_int_eq(statfs(tmpdir, &sfs), 0);
+	if (sfs.f_type == TMPFS_MAGIC) {
+		/* nothing written ahead where syncs are free */
+		ck_assert_int_eq(size, (off_t)bytes);
+		journal_close(j);
+		return;
+	}
+	/* the space ahead is there, and holds zeros */
+	ck_assert_int_ge(size, (off_t)bytes + 1024 * 1024);
+	ck_assert_int_ne(fd = open(jpath("journal"), O_RDONLY), -1);
+	ck_assert_int_eq(pread(fd, &c, 1, size - 1), 1);
+	ck_assert_int_eq(c, 0);
+	close(fd);
+	journal_close(j);
+
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 3);
+	ck_assert_uint_eq(journal_bytes(j), bytes);
+	ck_assert_int_eq(file_size("journal"), size);	/* kept, not cut */
+	ck_assert_int_eq(append_ids(j, more, 1, T0), 0);
+	ck_assert_int_eq(file_size("journal"), size);	/* written in place */
+	bytes = journal_bytes(j);
+	journal_close(j);
+
+	/* a stray byte past the zeros is damage: cut back to the records */
+	ck_assert_int_ne(fd = open(jpath("journal"), O_WRONLY), -1);
+	ck_assert_int_eq(pwrite(fd, "x", 1, size - 1), 1);
+	close(fd);
+	j = jopen(FSYNC_BATCH);
+	ck_assert_uint_eq(journal_pending(j), 4);
+	ck_assert_uint_eq(journal_bytes(j), bytes);
+	ck_assert_int_eq(file_size("journal"), (off_t)bytes);
+	journal_close(j);
+}
+END_TEST
+
 START_TEST(test_replay_attempts)
 {
 	int64_t ids[] = { 30, 10, 20 };
@@ -520,7 +594,7 @@ START_TEST(test_compaction)
 	ck_assert_uint_ge(journal_compactions(j), 1);
 	ck_assert_uint_lt(shrunk_to, shrunk_from / 2);
 	ck_assert_uint_le(journal_bytes(j), 1024 * 1024);
-	ck_assert_int_eq(journal_bytes(j), file_size("journal"));
+	assert_file_holds(journal_bytes(j));
 	ck_assert_int_eq(file_size("journal.tmp"), -1);
 	ck_assert_uint_eq(journal_pending(j), 5);
 	journal_close(j);
@@ -589,7 +663,8 @@ START_TEST(test_torn_tail)
 	size2 = journal_bytes(j);
 	journal_close(j);
 	len = read_file("journal", orig, sizeof(orig));
-	ck_assert_uint_eq(len, size2);
+	ck_assert_uint_ge(len, size2);		/* zeros written ahead follow */
+	assert_file_holds(size2);
 	mark = size2 - (8 + 1 + 16);		/* the batch's MARK record */
 
 	for (cut = size1; cut < size2; cut++) {
@@ -939,6 +1014,7 @@ journal_suite(void)
 	tcase_add_test(tc, test_append_async);
 	tcase_add_test(tc, test_append_async_other_modes);
 	tcase_add_test(tc, test_make_durable);
+	tcase_add_test(tc, test_prealloc);
 	tcase_add_test(tc, test_replay_attempts);
 	tcase_add_test(tc, test_compaction);
 	tcase_add_test(tc, test_compaction_keeps_state);
