@@ -305,19 +305,19 @@ jscan_span(const char *p, size_t len)
 static const char *
 skip_string(const char *p, const char *e)
 {
-	const char *q, *b;
-
-	for (p++; p < e; p = q + 1) {
-		if ((q = memchr(p, '"', (size_t)(e - p))) == NULL)
+	for (p++; p < e; p++) {
+		if (*p == '"')
+			return p + 1;
+		if (*p == '\\' && ++p == e)
 			return NULL;
-		/* escaped if preceded by an odd run of backslashes */
-		for (b = q; b > p && b[-1] == '\\'; b--)
-			;
-		if ((q - b) % 2 == 0)
-			return q + 1;
 	}
 	return NULL;
 }
+
+/* Bytes that matter while skipping a container: quotes and brackets. */
+static const unsigned char skip_special[256] = {
+	['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1,
+};
 
 static int
 is_delim(char c)
@@ -343,8 +343,7 @@ skip_value(const char *p, const char *e)
 	}
 	while (p < e) {
 		/* most bytes are none of these: keep the loop tight */
-		while (p < e && *p != '"' && *p != '{' && *p != '}' &&
-		    *p != '[' && *p != ']')
+		while (p < e && !skip_special[(unsigned char)*p])
 			p++;
 		if (p == e)
 			break;
@@ -446,21 +445,31 @@ jscan_member(struct jspan v, const char *name, struct jspan *out)
 	return found ? 0 : -1;
 }
 
-unsigned
+uint32_t
 jscan_pick(struct jspan v, const char *const *names, int n, struct jspan *out)
 {
 	struct jspan k, val;
 	const char *it = NULL;
-	unsigned found = 0;
-	int i;
+	size_t len[32], klen;
+	uint32_t found = 0;
+	int i, esc;
 
-	while (jscan_next_member(v, &it, &k, &val))
-		for (i = 0; i < n && i < 16; i++)
-			if (jscan_name_is(k, names[i])) {
-				out[i] = val;	/* the last duplicate wins */
-				found |= 1u << i;
-				break;
-			}
+	if (n > 32)
+		n = 32;
+	for (i = 0; i < n; i++)
+		len[i] = strlen(names[i]);
+	while (jscan_next_member(v, &it, &k, &val)) {
+		klen = (size_t)(k.e - k.p) - 2;
+		esc = memchr(k.p + 1, '\\', klen) != NULL;
+		for (i = 0; i < n; i++) {
+			if (esc ? !jscan_name_is(k, names[i]) :
+			    klen != len[i] || memcmp(k.p + 1, names[i], klen))
+				continue;
+			out[i] = val;	/* the last duplicate wins */
+			found |= (uint32_t)1 << i;
+			break;
+		}
+	}
 	return found;
 }
 

@@ -36,10 +36,10 @@ int	jscan_kind(struct jspan);
 /* The last member called name (NUL-terminated) of object v: 0, or -1. */
 int	jscan_member(struct jspan v, const char *name, struct jspan *out);
 /*
- * Several members of object v in one pass: out[i] for names[i] (n <= 16);
- * returns the bit mask of those found.
+ * Several members of object v in one pass: out[i] for names[i] (n <= 32,
+ * distinct names); returns the bit mask of those found.
  */
-unsigned jscan_pick(struct jspan v, const char *const *names, int n,
+uint32_t jscan_pick(struct jspan v, const char *const *names, int n,
 	    struct jspan *out);
 /* Follow a dotted path of members ("" is v itself): 0, or -1. */
 int	jscan_path(struct jspan v, const char *path, struct jspan *out);

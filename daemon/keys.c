@@ -144,7 +144,7 @@ struct keys_ctx {
 	const char		*names[KEYS_WANT_MAX];
 	char			 buf[KEYS_WANT_MAX][32];
 	struct jspan		 spans[KEYS_WANT_MAX];
-	unsigned		 found;
+	uint32_t		 found;
 	int			 n;
 };
 
@@ -215,22 +215,18 @@ static const struct keys_row *
 keys_row_find(struct jspan update, struct jspan *payload)
 {
 	enum { NROWS = sizeof(keys_table) / sizeof(keys_table[0]) };
-	struct jspan name, value, last[NROWS];
-	const char *it = NULL;
+	static const char *names[NROWS];	/* the table's type column */
+	struct jspan last[NROWS];
+	uint32_t seen;
 	size_t i;
-	int seen[NROWS] = { 0 };
 
-	while (jscan_next_member(update, &it, &name, &value)) {
-		for (i = 0; i < NROWS; i++) {
-			if (jscan_name_is(name, keys_table[i].type)) {
-				last[i] = value;
-				seen[i] = 1;
-				break;
-			}
-		}
-	}
+	_Static_assert(NROWS <= 32, "jscan_pick takes 32 names at most");
+	if (names[0] == NULL)
+		for (i = 0; i < NROWS; i++)
+			names[i] = keys_table[i].type;
+	seen = jscan_pick(update, names, NROWS, last);
 	for (i = 0; i < NROWS; i++) {
-		if (seen[i] && jscan_kind(last[i]) == '{') {
+		if ((seen & (uint32_t)1 << i) && jscan_kind(last[i]) == '{') {
 			*payload = last[i];
 			return &keys_table[i];
 		}

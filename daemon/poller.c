@@ -510,8 +510,9 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 {
 	struct jspan root, v, u, id;
 	const char *it = NULL;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
 	int64_t x;
+	void *p;
 
 	if (r->status != 200 || !jscan_check(r->body, r->len))
 		return -1;
@@ -519,14 +520,20 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 	if (jscan_member(root, "ok", &v) == -1 || jscan_kind(v) != 't' ||
 	    jscan_member(root, "result", &v) == -1 || jscan_kind(v) != '[')
 		return -1;
-	while (jscan_next(v, &it, &u))
-		n++;
-	if (n > POLLER_ELEMS_MAX)
-		return -1;
-	if (n > 0 && ((rp->ids = calloc(n, sizeof(*rp->ids))) == NULL ||
-	    (rp->slices = calloc(n, sizeof(*rp->slices))) == NULL))
-		goto slow;
-	for (it = NULL, n = 0; jscan_next(v, &it, &u); n++) {
+	while (jscan_next(v, &it, &u)) {
+		if (n == POLLER_ELEMS_MAX)
+			goto slow;
+		if (n == cap) {
+			cap = cap ? cap * 2 : POLLER_LIMIT_MAX;
+			if ((p = reallocarray(rp->ids, cap,
+			    sizeof(*rp->ids))) == NULL)
+				goto slow;
+			rp->ids = p;
+			if ((p = reallocarray(rp->slices, cap,
+			    sizeof(*rp->slices))) == NULL)
+				goto slow;
+			rp->slices = p;
+		}
 		/* as poller_update_ok(): id + 1 becomes the offset */
 		if (jscan_member(u, "update_id", &id) == -1 ||
 		    jscan_kind(id) != 'n' || jscan_int(id, &x) == -1 ||
@@ -539,6 +546,7 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 		rp->ids[n] = x;
 		rp->slices[n].off = (size_t)(u.p - r->body);
 		rp->slices[n].len = (size_t)(u.e - u.p);
+		n++;
 	}
 	rp->n = n;
 	rp->body = r->body;
