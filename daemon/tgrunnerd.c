@@ -69,15 +69,6 @@ tgd_state_str(enum tgd_state s)
 	return "?";
 }
 
-static int64_t
-wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static __attribute__((noreturn)) void
 usage(void)
 {

@@ -141,8 +141,9 @@ worker_state_str(enum worker_state s)
 	return "?";
 }
 
-static int64_t
-now_ms(void)
+/* Wall-clock ms: the unit of every deadline on the wire. */
+int64_t
+wall_ms(void)
 {
 	struct timespec ts;
 
@@ -547,7 +548,7 @@ worker_start_job(struct worker *w, struct job *job)
 	for (i = 0; i < job->nkeys; i++)
 		keys[i] = job_key(job, i);
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
-	    now_ms() + p->conf->update_timeout, job->json, job->len, &len);
+	    wall_ms() + p->conf->update_timeout, job->json, job->len, &len);
 	if (line == NULL)
 		return -1;
 	if (len > PROTO_MAX_FRAME) {
@@ -711,7 +712,7 @@ worker_maybe_recycle(struct worker *w)
 	log_info("worker=%d pid=%d: served %llu updates; recycling", w->id,
 	    (int)w->pid, (unsigned long long)w->served);
 	w->pool->stats.recycled++;
-	worker_drain(w, now_ms() + w->pool->conf->shutdown_timeout);
+	worker_drain(w, wall_ms() + w->pool->conf->shutdown_timeout);
 	pool_maintain(w->pool);
 }
 
@@ -1249,7 +1250,7 @@ void
 pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 {
 	struct worker *w, *tw;
-	int64_t deadline = now_ms() + conf->shutdown_timeout;
+	int64_t deadline = wall_ms() + conf->shutdown_timeout;
 	size_t keep = 0;
 
 	p->conf = conf;

@@ -76,6 +76,8 @@ void		 pool_result(struct pool *, int worker_id, json_t *ref, int ok,
 		    json_t *parameters, int retry_after);
 /* Send shutdown to every worker; spawn no more. */
 void		 pool_shutdown(struct pool *, int64_t deadline_ms);
+/* Wall-clock ms (CLOCK_REALTIME): the unit of deadlines on the wire. */
+int64_t		 wall_ms(void);
 /* SIGKILL every worker (shutdown deadline passed). */
 void		 pool_kill(struct pool *);
 /* Number of worker processes still alive. */
