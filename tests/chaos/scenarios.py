@@ -440,12 +440,18 @@ def fsize_limit(ctx):
     # the workers live in their own process groups: if the daemon dies
     # they must be waited for before the records are final
     wpids = d.worker_pids()
-    size = max((os.path.getsize(os.path.join(d.state_dir, f))
-                for f in os.listdir(d.state_dir)), default=0)
+    # the journal writes zeros ahead of its records (proto/JOURNAL.md): the
+    # records end at its last non-zero byte, and the limit goes 4 KiB past
+    # them, inside the file
+    size = 0
+    for f in os.listdir(d.state_dir):
+        with open(os.path.join(d.state_dir, f), "rb") as fp:
+            size = max(size, len(fp.read().rstrip(b"\0")))
     limit = size + 4096
     mark = len(d.lines)
-    subprocess.run(["prlimit", "--pid", str(d.pid), "--fsize=%d" % limit],
-                   check=True)
+    # only the soft limit: raising it back needs no privilege
+    subprocess.run(["prlimit", "--pid", str(d.pid),
+                    "--fsize=%d:unlimited" % limit], check=True)
     ctx.note("RLIMIT_FSIZE=%d on the running daemon (journal %d bytes)",
              limit, size)
     try:
@@ -463,7 +469,7 @@ def fsize_limit(ctx):
     if d.running():
         time.sleep(1.0)		# a while at the limit
         subprocess.run(["prlimit", "--pid", str(d.pid),
-                        "--fsize=unlimited"], check=True)
+                        "--fsize=unlimited:unlimited"], check=True)
     else:
         # it died: a crash as far as the records go (its workers too)
         t = d.crash()

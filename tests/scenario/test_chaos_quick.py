@@ -16,10 +16,8 @@ import tgtest					# noqa: E402
 import chaoslib					# noqa: E402
 import scenarios				# noqa: E402
 
-# fsize_limit is left out until tgrunnerd ignores SIGXFSZ (it dies of it
-# today); run.py runs it.
 QUICK = ("worker_sigkill", "worker_sigstop", "worker_misbehave",
-         "daemon_sigkill", "api_faults", "disk_full")
+         "daemon_sigkill", "api_faults", "disk_full", "fsize_limit")
 
 
 class ChaosQuick(tgtest.ScenarioCase):
