@@ -332,138 +332,29 @@ done:
 
 /*
  * Each update is kept and handed to workers as the exact bytes Telegram
- * sent, sliced out of the body: no second encoding (a third of the
- * daemon's work per update), and numbers keep their spelling.  jansson has
- * validated the body already; this scanner only finds the boundaries, and
- * any surprise makes it give up: the caller encodes from the tree then.
+ * sent, sliced out of the body (jscan.h): no second encoding, and numbers
+ * keep their spelling.  Used after jansson accepted a body the fast path
+ * would not take; the caller checks the count against jansson's.
  */
-#define JS_DEPTH_MAX	128
-
-static const char *
-js_ws(const char *p, const char *e)
-{
-	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-		p++;
-	return p;
-}
-
-/* p at the opening quote; returns past the closing one. */
-static const char *
-js_string(const char *p, const char *e)
-{
-	for (p++; p < e; p++) {
-		if (*p == '"')
-			return p + 1;
-		if (*p == '\\' && ++p == e)
-			return NULL;
-	}
-	return NULL;
-}
-
-static const char *js_value(const char *, const char *, int);
-
-static const char *
-js_container(const char *p, const char *e, int depth, char close)
-{
-	if (depth > JS_DEPTH_MAX)
-		return NULL;
-	p = js_ws(p + 1, e);
-	if (p < e && *p == close)
-		return p + 1;
-	for (;;) {
-		if (close == '}') {
-			if (p >= e || *p != '"' ||
-			    (p = js_string(p, e)) == NULL)
-				return NULL;
-			p = js_ws(p, e);
-			if (p >= e || *p != ':')
-				return NULL;
-			p = js_ws(p + 1, e);
-		}
-		if ((p = js_value(p, e, depth + 1)) == NULL)
-			return NULL;
-		p = js_ws(p, e);
-		if (p < e && *p == ',') {
-			p = js_ws(p + 1, e);
-			continue;
-		}
-		return p < e && *p == close ? p + 1 : NULL;
-	}
-}
-
-/* p at the first byte of a value; returns past its last. */
-static const char *
-js_value(const char *p, const char *e, int depth)
-{
-	const char *q;
-
-	if (p >= e)
-		return NULL;
-	switch (*p) {
-	case '"':
-		return js_string(p, e);
-	case '{':
-		return js_container(p, e, depth, '}');
-	case '[':
-		return js_container(p, e, depth, ']');
-	}
-	/* number, true, false, null */
-	for (q = p; q < e && strchr("+-.0123456789Eaeflnrstu", *q) != NULL &&
-	    *q != '\0'; q++)
-		;
-	return q > p ? q : NULL;
-}
-
 int
 poller_slices(const char *body, size_t len, struct poller_slice *out,
     size_t max)
 {
-	const char *p = body, *e = body + len, *key, *v, *arr = NULL;
-	size_t n = 0, klen;
+	struct jspan arr, u;
+	const char *it = NULL;
+	size_t n = 0;
 
-	p = js_ws(p, e);
-	if (p >= e || *p != '{')
+	if (jscan_member(jscan_span(body, len), "result", &arr) == -1 ||
+	    jscan_kind(arr) != '[')
 		return -1;
-	p = js_ws(p + 1, e);
-	/* the last "result" member is the one jansson keeps */
-	while (p < e && *p == '"') {
-		key = p;
-		if ((p = js_string(p, e)) == NULL)
+	while (jscan_next(arr, &it, &u)) {
+		if (n == max)
 			return -1;
-		/* an escaped name could spell "result" unseen */
-		klen = (size_t)(p - key);
-		if (memchr(key, '\\', klen) != NULL)
-			return -1;
-		p = js_ws(p, e);
-		if (p >= e || *p != ':')
-			return -1;
-		v = p = js_ws(p + 1, e);
-		if ((p = js_value(p, e, 1)) == NULL)
-			return -1;
-		if (klen == 8 && memcmp(key, "\"result\"", 8) == 0)
-			arr = v;
-		p = js_ws(p, e);
-		if (p < e && *p == ',')
-			p = js_ws(p + 1, e);
-	}
-	if (arr == NULL || *arr != '[')
-		return -1;
-	p = js_ws(arr + 1, e);
-	if (p < e && *p == ']')
-		return 0;
-	for (;;) {
-		if (n == max || (v = js_value(p, e, 2)) == NULL)
-			return -1;
-		out[n].off = (size_t)(p - body);
-		out[n].len = (size_t)(v - p);
+		out[n].off = (size_t)(u.p - body);
+		out[n].len = (size_t)(u.e - u.p);
 		n++;
-		p = js_ws(v, e);
-		if (p < e && *p == ',') {
-			p = js_ws(p + 1, e);
-			continue;
-		}
-		return p < e && *p == ']' ? (int)n : -1;
 	}
+	return (int)n;
 }
 
 /* --- classification of replies ------------------------------------------ */

@@ -105,9 +105,9 @@ struct poller_slice {
 /*
  * Locate the elements of the "result" array of a body poller_parse()
  * accepted, so that each update is kept as the bytes Telegram sent.  Fills
- * at most max slices and returns their number, or -1 when the body cannot
- * be sliced with certainty (an escaped member name, too deep, more than
- * max): the caller encodes each update from the parsed tree instead.
+ * at most max slices and returns their number, or -1 (no result array,
+ * more than max).  A count different from the parsed array's means the
+ * slices are not to be trusted: encode each update from the tree then.
  */
 int		 poller_slices(const char *body, size_t len,
 		    struct poller_slice *out, size_t max);
