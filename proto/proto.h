@@ -79,7 +79,8 @@ unsigned	 proto_type_dir(enum frame_type);
  * NUL-terminated) that arrived from a peer sending in direction dir.  Strict:
  * unknown type, wrong direction, missing or mistyped member, out-of-range
  * number -> -1 and a one-line reason in err.  On success the frame owns a
- * json_t root; call frame_clear().
+ * json_t root (NULL for a done frame in the SDKs' exact spelling, decoded
+ * without a parser); call frame_clear().
  */
 int		 proto_decode(const char *line, size_t len, unsigned dir,
 		    struct frame *f, char *err, size_t errlen);
