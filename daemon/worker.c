@@ -201,9 +201,24 @@ worker_set_state(struct worker *w, enum worker_state s)
 static int
 worker_send(struct worker *w, const char *line, size_t len)
 {
+	ssize_t n = 0;
+
 	if (w->bev == NULL)
 		return -1;
-	if (bufferevent_write(w->bev, line, len) == -1) {
+	/*
+	 * Nothing queued before it: write the frame now.  Through the
+	 * bufferevent it would wait for EPOLLOUT, costing a loop pass and two
+	 * epoll_ctl calls per frame to a worker with one slot.  What the
+	 * socket does not take (or an error, which the bufferevent then
+	 * meets and reports) goes the usual way, behind nothing.
+	 */
+	if (evbuffer_get_length(bufferevent_get_output(w->bev)) == 0 &&
+	    (n = send(bufferevent_getfd(w->bev), line, len,
+	    MSG_DONTWAIT | MSG_NOSIGNAL)) < 0)
+		n = 0;
+	if ((size_t)n == len)
+		return 0;
+	if (bufferevent_write(w->bev, line + n, len - (size_t)n) == -1) {
 		log_warn("worker=%d pid=%d: cannot queue frame", w->id,
 		    (int)w->pid);
 		return -1;
