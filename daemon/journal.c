@@ -346,14 +346,13 @@ journal_reserve(struct journal *j, size_t len)
 	if (j->size + len <= j->alloc || j->ahead == 0)
 		return;
 	end = j->size + len + j->ahead;
-	for (off = j->alloc > j->size ? j->alloc : j->size; off < end;
-	    off += n) {
+	/* alloc >= size always: zeros go after what the file holds */
+	for (off = j->alloc; off < end; off += n) {
 		n = end - off < sizeof(zeros) ? (size_t)(end - off) :
 		    sizeof(zeros);
 		if (pwrite_all(j->fd, zeros, n, off) == -1) {
 			/* keep what was there; the records extend the file */
-			if (ftruncate(j->fd, (off_t)(j->alloc > j->size ?
-			    j->alloc : j->size)) == -1)
+			if (ftruncate(j->fd, (off_t)j->alloc) == -1)
 				j->broken = 1;
 			return;
 		}
@@ -768,7 +767,6 @@ journal_set_aside(struct journal *j, char *err, size_t errlen)
 	return 0;
 }
 
-/* Load the existing journal; 1 if there is none (or it was set aside). */
 /* Only zeros (space written ahead, see journal_reserve)? */
 static int
 journal_zeros(const uint8_t *p, uint64_t n)
@@ -780,6 +778,7 @@ journal_zeros(const uint8_t *p, uint64_t n)
 	return n == 0;
 }
 
+/* Load the existing journal; 1 if there is none (or it was set aside). */
 static int
 journal_load(struct journal *j, char *err, size_t errlen)
 {

@@ -146,23 +146,36 @@ digits(const char *p, const char *e)
 	return p;
 }
 
-/* An integer must fit int64 (jansson refuses the text otherwise). */
+/*
+ * [p, e) is an optional '-' and digits that fit int64 (jansson refuses
+ * the whole text otherwise): 0 with the value, or -1.
+ */
 static int
-check_int_range(const char *p, const char *e)
+read_int64(const char *p, const char *e, int64_t *out)
 {
-	uint64_t v = 0, lim = (uint64_t)INT64_MAX;
+	uint64_t x = 0, lim = (uint64_t)INT64_MAX;
+	int neg = 0;
 
-	if (*p == '-') {
+	if (p < e && *p == '-') {
+		neg = 1;
 		lim++;
 		p++;
 	}
-	if (e - p <= 18)
-		return 0;		/* below 10^18: fits */
+	if (p == e)
+		return -1;
 	for (; p < e; p++) {
-		if (v > (lim - (uint64_t)(*p - '0')) / 10)
+		if (*p < '0' || *p > '9')
 			return -1;
-		v = v * 10 + (uint64_t)(*p - '0');
+		/* below 10^17 one more digit cannot overflow: no division */
+		if (x >= 100000000000000000ULL &&
+		    x > (lim - (uint64_t)(*p - '0')) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(*p - '0');
 	}
+	if (neg)
+		*out = x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x;
+	else
+		*out = (int64_t)x;
 	return 0;
 }
 
@@ -171,6 +184,7 @@ check_number(const char *p, const char *e)
 {
 	const char *s = p, *q;
 	char buf[64];
+	int64_t x;
 	double d;
 	int real = 0;
 
@@ -200,7 +214,7 @@ check_number(const char *p, const char *e)
 		real = 1;
 	}
 	if (!real)
-		return check_int_range(s, p) == 0 ? p : NULL;
+		return read_int64(s, p, &x) == 0 ? p : NULL;
 	/* leave long or out-of-range reals to jansson */
 	if ((size_t)(p - s) >= sizeof(buf))
 		return NULL;
@@ -500,28 +514,7 @@ jscan_path(struct jspan v, const char *path, struct jspan *out)
 int
 jscan_int(struct jspan v, int64_t *out)
 {
-	const char *p = v.p;
-	uint64_t x = 0, lim = (uint64_t)INT64_MAX;
-	int neg = 0;
-
-	if (p < v.e && *p == '-') {
-		neg = 1;
-		lim++;
-		p++;
-	}
-	if (p == v.e)
-		return -1;
-	for (; p < v.e; p++) {
-		if (*p < '0' || *p > '9' ||
-		    x > (lim - (uint64_t)(*p - '0')) / 10)
-			return -1;
-		x = x * 10 + (uint64_t)(*p - '0');
-	}
-	if (neg)
-		*out = x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x;
-	else
-		*out = (int64_t)x;
-	return 0;
+	return read_int64(v.p, v.e, out);
 }
 
 /* Append code point cp as UTF-8; -1 if it does not fit. */

@@ -389,7 +389,14 @@ poller_classify_bad(struct poller_reply *rp, const struct http_response *r)
 	    r->status, rp->desc, snip);
 }
 
-/* Sort a reply into success (PERR_NONE, rp->result set) or a class. */
+/* Frames are lines: an update sliced with a line break is re-encoded. */
+static int
+poller_slice_ok(const char *body, const struct poller_slice *s)
+{
+	return memchr(body + s->off, '\n', s->len) == NULL &&
+	    memchr(body + s->off, '\r', s->len) == NULL;
+}
+
 /*
  * The fast path for the common reply, {"ok":true,"result":[updates]}: a
  * checked body read without building a tree (jscan.h).  0 with rp->ids
@@ -430,13 +437,12 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 		    jscan_kind(id) != 'n' || jscan_int(id, &x) == -1 ||
 		    x < 0 || x == INT64_MAX)
 			goto slow;
-		/* frames are lines: a pretty-printed body is re-encoded */
-		if (memchr(u.p, '\n', (size_t)(u.e - u.p)) != NULL ||
-		    memchr(u.p, '\r', (size_t)(u.e - u.p)) != NULL)
-			goto slow;
 		rp->ids[n] = x;
 		rp->slices[n].off = (size_t)(u.p - r->body);
 		rp->slices[n].len = (size_t)(u.e - u.p);
+		/* no tree to re-encode from: jansson's path does that */
+		if (!poller_slice_ok(r->body, &rp->slices[n]))
+			goto slow;
 		n++;
 	}
 	rp->n = n;
@@ -450,11 +456,15 @@ slow:
 	return -1;
 }
 
-/* Slices of the updates in the body, when they match the parsed ones. */
+/*
+ * Slices of the updates in the body, when they match the parsed ones; a
+ * slice with a line break is dropped (-1 length): that update is encoded
+ * from the tree.
+ */
 static void
 poller_slice_reply(struct poller_reply *rp, const struct http_response *r)
 {
-	size_t n = json_array_size(rp->result);
+	size_t i, n = json_array_size(rp->result);
 
 	rp->n = n;
 	/* dropped elements would shift the match: encode them all then */
@@ -466,8 +476,13 @@ poller_slice_reply(struct poller_reply *rp, const struct http_response *r)
 		rp->slices = NULL;
 		return;
 	}
+	for (i = 0; i < n; i++)
+		if (!poller_slice_ok(r->body, &rp->slices[i]))
+			rp->slices[i].len = SIZE_MAX;
 	rp->body = r->body;
 }
+
+/* Sort a reply into success (PERR_NONE, rp->result set) or a class. */
 
 static void
 poller_classify(enum poller_phase ph, const struct http_response *r,
@@ -737,21 +752,17 @@ poller_timer_event(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The text of update i: its slice of the body when it holds no line break
- * (frames are lines), else a compact encoding (*owned then).
+ * The text of update i: its usable slice of the body, else a compact
+ * encoding (*owned then).
  */
 static const char *
 poller_update_text(const struct poller_reply *rp, size_t i, json_t *u,
     size_t *len, char **owned)
 {
-	const char *s;
-
 	*owned = NULL;
-	if (rp->slices != NULL) {
-		s = rp->body + rp->slices[i].off;
+	if (rp->slices != NULL && rp->slices[i].len != SIZE_MAX) {
 		*len = rp->slices[i].len;
-		if (memchr(s, '\n', *len) == NULL && memchr(s, '\r', *len) == NULL)
-			return s;
+		return rp->body + rp->slices[i].off;
 	}
 	if ((*owned = json_dumps(u, JSON_COMPACT)) == NULL)
 		return NULL;

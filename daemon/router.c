@@ -57,8 +57,6 @@ job_new_shared(int64_t id, struct rcstr *text)
 		return NULL;
 	}
 	job->text = rcstr_ref(text);
-	job->json = text->s;
-	job->len = text->len;
 	job->id = id;
 	job->attempt = 1;
 	job->state = JOB_QUEUED;

@@ -27,9 +27,7 @@ enum job_state { JOB_QUEUED, JOB_READY, JOB_RUNNING };
 
 struct job {
 	int64_t			 id;		/* update_id */
-	struct rcstr		*text;		/* the Update object, compact JSON */
-	const char		*json;		/* text->s */
-	size_t			 len;		/* text->len */
+	struct rcstr		*text;		/* the Update object's JSON */
 	int			 attempt;	/* 1 on first delivery */
 	enum job_state		 state;
 	int			 nkeys;

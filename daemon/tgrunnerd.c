@@ -222,7 +222,7 @@ tgd_dead_letter(struct tgd *d, const struct job *job, const char *why)
 	d->stats.dead++;
 	log_err("update=%lld attempts=%d: giving up: %s; written to "
 	    "dead-letters.jsonl", (long long)job->id, job->attempt, why);
-	u = json_loadb(job->json, job->len, 0, NULL);
+	u = json_loadb(job->text->s, job->text->len, 0, NULL);
 	o = json_pack("{s:I, s:i, s:s, s:I, s:o*}", "update_id",
 	    (json_int_t)job->id, "attempts", job->attempt, "reason", why,
 	    "t", (json_int_t)time(NULL), "update", u);

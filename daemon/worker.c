@@ -563,7 +563,8 @@ worker_start_job(struct worker *w, struct job *job)
 	for (i = 0; i < job->nkeys; i++)
 		keys[i] = job_key(job, i);
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
-	    wall_ms() + p->conf->update_timeout, job->json, job->len, &len);
+	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
+	    &len);
 	if (line == NULL)
 		return -1;
 	if (len > PROTO_MAX_FRAME) {

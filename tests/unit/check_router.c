@@ -72,13 +72,13 @@ START_TEST(test_job_new)
 	ck_assert_int_eq(job->id, 7);
 	ck_assert_int_eq(job->attempt, 1);
 	ck_assert_int_eq(job->state, JOB_QUEUED);
-	ck_assert_uint_eq(job->len, 7);
-	ck_assert_str_eq(job->json, "{\"a\":1}");
+	ck_assert_uint_eq(job->text->len, 7);
+	ck_assert_str_eq(job->text->s, "{\"a\":1}");
 	ck_assert_ptr_null(job_key(job, 0));
 	job_free(job);
 	job_free(NULL);
 	job = job_new(8, NULL, 0);
-	ck_assert_str_eq(job->json, "");
+	ck_assert_str_eq(job->text->s, "");
 	job_free(job);
 }
 END_TEST
