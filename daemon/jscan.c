@@ -396,20 +396,46 @@ jscan_kind(struct jspan v)
 	}
 }
 
+char *
+jscan_decode(struct jspan v, char *sbuf, size_t size, size_t *len)
+{
+	/* decoded, a string is never longer than its text */
+	size_t cap = v.e > v.p ? (size_t)(v.e - v.p) : 0;
+	char *buf = sbuf;
+
+	if (jscan_kind(v) != '"')
+		return NULL;
+	if (cap > size) {
+		if ((buf = malloc(cap)) == NULL)
+			return NULL;
+		size = cap;
+	}
+	if (jscan_string(v, buf, size, len) == -1) {
+		if (buf != sbuf)
+			free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 int
 jscan_name_is(struct jspan s, const char *name)
 {
-	char buf[256];
+	char sbuf[256], *buf;
 	size_t n;
+	int is;
 
 	if (s.e - s.p < 2)
 		return 0;
 	n = (size_t)(s.e - s.p) - 2;
 	if (memchr(s.p + 1, '\\', n) == NULL)
 		return n == strlen(name) && memcmp(s.p + 1, name, n) == 0;
-	if (jscan_string(s, buf, sizeof(buf), &n) == -1)
+	if ((buf = jscan_decode(s, sbuf, sizeof(sbuf), &n)) == NULL)
 		return 0;
-	return n == strlen(name) && memcmp(buf, name, n) == 0;
+	is = n == strlen(name) && memcmp(buf, name, n) == 0;
+	if (buf != sbuf)
+		free(buf);
+	return is;
 }
 
 int

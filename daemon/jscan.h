@@ -51,6 +51,13 @@ int	jscan_int(struct jspan v, int64_t *out);
  */
 int	jscan_string(struct jspan v, char *buf, size_t size, size_t *len);
 /*
+ * The decoded bytes of string v, NUL-terminated, in sbuf when they fit
+ * (size bytes) or else in a buffer the caller frees (the result is not
+ * sbuf then); *len is their number.  NULL if v is not a string or there
+ * is no memory.
+ */
+char	*jscan_decode(struct jspan v, char *sbuf, size_t size, size_t *len);
+/*
  * Iterate over the members of object v: *it starts NULL; each call gives
  * the next member's name (the string, quotes included) and value: 1, or 0
  * at the end (or if v is not an object).

@@ -281,20 +281,16 @@ static int
 keys_bcid(const struct jspan *v, char *buf, size_t size)
 {
 	static const char	 hex[] = "0123456789ABCDEF";
-	char			 sbuf[256], *s = sbuf;
-	size_t			 len, i, o = 0, cap;
+	char			 sbuf[256], *s;
+	size_t			 len, i, o = 0;
 	unsigned char		 c;
 	char			 esc[KEYS_BCID_MAX * 3 + 4];
 	int			 rc = -1;
 
-	if (v == NULL || jscan_kind(*v) != '"')
+	if (v == NULL || (s = jscan_decode(*v, sbuf, sizeof(sbuf),
+	    &len)) == NULL)
 		return -1;
-	/* decoded, a string is never longer than its text */
-	cap = (size_t)(v->e - v->p);
-	if (cap > sizeof(sbuf) && (s = malloc(cap)) == NULL)
-		return -1;
-	if (jscan_string(*v, s, s == sbuf ? sizeof(sbuf) : cap, &len) == -1 ||
-	    len == 0)
+	if (len == 0)
 		goto out;
 	for (i = 0; i < len && o + 3 < sizeof(esc); i++) {
 		c = (unsigned char)s[i];

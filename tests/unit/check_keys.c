@@ -594,6 +594,38 @@ START_TEST(test_jscan_lookups)
 }
 END_TEST
 
+/* Escaped names longer than any stack buffer still match (and decode). */
+START_TEST(test_jscan_long_escaped_name)
+{
+	char text[4096], name[1100], buf[8];
+	struct jspan root, v;
+	size_t i, o = 0, len;
+	char *d;
+
+	o += (size_t)snprintf(text, sizeof(text), "{\"x\":1,\"\\u0041");
+	name[0] = 'A';
+	for (i = 1; i < 1000; i++) {
+		text[o++] = 'b';
+		name[i] = 'b';
+	}
+	name[i] = '\0';
+	snprintf(text + o, sizeof(text) - o, "\":7}");
+	ck_assert(jscan_check(text, strlen(text)));
+	root = jscan_span(text, strlen(text));
+	ck_assert_int_eq(jscan_member(root, name, &v), 0);
+	ck_assert_int_eq(jscan_kind(v), 'n');
+	/* the name itself, decoded into a buffer too small for it */
+	v.p = text + 7;
+	v.e = text + strlen(text) - 3;
+	ck_assert_ptr_nonnull(d = jscan_decode(v, buf, sizeof(buf), &len));
+	ck_assert_ptr_ne(d, buf);
+	ck_assert_uint_eq(len, 1000);
+	ck_assert_str_eq(d, name);
+	free(d);
+	ck_assert_ptr_null(jscan_decode(root, buf, sizeof(buf), &len));
+}
+END_TEST
+
 /* Keys read from the bytes equal keys read from jansson's re-encoding. */
 START_TEST(test_keys_text_spellings)
 {
@@ -657,6 +689,7 @@ keys_suite(void)
 	tc = tcase_create("jscan");
 	tcase_add_test(tc, test_jscan_check_vs_jansson);
 	tcase_add_test(tc, test_jscan_lookups);
+	tcase_add_test(tc, test_jscan_long_escaped_name);
 	tcase_add_test(tc, test_keys_text_spellings);
 	suite_add_tcase(s, tc);
 	return s;
