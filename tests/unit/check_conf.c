@@ -720,25 +720,29 @@ conf_suite(void)
 	return s;
 }
 
-int
-main(void)
+static int
+conf_test_init(void)
 {
-	SRunner	*sr;
-	int	 failed;
-
 	if (mkdtemp(tmpdir) == NULL) {
 		perror("mkdtemp");
-		return EXIT_FAILURE;
+		return -1;
 	}
 	snprintf(path, sizeof(path), "%s/tgrunner.conf", tmpdir);
-	sr = srunner_create(conf_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	return 0;
+}
+
+static int
+conf_test_fini(void)
+{
 	unlink(path);
 	if (rmdir(tmpdir) == -1) {
 		perror(tmpdir);
-		failed++;
+		return 1;
 	}
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return 0;
 }
+
+#define TEST_SUITE	conf_suite
+#define TEST_INIT	conf_test_init
+#define TEST_FINI	conf_test_fini
+#include "testmain.h"

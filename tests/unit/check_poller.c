@@ -1160,18 +1160,13 @@ poller_suite(void)
 	return s;
 }
 
-int
-main(void)
+static int
+poller_test_init(void)
 {
-	SRunner *sr;
-	int failed;
-
-	log_init("check_poller", getenv("CHECK_POLLER_DEBUG") != NULL ?
-	    LOG_LVL_DEBUG : LOG_LVL_WARN);
 	log_add_secret(TOKEN);
-	sr = srunner_create(poller_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return 0;
 }
+
+#define TEST_SUITE	poller_suite
+#define TEST_INIT	poller_test_init
+#include "testmain.h"

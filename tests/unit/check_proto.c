@@ -509,16 +509,13 @@ proto_suite(void)
 	return s;
 }
 
-int
-main(void)
+static int
+proto_test_init(void)
 {
-	SRunner *sr;
-	int failed;
-
 	find_vectors();
-	sr = srunner_create(proto_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return 0;
 }
+
+#define TEST_SUITE	proto_suite
+#define TEST_INIT	proto_test_init
+#include "testmain.h"

@@ -734,16 +734,5 @@ sdk_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr;
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(sdk_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+#define TEST_SUITE	sdk_suite
+#include "testmain.h"
