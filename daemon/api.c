@@ -533,8 +533,8 @@ api_updir_open(struct api *a)
 	if ((a->updir = upload_dir_open(path)) == -1) {
 		err = errno;
 		if (err != a->updir_errno)
-			log_warn("upload_dir %s: %s; file references are refused "
-			    "until it can be opened", path, strerror(err));
+			log_warn("upload_dir %s: file references are refused "
+			    "until it can be opened", path);
 		a->updir_errno = err;
 		return;
 	}

@@ -113,7 +113,7 @@ control_accept(struct evconnlistener *l, evutil_socket_t fd,
 	struct timeval idle = { CONTROL_IDLE_SEC, 0 };
 
 	if (!peer_allowed(fd)) {
-		log_warn("control: connection from a foreign user refused");
+		log_warnx("control: connection from a foreign user refused");
 		close(fd);
 		return;
 	}
@@ -137,12 +137,12 @@ control_unix_listen(const char *path, mode_t mode)
 	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		log_err("socket %s: path too long", path);
+		log_errx("socket %s: path too long", path);
 		return -1;
 	}
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			log_err("socket %s: exists and is not a socket", path);
+			log_errx("socket %s: exists and is not a socket", path);
 			return -1;
 		}
 		unlink(path);
@@ -150,20 +150,20 @@ control_unix_listen(const char *path, mode_t mode)
 	strcpy(sun.sun_path, path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
 	    0)) == -1) {
-		log_err("socket %s: %s", path, strerror(errno));
+		log_err("socket %s", path);
 		return -1;
 	}
 	/* never a moment with a wider mode than asked for */
 	old = umask(0777 & ~mode);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		umask(old);
-		log_err("socket %s: bind: %s", path, strerror(errno));
+		log_err("socket %s: bind", path);
 		close(fd);
 		return -1;
 	}
 	umask(old);
 	if (chmod(path, mode) == -1 || listen(fd, 16) == -1) {
-		log_err("socket %s: %s", path, strerror(errno));
+		log_err("socket %s", path);
 		close(fd);
 		unlink(path);
 		return -1;

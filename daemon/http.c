@@ -134,7 +134,7 @@ http_action(struct http *h, curl_socket_t fd, int flags)
 
 	mc = curl_multi_socket_action(h->multi, fd, flags, &still);
 	if (mc != CURLM_OK)
-		log_warn("%s: %s", __func__, curl_multi_strerror(mc));
+		log_warnx("%s: %s", __func__, curl_multi_strerror(mc));
 	if (still == 0)
 		evtimer_del(h->timer);
 	/* last: a callback may free h */
@@ -183,7 +183,7 @@ http_sock_update(struct http *h, struct http_sock *s, curl_socket_t fd, int what
 	}
 	s->ev = event_new(h->base, fd, events, http_sock_event, h);
 	if (s->ev == NULL || event_add(s->ev, NULL) == -1) {
-		log_warn("%s: cannot watch socket %d", __func__, (int)fd);
+		log_warnx("%s: cannot watch socket %d", __func__, (int)fd);
 		return -1;
 	}
 	return 0;
@@ -204,7 +204,7 @@ http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *harg, void *sarg)
 	}
 	if (s == NULL) {
 		if ((s = calloc(1, sizeof(*s))) == NULL) {
-			log_warn("%s: out of memory", __func__);
+			log_warnx("%s: out of memory", __func__);
 			return -1;
 		}
 		s->fd = fd;
@@ -353,13 +353,13 @@ http_new(struct event_base *base, long max_connections)
 
 	if (!http_global_done) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			log_warn("%s: curl_global_init failed", __func__);
+			log_warnx("%s: curl_global_init failed", __func__);
 			return NULL;
 		}
 		http_global_done = 1;
 	}
 	if ((h = calloc(1, sizeof(*h))) == NULL) {
-		log_warn("%s: out of memory", __func__);
+		log_warnx("%s: out of memory", __func__);
 		return NULL;
 	}
 	h->base = base;
@@ -369,7 +369,7 @@ http_new(struct event_base *base, long max_connections)
 	h->timer = evtimer_new(base, http_timer_event, h);
 	h->multi = curl_multi_init();
 	if (h->timer == NULL || h->multi == NULL) {
-		log_warn("%s: cannot set up curl multi", __func__);
+		log_warnx("%s: cannot set up curl multi", __func__);
 		if (h->multi != NULL)
 			curl_multi_cleanup(h->multi);
 		if (h->timer != NULL)
@@ -529,14 +529,14 @@ http_req_new(struct http *h, http_cb cb, void *arg)
 	if (h->dying)
 		return NULL;
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		log_warn("%s: out of memory", __func__);
+		log_warnx("%s: out of memory", __func__);
 		return NULL;
 	}
 	r->http = h;
 	r->cb = cb;
 	r->arg = arg;
 	if ((r->easy = curl_easy_init()) == NULL) {
-		log_warn("%s: curl_easy_init failed", __func__);
+		log_warnx("%s: curl_easy_init failed", __func__);
 		free(r);
 		return NULL;
 	}
@@ -548,7 +548,7 @@ http_req_start(struct http *h, struct http_req *r)
 {
 	/* adding fires the timer callback, which defers to the loop */
 	if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
-		log_warn("%s: curl_multi_add_handle failed", __func__);
+		log_warnx("%s: curl_multi_add_handle failed", __func__);
 		http_req_free(r);
 		return NULL;
 	}
@@ -575,7 +575,7 @@ http_post(struct http *h, const char *url, const char *ctype,
 	    (curl_off_t)len) != CURLE_OK ||
 	    curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS,
 	    body != NULL ? body : "") != CURLE_OK) {
-		log_warn("%s: cannot set up request", __func__);
+		log_warnx("%s: cannot set up request", __func__);
 		http_req_free(r);
 		return NULL;
 	}
@@ -593,7 +593,7 @@ http_post_form(struct http *h, const char *url, const struct http_part *parts,
 		return NULL;
 	if (http_req_setup(r, url, NULL, timeout_ms) == -1 ||
 	    http_req_form(r, parts, nparts) == -1) {
-		log_warn("%s: cannot set up request", __func__);
+		log_warnx("%s: cannot set up request", __func__);
 		http_req_free(r);
 		return NULL;
 	}

@@ -284,8 +284,8 @@ static int
 journal_sync(struct journal *j, int fd)
 {
 	if (fdatasync(fd) == -1) {
-		log_err("%s: fdatasync %s/%s: %s", __func__, j->dir,
-		    JOURNAL_FILE, strerror(errno));
+		log_err("%s: fdatasync %s/%s", __func__, j->dir,
+		    JOURNAL_FILE);
 		return -1;
 	}
 	return 0;
@@ -371,8 +371,8 @@ journal_repair(struct journal *j)
 	int saved = errno;
 
 	if (ftruncate(j->fd, (off_t)j->size) == -1) {
-		log_err("%s: truncate %s/%s to %" PRIu64 ": %s", __func__,
-		    j->dir, JOURNAL_FILE, j->size, strerror(errno));
+		log_err("%s: truncate %s/%s to %" PRIu64, __func__,
+		    j->dir, JOURNAL_FILE, j->size);
 		j->broken = 1;
 		errno = saved;
 		return -1;
@@ -398,8 +398,7 @@ journal_write(struct journal *j, const struct jbuf *b, int sync,
 	journal_reserve(j, b->len);
 	if (pwrite_all(j->fd, b->p, b->len, j->size) == -1) {
 		saved = errno;
-		log_err("journal: %s: write %s/%s: %s", what, j->dir,
-		    JOURNAL_FILE, strerror(saved));
+		log_err("journal: %s: write %s/%s", what, j->dir, JOURNAL_FILE);
 		journal_repair(j);
 		errno = saved;
 		return -1;
@@ -506,8 +505,8 @@ jsync_outcome(struct journal *j)
 	err = y->err;
 	pthread_mutex_unlock(&y->mu);
 	if (rc == -1) {
-		log_err("journal: fdatasync %s/%s: %s", j->dir, JOURNAL_FILE,
-		    strerror(err));
+		errno = err;
+		log_err("journal: fdatasync %s/%s", j->dir, JOURNAL_FILE);
 		return -1;
 	}
 	return 0;
@@ -593,26 +592,23 @@ journal_rewrite(struct journal *j)
 	    O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1) {
 		saved = errno;
-		log_err("%s: open %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
-		    strerror(saved));
+		log_err("%s: open %s/%s", __func__, j->dir, JOURNAL_TMP);
 		errno = saved;
 		return -1;
 	}
 	if (journal_dump(j, fd) == -1 || fdatasync(fd) == -1) {
 		saved = errno;
-		log_err("%s: write %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
-		    strerror(saved));
+		log_err("%s: write %s/%s", __func__, j->dir, JOURNAL_TMP);
 		goto fail;
 	}
 	if (renameat(j->dirfd, JOURNAL_TMP, j->dirfd, JOURNAL_FILE) == -1) {
 		saved = errno;
-		log_err("%s: rename %s/%s: %s", __func__, j->dir, JOURNAL_TMP,
-		    strerror(saved));
+		log_err("%s: rename %s/%s", __func__, j->dir, JOURNAL_TMP);
 		goto fail;
 	}
 	/* the rename is done; a failed directory sync only risks power loss */
 	if (fsync(j->dirfd) == -1)
-		log_warn("%s: fsync %s: %s", __func__, j->dir, strerror(errno));
+		log_warn("%s: fsync %s", __func__, j->dir);
 	if (j->fd != -1)
 		close(j->fd);
 	j->fd = fd;
@@ -761,7 +757,7 @@ journal_set_aside(struct journal *j, char *err, size_t errlen)
 		    JOURNAL_FILE, name, strerror(errno));
 		return -1;
 	}
-	log_err("journal: %s/%s has a bad header: moved to %s/%s, starting "
+	log_errx("journal: %s/%s has a bad header: moved to %s/%s, starting "
 	    "with an empty journal; updates in it will not be replayed",
 	    j->dir, JOURNAL_FILE, j->dir, name);
 	return 0;
@@ -820,7 +816,7 @@ journal_load(struct journal *j, char *err, size_t errlen)
 	j->alloc = (uint64_t)st.st_size;
 	if (good < (uint64_t)st.st_size && !zeros) {
 		j->alloc = good;
-		log_warn("journal: %s/%s: damaged record at offset %" PRIu64
+		log_warnx("journal: %s/%s: damaged record at offset %" PRIu64
 		    ", discarding %" PRIu64 " bytes to the end", j->dir,
 		    JOURNAL_FILE, good, (uint64_t)st.st_size - good);
 		if (ftruncate(j->fd, (off_t)good) == -1) {
@@ -861,8 +857,7 @@ journal_lock(struct journal *j, char *err, size_t errlen)
 	/* the pid is only informative: the flock is the lock */
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
 	if (ftruncate(j->lockfd, 0) == -1 || pwrite(j->lockfd, buf, n, 0) != n)
-		log_warn("journal: write %s/%s: %s", j->dir, JOURNAL_LOCK,
-		    strerror(errno));
+		log_warn("journal: write %s/%s", j->dir, JOURNAL_LOCK);
 	return 0;
 }
 
@@ -888,8 +883,7 @@ journal_open_disk(struct journal *j, char *err, size_t errlen)
 	    JOURNAL_PREALLOC;
 	/* a compaction killed before its rename */
 	if (unlinkat(j->dirfd, JOURNAL_TMP, 0) == -1 && errno != ENOENT)
-		log_warn("journal: unlink %s/%s: %s", j->dir, JOURNAL_TMP,
-		    strerror(errno));
+		log_warn("journal: unlink %s/%s", j->dir, JOURNAL_TMP);
 	if ((rc = journal_load(j, err, errlen)) == -1)
 		return -1;
 	if (rc == 1 && journal_rewrite(j) == -1) {
@@ -921,8 +915,7 @@ journal_open(const char *dir, enum fsync_mode mode, char *err, size_t errlen)
 	}
 	/* without the thread, batches are synced on the loop: slower, safe */
 	if (mode == FSYNC_BATCH && jsyncer_start(j) == -1)
-		log_warn("journal: no sync thread (%s); syncing on the event "
-		    "loop", strerror(errno));
+		log_warn("journal: no sync thread, syncing on the event loop");
 	if (j->npending > 0)
 		log_info("journal: %zu unfinished updates in %s", j->npending,
 		    j->dir);
@@ -938,10 +931,10 @@ journal_close(struct journal *j)
 		return;
 	jsyncer_stop(j);
 	if (journal_flush(j) == -1)
-		log_err("journal: %s: done marks could not be written",
+		log_errx("journal: %s: done marks could not be written",
 		    j->dir);
 	if (j->stale && journal_rewrite(j) == -1)
-		log_err("journal: %s: done marks were lost to write errors; "
+		log_errx("journal: %s: done marks were lost to write errors; "
 		    "the next start runs those updates again", j->dir);
 	HASH_ITER(hh, j->entries, e, tmp)
 		journal_forget(j, e);
@@ -1073,7 +1066,7 @@ journal_write_batch(struct journal *j, const struct jupdate *u, size_t n,
 
 	for (i = 0; i < n; i++) {
 		if (u[i].len > JOURNAL_REC_MAX - 9) {
-			log_err("%s: update %" PRId64 " too large (%zu bytes)",
+			log_errx("%s: update %" PRId64 " too large (%zu bytes)",
 			    __func__, u[i].id, u[i].len);
 			errno = EFBIG;
 			return -1;

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +26,6 @@ void
 log_set_level(int level)
 {
 	log_level = level;
-}
-
-int
-log_get_level(void)
-{
-	return log_level;
 }
 
 void
@@ -88,16 +83,22 @@ log_redact(char *buf, size_t size)
 			redact_one(buf, size, log_secrets[i]);
 }
 
-void
-log_vmsg(int level, const char *fmt, va_list ap)
+/* The one writer: with_errno appends ": strerror(errno)" (errno as on entry). */
+static void
+log_line(int level, int with_errno, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	char *p;
 	int saved = errno;
+	size_t n;
 
 	if (level > log_level)
 		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
+	if (with_errno) {
+		n = strlen(line);
+		snprintf(line + n, sizeof(line) - n, ": %s", strerror(saved));
+	}
 	/* one event, one line: fold embedded newlines */
 	for (p = line; *p != '\0'; p++)
 		if (*p == '\n' || *p == '\r')
@@ -107,32 +108,46 @@ log_vmsg(int level, const char *fmt, va_list ap)
 	errno = saved;
 }
 
+
 void
 log_msg(int level, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vmsg(level, fmt, ap);
+	log_line(level, 0, fmt, ap);
 	va_end(ap);
 }
 
-#define LOG_FN(name, level)					\
+#define LOG_FN(name, level, with_errno)				\
 void								\
 name(const char *fmt, ...)					\
 {								\
 	va_list ap;						\
 								\
 	va_start(ap, fmt);					\
-	log_vmsg(level, fmt, ap);				\
+	log_line(level, with_errno, fmt, ap);			\
 	va_end(ap);						\
 }
 
-LOG_FN(log_err, LOG_LVL_ERR)
-LOG_FN(log_warn, LOG_LVL_WARN)
-LOG_FN(log_notice, LOG_LVL_NOTICE)
-LOG_FN(log_info, LOG_LVL_INFO)
-LOG_FN(log_debug, LOG_LVL_DEBUG)
+LOG_FN(log_err, LOG_LVL_ERR, 1)
+LOG_FN(log_errx, LOG_LVL_ERR, 0)
+LOG_FN(log_warn, LOG_LVL_WARN, 1)
+LOG_FN(log_warnx, LOG_LVL_WARN, 0)
+LOG_FN(log_notice, LOG_LVL_NOTICE, 0)
+LOG_FN(log_info, LOG_LVL_INFO, 0)
+LOG_FN(log_debug, LOG_LVL_DEBUG, 0)
+
+void
+fatal(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line(LOG_LVL_ERR, 1, fmt, ap);
+	va_end(ap);
+	exit(status);
+}
 
 void
 fatalx(int status, const char *fmt, ...)
@@ -140,7 +155,7 @@ fatalx(int status, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vmsg(LOG_LVL_ERR, fmt, ap);
+	log_line(LOG_LVL_ERR, 0, fmt, ap);
 	va_end(ap);
 	exit(status);
 }

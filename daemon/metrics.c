@@ -116,7 +116,7 @@ metrics_new(struct event_base *base, const char *listen, metrics_fn fn,
 	unsigned port;
 
 	if (split_hostport(listen, host, sizeof(host), &port) == -1) {
-		log_err("metrics_listen %s: expected host:port", listen);
+		log_errx("metrics_listen %s: expected host:port", listen);
 		return NULL;
 	}
 	/* loopback unless metrics_public: conf.c has checked it */
@@ -126,7 +126,7 @@ metrics_new(struct event_base *base, const char *listen, metrics_fn fn,
 	m->arg = arg;
 	if ((m->http = evhttp_new(base)) == NULL ||
 	    evhttp_bind_socket(m->http, host, (ev_uint16_t)port) == -1) {
-		log_err("metrics_listen %s: cannot listen", listen);
+		log_errx("metrics_listen %s: cannot listen", listen);
 		metrics_free(m);
 		return NULL;
 	}

@@ -576,12 +576,12 @@ poller_log_failure(struct poller *p, const struct poller_reply *rp)
 		return;
 	}
 	if (rp->err == PERR_409)
-		log_warn("%s: %s (%s)", m, poller_conflict_hint(rp->desc),
+		log_warnx("%s: %s (%s)", m, poller_conflict_hint(rp->desc),
 		    rp->detail);
 	else if (rp->err == PERR_STORE)
-		log_warn("%s: could not store the batch; fetching it again", m);
+		log_warnx("%s: could not store the batch; fetching it again", m);
 	else
-		log_warn("%s failed: %s: %s", m, poller_err_str(rp->err),
+		log_warnx("%s failed: %s: %s", m, poller_err_str(rp->err),
 		    rp->detail);
 }
 
@@ -605,7 +605,7 @@ poller_fatal(struct poller *p, const struct poller_reply *rp)
 	    strstr(rp->detail, "error_code=404") != NULL ?
 	    "404 Not Found" : "401 Unauthorized");
 	poller_set_state(p, POLL_STOPPED);
-	log_err("%s: %s", poller_phase_method(p->phase), why);
+	log_errx("%s: %s", poller_phase_method(p->phase), why);
 	p->ops->fatal(p->arg, EXIT_BADTOKEN, why);
 }
 
@@ -823,7 +823,7 @@ poller_got_updates(struct poller *p, struct poller_reply *rp)
 
 	p->last_ok = (int64_t)time(NULL);
 	if (rp->bad > 0)
-		log_warn("getUpdates: dropped %zu elements without a valid "
+		log_warnx("getUpdates: dropped %zu elements without a valid "
 		    "update_id", rp->bad);
 	if (n > 0 && poller_deliver(p, rp) == -1) {
 		if (p->dying || p->state != POLL_POLLING)
@@ -896,7 +896,7 @@ poller_allowed_text(const struct conf *c)
 		return strdup(poller_default_allowed);
 	a = json_loads(c->allowed_updates, 0, NULL);
 	if (!json_is_array(a)) {
-		log_warn("%s: allowed_updates is not a JSON array; using "
+		log_warnx("%s: allowed_updates is not a JSON array; using "
 		    "Telegram's default set", __func__);
 		json_decref(a);
 		return strdup(poller_default_allowed);
@@ -933,7 +933,7 @@ poller_new(struct event_base *base, struct http *http, const struct conf *conf,
 	struct timespec ts;
 
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
-		log_warn("%s: out of memory", __func__);
+		log_warnx("%s: out of memory", __func__);
 		return NULL;
 	}
 	p->base = base;
@@ -949,7 +949,7 @@ poller_new(struct event_base *base, struct http *http, const struct conf *conf,
 	p->allowed = poller_allowed_text(conf);
 	p->timer = evtimer_new(base, poller_timer_event, p);
 	if (p->url == NULL || p->allowed == NULL || p->timer == NULL) {
-		log_warn("%s: out of memory", __func__);
+		log_warnx("%s: out of memory", __func__);
 		poller_free(p);
 		return NULL;
 	}

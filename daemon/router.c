@@ -53,7 +53,7 @@ job_new_shared(int64_t id, struct rcstr *text)
 	struct job *job;
 
 	if ((job = calloc(1, sizeof(*job))) == NULL) {
-		log_err("%s: out of memory", __func__);
+		log_errx("%s: out of memory", __func__);
 		return NULL;
 	}
 	job->text = rcstr_ref(text);
@@ -71,7 +71,7 @@ job_new(int64_t id, const char *json, size_t len)
 	struct job *job;
 
 	if ((text = rcstr_new(json, len)) == NULL) {
-		log_err("%s: out of memory", __func__);
+		log_errx("%s: out of memory", __func__);
 		return NULL;
 	}
 	job = job_new_shared(id, text);
@@ -104,7 +104,7 @@ router_new(void)
 	struct router *r;
 
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		log_err("%s: out of memory", __func__);
+		log_errx("%s: out of memory", __func__);
 		return NULL;
 	}
 	TAILQ_INIT(&r->ready);

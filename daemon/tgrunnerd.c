@@ -28,6 +28,7 @@
 #include "api.h"
 #include "conf.h"
 #include "control.h"
+#include "deadletter.h"
 #include "http.h"
 #include "journal.h"
 #include "keys.h"
@@ -118,11 +119,11 @@ token_load(const struct conf *c)
 		fatalx(EXIT_CONFIG, "%s: no bot token: set token_file, or run "
 		    "under systemd with LoadCredential=token:PATH", c->path);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		fatalx(EXIT_CONFIG, "token file %s: %s", path, strerror(errno));
+		fatal(EXIT_CONFIG, "token file %s", path);
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n < 0)
-		fatalx(EXIT_CONFIG, "token file %s: %s", path, strerror(errno));
+		fatal(EXIT_CONFIG, "token file %s", path);
 	buf[n] = '\0';
 	if (memchr(buf, '\0', (size_t)n) != NULL)
 		fatalx(EXIT_CONFIG, "token file %s: does not hold a bot token "
@@ -151,12 +152,12 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 	struct job *job;
 
 	if ((text = journal_text(d->journal, id)) == NULL) {
-		log_err("%s: update=%lld is not in the journal", __func__,
+		log_errx("%s: update=%lld is not in the journal", __func__,
 		    (long long)id);
 		return;
 	}
 	if ((job = job_new_shared(id, text)) == NULL) {
-		log_err("%s: out of memory for update=%lld", __func__,
+		log_errx("%s: out of memory for update=%lld", __func__,
 		    (long long)id);
 		return;
 	}
@@ -201,45 +202,6 @@ tgd_flush(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	journal_flush(d->journal);
-}
-
-static void
-dead_letter_path(const struct tgd *d, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/dead-letters.jsonl", d->conf.state_dir);
-}
-
-static void
-tgd_dead_letter(struct tgd *d, const struct job *job, const char *why)
-{
-	char path[4096];
-	json_t *o, *u;
-	char *line;
-	FILE *fp;
-
-	/* with journal_fsync = off nothing else created it */
-	mkdir(d->conf.state_dir, 0700);
-	d->stats.dead++;
-	log_err("update=%lld attempts=%d: giving up: %s; written to "
-	    "dead-letters.jsonl", (long long)job->id, job->attempt, why);
-	u = json_loadb(job->text->s, job->text->len, 0, NULL);
-	o = json_pack("{s:I, s:i, s:s, s:I, s:o*}", "update_id",
-	    (json_int_t)job->id, "attempts", job->attempt, "reason", why,
-	    "t", (json_int_t)time(NULL), "update", u);
-	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	dead_letter_path(d, path, sizeof(path));
-	if (line == NULL || (fp = fopen(path, "ae")) == NULL) {
-		log_err("%s: cannot record dead letter for update=%lld in %s: "
-		    "%s", __func__, (long long)job->id, path, strerror(errno));
-		free(line);
-		return;
-	}
-	fprintf(fp, "%s\n", line);
-	if (fflush(fp) != 0 || fsync(fileno(fp)) != 0)
-		log_err("%s: %s: %s", __func__, path, strerror(errno));
-	fclose(fp);
-	free(line);
 }
 
 /* Stopped once no worker is alive and the replies they left are sent. */
@@ -299,7 +261,7 @@ static void
 tgd_done_call_result(void *arg, const struct api_result *r)
 {
 	if (!r->ok)
-		log_warn("update=%lld: attached call failed: %d %s",
+		log_warnx("update=%lld: attached call failed: %d %s",
 		    (long long)(intptr_t)arg, r->error_code,
 		    r->description ? r->description : "");
 }
@@ -321,7 +283,7 @@ tgd_run_done_calls(struct tgd *d, const struct job *job, json_t *calls)
 		if (api_call(d->api, key, json_string_value(json_object_get(c,
 		    "method")), json_object_get(c, "params"), API_NOLIMIT,
 		    tgd_done_call_result, (void *)(intptr_t)job->id) == -1)
-			log_err("update=%lld: attached call %zu dropped: out "
+			log_errx("update=%lld: attached call %zu dropped: out "
 			    "of memory", (long long)job->id, i);
 	}
 }
@@ -358,9 +320,13 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 		tgd_maybe_exit(d);
 		return;
 	}
-	tgd_dead_letter(d, job, why);
-	journal_done(d->journal, job->id);
-	tgd_journal_dirty(d);
+	/* done only once its dead letter is on disk (deadletter.h) */
+	d->stats.dead++;
+	if (deadletter_add(d->deadletter, job->id, job->attempt, why,
+	    job->text) == 0) {
+		journal_done(d->journal, job->id);
+		tgd_journal_dirty(d);
+	}
 	tgd_finish(d, job, NULL);
 }
 
@@ -526,7 +492,7 @@ tgd_not_durable(struct tgd *d)
 	d->resync_fails++;
 	ms = poller_backoff_ms(d->resync_fails, 100, 30000,
 	    (double)random() / ((double)RAND_MAX + 1.0));
-	log_err("journal: the last batch is not durable; not fetching, "
+	log_errx("journal: the last batch is not durable; not fetching, "
 	    "retrying in %lld ms", (long long)ms);
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
@@ -584,7 +550,7 @@ tgd_fatal(void *arg, int status, const char *why)
 {
 	struct tgd *d = arg;
 
-	log_err("%s", why);
+	log_errx("%s", why);
 	d->exit_status = status;
 	tgd_stop(d, "fatal error");
 }
@@ -654,118 +620,44 @@ tgd_status_json(struct tgd *d)
 	    "workers", pool_describe(d->pool), "problem", problem);
 }
 
-/* Every dead letter, as the file has them (malformed lines are skipped). */
-static json_t *
-tgd_dead_letters_read(struct tgd *d)
+/* A dead letter written after a failed try: its update is done now. */
+static void
+tgd_dead_written(void *arg, int64_t id)
 {
-	char path[4096];
-	json_t *all = json_array(), *o;
-	char *line = NULL;
-	size_t cap = 0;
-	FILE *fp;
+	struct tgd *d = arg;
 
-	dead_letter_path(d, path, sizeof(path));
-	if ((fp = fopen(path, "re")) == NULL)
-		return all;
-	while (getline(&line, &cap, fp) != -1)
-		if ((o = json_loads(line, 0, NULL)) != NULL &&
-		    json_is_integer(json_object_get(o, "update_id")))
-			json_array_append_new(all, o);
-		else
-			json_decref(o);
-	free(line);
-	fclose(fp);
-	return all;
+	journal_done(d->journal, id);
+	tgd_journal_dirty(d);
 }
 
-/* Rewrite the file with only the entries in keep (temp file + rename). */
+/* A dead letter goes round again: journaled anew, a first attempt. */
 static int
-tgd_dead_letters_write(struct tgd *d, json_t *keep)
+tgd_requeue(void *arg, int64_t id, const char *json, size_t len)
 {
-	char path[4096], tmp[4200];
-	json_t *o;
-	size_t i;
-	FILE *fp;
+	struct tgd *d = arg;
+	struct jupdate u = { .id = id, .json = json, .len = len };
 
-	dead_letter_path(d, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((fp = fopen(tmp, "we")) == NULL)
+	if (journal_append(d->journal, &u, 1, time(NULL)) == -1)
 		return -1;
-	json_array_foreach(keep, i, o) {
-		json_dumpf(o, fp, JSON_COMPACT);
-		fputc('\n', fp);
-	}
-	if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-		fclose(fp);
-		unlink(tmp);
-		return -1;
-	}
-	fclose(fp);
-	return rename(tmp, path);
-}
-
-/*
- * Journal the chosen dead letters again and queue them as new first
- * attempts; the rest stay in the file.  "all" or one update_id.
- */
-static json_t *
-tgd_dead_letters_retry(struct tgd *d, const char *which)
-{
-	json_t *all = tgd_dead_letters_read(d), *keep = json_array(), *o;
-	struct jupdate u;
-	char *text;
-	size_t i, n = 0;
-	int any = strcmp(which, "all") == 0;
-	long long want = any ? 0 : strtoll(which, NULL, 10);
-
-	json_array_foreach(all, i, o) {
-		u.id = json_integer_value(json_object_get(o, "update_id"));
-		text = json_dumps(json_object_get(o, "update"), JSON_COMPACT);
-		if ((!any && u.id != want) || text == NULL) {
-			json_array_append(keep, o);
-			free(text);
-			continue;
-		}
-		u.json = text;
-		u.len = strlen(text);
-		if (journal_append(d->journal, &u, 1, time(NULL)) == -1) {
-			json_array_append(keep, o);
-			free(text);
-			continue;
-		}
-		tgd_enqueue(d, u.id, 1);
-		log_notice("update=%lld: dead letter queued again",
-		    (long long)u.id);
-		free(text);
-		n++;
-	}
-	if (n > 0 && tgd_dead_letters_write(d, keep) == -1)
-		log_err("dead-letters: cannot rewrite the file: %s",
-		    strerror(errno));
-	json_decref(all);
-	json_decref(keep);
-	tgd_dispatch(d);
-	return json_pack("{s:b, s:I}", "ok", 1, "requeued", (json_int_t)n);
+	tgd_enqueue(d, id, 1);
+	return 0;
 }
 
 static json_t *
 tgd_dead_letters(struct tgd *d, const char *args)
 {
-	json_t *all, *o;
-	size_t i;
+	json_t *r;
 
-	if (strncmp(args, "retry", 5) == 0) {
-		args += 5;
-		args += strspn(args, " \t");
-		if (*args == '\0')
-			return json_pack("{s:b, s:s}", "ok", 0, "error",
-			    "dead-letters retry: give an update_id or 'all'");
-		return tgd_dead_letters_retry(d, args);
-	}
-	all = tgd_dead_letters_read(d);
-	json_array_foreach(all, i, o)
-		json_object_del(o, "update");	/* the list stays small */
-	return json_pack("{s:b, s:o}", "ok", 1, "dead_letters", all);
+	if (strncmp(args, "retry", 5) != 0)
+		return deadletter_list(d->deadletter);
+	args += 5;
+	args += strspn(args, " \t");
+	if (*args == '\0')
+		return json_pack("{s:b, s:s}", "ok", 0, "error",
+		    "dead-letters retry: give an update_id or 'all'");
+	r = deadletter_retry(d->deadletter, args, tgd_requeue, d);
+	tgd_dispatch(d);
+	return r;
 }
 
 static json_t *
@@ -904,7 +796,7 @@ tgd_shutdown_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct tgd *d = arg;
 
-	log_warn("shutdown_timeout passed with %zu update(s) in progress and "
+	log_warnx("shutdown_timeout passed with %zu update(s) in progress and "
 	    "%zu call(s) queued; killing workers (the journal keeps their "
 	    "updates)", pool_running(d->pool), api_queued(d->api));
 	d->deadline_passed = 1;
@@ -918,7 +810,7 @@ tgd_stop(struct tgd *d, const char *why)
 	struct timeval tv;
 
 	if (d->state == TGD_STOPPING) {
-		log_warn("%s again: killing workers now", why);
+		log_warnx("%s again: killing workers now", why);
 		pool_kill(d->pool);
 		tgd_maybe_exit(d);
 		return;
@@ -946,7 +838,7 @@ tgd_reload(struct tgd *d)
 
 	sd_notify(0, "RELOADING=1");
 	if (conf_load(d->conf.path, &nc, &err) == -1) {
-		log_err("reload: %s:%d: %s; keeping the running configuration",
+		log_errx("reload: %s:%d: %s; keeping the running configuration",
 		    err.file, err.line, err.msg);
 		sd_notify(0, "READY=1");
 		return;
@@ -972,7 +864,7 @@ tgd_reload(struct tgd *d)
 	    nc.session_key_n != d->conf.session_key_n ||
 	    memcmp(nc.session_key, d->conf.session_key,
 	    sizeof(nc.session_key)) != 0)
-		log_warn("reload: api_url, state_dir, journal_fsync and "
+		log_warnx("reload: api_url, state_dir, journal_fsync and "
 		    "session_key changes take effect at the next start");
 	conf_clear(&nc);
 	pool_reconfigure(d->pool, &d->conf, replace);
@@ -1060,7 +952,7 @@ tgd_open(struct tgd *d)
 		fatalx(1, "cannot create the event loop");
 	tgd_events(d);
 	if (d->conf.journal_fsync == FSYNC_OFF)
-		log_warn("journal_fsync = off: updates are kept in memory only; "
+		log_warnx("journal_fsync = off: updates are kept in memory only; "
 		    "a crash or kill loses every update not yet done");
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
@@ -1072,6 +964,8 @@ tgd_open(struct tgd *d)
 		    EV_READ | EV_PERSIST, tgd_synced, d);
 		event_add(d->ev_synced, NULL);
 	}
+	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
+	    tgd_dead_written, d);
 	if ((d->router = router_new()) == NULL ||
 	    (d->http = http_new(d->base, 16)) == NULL ||
 	    (d->api = api_new(d->base, d->http, &d->conf, d->token)) == NULL ||
@@ -1120,6 +1014,7 @@ tgd_close(struct tgd *d)
 	event_free(d->ev_shutdown);
 	event_free(d->ev_status);
 	event_base_free(d->base);
+	deadletter_free(d->deadletter);
 	json_decref(d->bot);
 	free(d->token);
 	conf_clear(&d->conf);

@@ -15,6 +15,7 @@
 
 struct api;
 struct control;
+struct deadletter;
 struct metrics;
 struct event;
 struct event_base;
@@ -46,6 +47,7 @@ struct tgd {
 	struct http		*http;
 	struct api		*api;
 	struct control		*control;
+	struct deadletter	*deadletter;
 	struct metrics		*metrics;
 	struct journal		*journal;
 	struct router		*router;

@@ -219,7 +219,7 @@ worker_send(struct worker *w, const char *line, size_t len)
 	if ((size_t)n == len)
 		return 0;
 	if (bufferevent_write(w->bev, line + n, len - (size_t)n) == -1) {
-		log_warn("worker=%d pid=%d: cannot queue frame", w->id,
+		log_warnx("worker=%d pid=%d: cannot queue frame", w->id,
 		    (int)w->pid);
 		return -1;
 	}
@@ -234,7 +234,7 @@ worker_send_frame(struct worker *w, const struct frame *f)
 	int rv;
 
 	if ((line = proto_encode(f, &len)) == NULL) {
-		log_warn("worker=%d: cannot encode %s frame", w->id,
+		log_warnx("worker=%d: cannot encode %s frame", w->id,
 		    proto_type_name(f->type));
 		return -1;
 	}
@@ -431,7 +431,7 @@ worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warn("worker=%d pid=%d: no hello within %lld ms", w->id,
+	log_warnx("worker=%d pid=%d: no hello within %lld ms", w->id,
 	    (int)w->pid, (long long)w->pool->conf->hello_timeout);
 	worker_close(w, SIGTERM);
 }
@@ -473,12 +473,12 @@ worker_spawn(struct pool *p)
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1 ||
 	    pipe2(pv, O_CLOEXEC) == -1) {
-		log_err("%s: socketpair/pipe: %s", __func__, strerror(errno));
+		log_err("%s: socketpair/pipe", __func__);
 		goto fail;
 	}
 	switch ((pid = fork())) {
 	case -1:
-		log_err("%s: fork: %s", __func__, strerror(errno));
+		log_err("%s: fork", __func__);
 		close(sv[0]); close(sv[1]); close(pv[0]); close(pv[1]);
 		goto fail;
 	case 0:
@@ -631,7 +631,7 @@ worker_kill_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warn("worker=%d pid=%d: still alive %lld ms after being told to "
+	log_warnx("worker=%d pid=%d: still alive %lld ms after being told to "
 	    "go; SIGKILL",
 	    w->id, (int)w->pid, (long long)w->pool->conf->kill_grace);
 	worker_terminate(w, SIGKILL);
@@ -648,7 +648,7 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 	if (!r->cancelled) {
 		r->cancelled = 1;
 		w->pool->stats.timeouts++;
-		log_warn("worker=%d pid=%d: update=%lld attempt=%d timed out; "
+		log_warnx("worker=%d pid=%d: update=%lld attempt=%d timed out; "
 		    "cancel", w->id, (int)w->pid, (long long)r->job->id,
 		    r->job->attempt);
 		f.u.cancel.id = r->job->id;
@@ -657,7 +657,7 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 		evtimer_add(r->timer, &tv);
 		return;
 	}
-	log_warn("worker=%d pid=%d: update=%lld not answered %lld ms after "
+	log_warnx("worker=%d pid=%d: update=%lld not answered %lld ms after "
 	    "cancel; terminating the worker", w->id, (int)w->pid,
 	    (long long)r->job->id, (long long)w->pool->conf->kill_grace);
 	worker_terminate(w, SIGTERM);
@@ -669,7 +669,7 @@ static void
 worker_protocol_error(struct worker *w, const char *why)
 {
 	w->pool->stats.protocol_errors++;
-	log_warn("worker=%d pid=%d: protocol error: %s; disconnecting", w->id,
+	log_warnx("worker=%d pid=%d: protocol error: %s; disconnecting", w->id,
 	    (int)w->pid, why);
 	worker_close(w, SIGKILL);
 }
@@ -685,7 +685,7 @@ handle_hello(struct worker *w, struct frame *f)
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
-		log_warn("worker=%d pid=%d: speaks protocol %d, this daemon %d",
+		log_warnx("worker=%d pid=%d: speaks protocol %d, this daemon %d",
 		    w->id, (int)w->pid, f->u.hello.protocol, PROTO_VERSION);
 		worker_close(w, SIGTERM);
 		return;
@@ -976,7 +976,7 @@ worker_exited(struct worker *w, int status)
 		log_info("worker=%d pid=%d: exited", w->id, (int)w->pid);
 	else {
 		p->stats.crashed++;
-		log_warn("worker=%d pid=%d: %s (state %s, %d update(s) in "
+		log_warnx("worker=%d pid=%d: %s (state %s, %d update(s) in "
 		    "progress)", w->id, (int)w->pid, why,
 		    worker_state_str(w->state), w->busy);
 	}
@@ -1027,7 +1027,7 @@ pool_reap(struct pool *p)
 			worker_exited(w, status);
 	}
 	if (pid == -1 && errno != ECHILD)
-		log_warn("%s: waitpid: %s", __func__, strerror(errno));
+		log_warn("%s: waitpid", __func__);
 	pool_maintain(p);
 	if (p->nfree > 0)
 		p->ops->capacity(p->arg);
@@ -1065,7 +1065,7 @@ pool_maintain(struct pool *p)
 		return;
 	if (p->early_deaths >= SPAWN_GIVE_UP) {
 		if (p->early_deaths == SPAWN_GIVE_UP) {
-			log_err("%s; not starting workers any more: fix "
+			log_errx("%s; not starting workers any more: fix "
 			    "worker_command and reload (SIGHUP)", p->problem);
 			p->early_deaths++;
 		}
@@ -1076,7 +1076,7 @@ pool_maintain(struct pool *p)
 		if (delay > SPAWN_BACKOFF_MAX_MS)
 			delay = SPAWN_BACKOFF_MAX_MS;
 		if (p->early_deaths == 1)
-			log_warn("%s; respawning with back-off", p->problem);
+			log_warnx("%s; respawning with back-off", p->problem);
 		/* one spawn per back-off period while failing */
 		if (pool_active(p) < (size_t)p->conf->workers &&
 		    worker_spawn(p) != NULL) {
@@ -1165,7 +1165,7 @@ pool_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == -1 ||
 	    !peer_allowed(p->conf->listen_allow, &cr)) {
-		log_warn("listen: refused a worker (uid %d not in listen_allow)",
+		log_warnx("listen: refused a worker (uid %d not in listen_allow)",
 		    len == sizeof(cr) ? (int)cr.uid : -1);
 		close(fd);
 		return;
