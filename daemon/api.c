@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <uthash.h>
@@ -48,6 +49,7 @@
 #include "flood.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "upload.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
@@ -59,6 +61,18 @@
 
 struct akey;
 struct ascope;
+
+/*
+ * Finished calls by method and outcome, for metrics.  The first
+ * API_METHODS_MAX method names get a row each; the rest share "other".
+ */
+#define API_METHODS_MAX	32
+enum api_outcome { API_OK, API_ERR_4XX, API_ERR_429, API_ERR_5XX,
+	API_ERR_NET, API_OUTCOMES };
+struct api_method_stat {
+	char		method[65];
+	uint64_t	n[API_OUTCOMES];
+};
 
 enum acall_state {
 	AC_QUEUED,	/* behind the head of its key */
@@ -701,19 +715,7 @@ api_count(struct api *a, const char *method, enum api_outcome o)
 	a->by_method[i].n[o]++;
 }
 
-void
-api_foreach_method(const struct api *a,
-    void (*cb)(void *arg, const struct api_method_stat *), void *arg)
-{
-	size_t i;
-
-	for (i = 0; i < a->nmethods; i++)
-		cb(arg, &a->by_method[i]);
-	if (a->by_method[API_METHODS_MAX].method[0] != '\0')
-		cb(arg, &a->by_method[API_METHODS_MAX]);
-}
-
-const char *
+static const char *
 api_outcome_name(enum api_outcome o)
 {
 	static const char *const names[API_OUTCOMES] = {
@@ -1100,4 +1102,76 @@ const struct api_stats *
 api_stats(const struct api *a)
 {
 	return &a->stats;
+}
+
+json_t *
+api_status(const struct api *a)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "queued", (json_int_t)a->queued,
+	    "inflight", (json_int_t)a->inflight,
+	    "calls", (json_int_t)a->stats.calls,
+	    "errors", (json_int_t)a->stats.errors,
+	    "retries", (json_int_t)a->stats.retries,
+	    "waiting", (json_int_t)a->waiting,
+	    "throttled", (json_int_t)a->stats.throttled,
+	    "throttled_ms", (json_int_t)a->stats.throttled_ms,
+	    "got_429", (json_int_t)a->stats.got_429);
+}
+
+/* method names are [A-Za-z0-9_] (method_valid): safe as label values */
+static void
+api_method_rows(const struct api_method_stat *m, struct evbuffer *out)
+{
+	int o;
+
+	for (o = 0; o < API_OUTCOMES; o++)
+		if (m->n[o] > 0)
+			evbuffer_add_printf(out, "tgrunner_api_calls_by_method_"
+			    "total{method=\"%s\",outcome=\"%s\"} %llu\n",
+			    m->method, api_outcome_name((enum api_outcome)o),
+			    (unsigned long long)m->n[o]);
+}
+
+static void
+api_method_metrics(const struct api *a, struct evbuffer *out)
+{
+	int	other = a->by_method[API_METHODS_MAX].method[0] != '\0';
+	size_t	i;
+
+	/* a family without samples is not valid exposition */
+	if (a->nmethods == 0 && !other)
+		return;
+	evbuffer_add_printf(out, "# HELP tgrunner_api_calls_by_method_total "
+	    "Finished Bot API calls by method and outcome.\n# TYPE "
+	    "tgrunner_api_calls_by_method_total counter\n");
+	for (i = 0; i < a->nmethods; i++)
+		api_method_rows(&a->by_method[i], out);
+	if (other)
+		api_method_rows(&a->by_method[API_METHODS_MAX], out);
+}
+
+void
+api_metrics(const struct api *a, struct evbuffer *out)
+{
+	const struct api_stats *as = &a->stats;
+
+	metrics_counter(out, "tgrunner_api_calls_total",
+	    "Bot API calls made for workers.", as->calls);
+	metrics_counter(out, "tgrunner_api_errors_total",
+	    "Bot API calls that ended in an error.", as->errors);
+	metrics_counter(out, "tgrunner_api_retries_total",
+	    "Bot API call retries (429, transient errors).", as->retries);
+	metrics_gauge(out, "tgrunner_api_queued",
+	    "Bot API calls queued or in flight.", a->queued);
+	metrics_gauge(out, "tgrunner_api_waiting", "Bot API calls held by "
+	    "flood control (tokens or a 429 pause).", a->waiting);
+	metrics_counter(out, "tgrunner_api_throttled_total",
+	    "Bot API calls that flood control held back.", as->throttled);
+	metrics_counter(out, "tgrunner_api_throttled_seconds_total",
+	    "Time calls spent held back by flood control.",
+	    (double)as->throttled_ms / 1000.0);
+	metrics_counter(out, "tgrunner_api_429_total",
+	    "429 answers to workers' Bot API calls.", as->got_429);
+	api_method_metrics(a, out);
 }

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 struct event_base;
+struct evbuffer;
 struct http;
 struct conf;
 struct api;
@@ -70,21 +71,9 @@ struct api_stats {
 };
 const struct api_stats *api_stats(const struct api *);
 
-/*
- * Finished calls by method and outcome, for metrics.  The first
- * API_METHODS_MAX method names get a row each; the rest share "other".
- */
-#define API_METHODS_MAX	32
-enum api_outcome { API_OK, API_ERR_4XX, API_ERR_429, API_ERR_5XX,
-	API_ERR_NET, API_OUTCOMES };
-struct api_method_stat {
-	char		method[65];
-	uint64_t	n[API_OUTCOMES];
-};
-/* Visit every row that has counts. */
-void		 api_foreach_method(const struct api *,
-		    void (*cb)(void *arg, const struct api_method_stat *),
-		    void *arg);
-const char	*api_outcome_name(enum api_outcome);
+/* For status: {"queued":N, "inflight":N, "calls":N, ...}. */
+json_t		*api_status(const struct api *);
+/* For /metrics: the tgrunner_api_* families. */
+void		 api_metrics(const struct api *, struct evbuffer *);
 
 #endif

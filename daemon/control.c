@@ -29,7 +29,8 @@
 struct control {
 	struct evconnlistener	*listener;
 	char			*path;
-	control_fn		 fn;
+	const struct control_cmd *cmds;
+	control_state_fn	 state;
 	void			*arg;
 };
 
@@ -88,8 +89,45 @@ conn_read(struct bufferevent *bev, void *arg)
 	if (*args != '\0')
 		*args++ = '\0';
 	args += strspn(args, " \t");
-	conn_reply(bev, c->fn(c->arg, line, args));
+	conn_reply(bev, control_run(c->cmds, c->state, c->arg, line, args));
 	free(line);
+}
+
+/* "unknown command (status, workers, ...)": the table's names. */
+static json_t *
+control_unknown(const struct control_cmd *cmds)
+{
+	char	msg[512] = "unknown command (";
+	size_t	i, n;
+
+	for (i = 0; cmds[i].name != NULL; i++) {
+		n = strlen(msg);
+		snprintf(msg + n, sizeof(msg) - n, "%s%s", i > 0 ? ", " : "",
+		    cmds[i].name);
+	}
+	n = strlen(msg);
+	snprintf(msg + n, sizeof(msg) - n, ")");
+	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+}
+
+json_t *
+control_run(const struct control_cmd *cmds, control_state_fn state,
+    void *arg, const char *cmd, const char *args)
+{
+	const struct control_cmd	*c;
+	const char			*name;
+	int				 s;
+
+	for (c = cmds; c->name != NULL; c++)
+		if (strcmp(c->name, cmd) == 0)
+			break;
+	if (c->name == NULL)
+		return control_unknown(cmds);
+	s = state(arg, &name);
+	if (c->states != CONTROL_ANY && !(c->states & CONTROL_STATE(s)))
+		return json_pack("{s:b, s:s, s:s}", "ok", 0, "error",
+		    "not possible in this state", "state", name);
+	return c->fn(arg, args);
 }
 
 /* Only our own user or root may talk to us, whatever the file mode says. */
@@ -173,7 +211,7 @@ control_unix_listen(const char *path, mode_t mode)
 
 struct control *
 control_new(struct event_base *base, const char *path, mode_t mode,
-    control_fn fn, void *arg)
+    const struct control_cmd *cmds, control_state_fn state, void *arg)
 {
 	struct control *c;
 	int fd;
@@ -186,7 +224,8 @@ control_new(struct event_base *base, const char *path, mode_t mode,
 		close(fd);
 		return NULL;
 	}
-	c->fn = fn;
+	c->cmds = cmds;
+	c->state = state;
 	c->arg = arg;
 	c->listener = evconnlistener_new(base, control_accept, c,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);

@@ -28,11 +28,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <jansson.h>
 #include <uthash.h>
 #include <zlib.h>
 
 #include "journal.h"
 #include "log.h"
+#include "metrics.h"
 
 #define JOURNAL_FILE		"journal"
 #define JOURNAL_TMP		"journal.tmp"
@@ -1257,4 +1260,23 @@ uint64_t
 journal_compactions(const struct journal *j)
 {
 	return j->compactions;
+}
+
+json_t *
+journal_status(const struct journal *j)
+{
+	return json_pack("{s:I, s:I, s:I, s:b}",
+	    "pending", (json_int_t)j->npending,
+	    "bytes", (json_int_t)journal_bytes(j),
+	    "compactions", (json_int_t)j->compactions,
+	    "fsync", j->mode != FSYNC_OFF);
+}
+
+void
+journal_metrics(const struct journal *j, struct evbuffer *out)
+{
+	metrics_gauge(out, "tgrunner_journal_bytes", "Size of the journal file.",
+	    journal_bytes(j));
+	metrics_gauge(out, "tgrunner_journal_pending",
+	    "Unfinished updates in the journal.", j->npending);
 }

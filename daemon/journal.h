@@ -11,9 +11,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "conf.h"
 #include "rcstr.h"
 
+struct evbuffer;
 struct journal;
 
 struct jupdate {
@@ -111,5 +114,9 @@ size_t		 journal_pending(const struct journal *);	/* unfinished updates */
 /* Bytes of records; the file also holds up to 1 MiB of zeros written ahead. */
 uint64_t	 journal_bytes(const struct journal *);
 uint64_t	 journal_compactions(const struct journal *);
+/* For status: {"pending":N, "bytes":N, "compactions":N, "fsync":bool}. */
+json_t		*journal_status(const struct journal *);
+/* For /metrics: the tgrunner_journal_* families. */
+void		 journal_metrics(const struct journal *, struct evbuffer *);
 
 #endif

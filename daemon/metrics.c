@@ -25,6 +25,28 @@ struct metrics {
 	void		*arg;
 };
 
+static void
+metrics_sample(struct evbuffer *out, const char *name, const char *type,
+    const char *help, double v)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n",
+	    name, help, name, type, name, v);
+}
+
+void
+metrics_counter(struct evbuffer *out, const char *name, const char *help,
+    double v)
+{
+	metrics_sample(out, name, "counter", help, v);
+}
+
+void
+metrics_gauge(struct evbuffer *out, const char *name, const char *help,
+    double v)
+{
+	metrics_sample(out, name, "gauge", help, v);
+}
+
 void
 hist_observe(struct hist *h, double s)
 {

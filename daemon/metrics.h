@@ -1,7 +1,8 @@
 /*
  * Prometheus text exposition on metrics_listen (GET /metrics), served by
- * libevent's evhttp on the daemon's loop.  The daemon writes the numbers;
- * this file owns the HTTP side and the histogram type.
+ * libevent's evhttp on the daemon's loop.  Each module writes its own
+ * numbers; this file owns the HTTP side, the sample format and the
+ * histogram type.
  */
 #ifndef TG_METRICS_H
 #define TG_METRICS_H
@@ -19,6 +20,16 @@ struct hist {
 	double		sum;
 	uint64_t	bucket[HIST_BUCKETS];	/* non-cumulative */
 };
+
+/*
+ * One sample without labels, with its HELP and TYPE lines.  Each module
+ * renders its own families with these (pool_metrics, api_metrics, ...);
+ * the daemon assembles them.
+ */
+void	metrics_counter(struct evbuffer *, const char *name, const char *help,
+	    double v);
+void	metrics_gauge(struct evbuffer *, const char *name, const char *help,
+	    double v);
 
 void	hist_observe(struct hist *, double seconds);
 /* Append a histogram in text format: name{labels}_bucket... */

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -24,6 +25,7 @@
 #include "http.h"
 #include "jscan.h"
 #include "log.h"
+#include "metrics.h"
 #include "poller.h"
 
 #define POLLER_LIMIT_MAX	100	/* Telegram's own cap on limit */
@@ -1072,4 +1074,26 @@ const struct poller_stats *
 poller_stats(const struct poller *p)
 {
 	return &p->stats;
+}
+
+void
+poller_metrics(const struct poller *p, struct evbuffer *out)
+{
+	const struct poller_stats *pl = &p->stats;
+
+	metrics_counter(out, "tgrunner_polls_total", "getUpdates requests.",
+	    pl->polls);
+	evbuffer_add_printf(out, "# HELP tgrunner_poll_errors_total getUpdates "
+	    "failures by class.\n# TYPE tgrunner_poll_errors_total counter\n"
+	    "tgrunner_poll_errors_total{class=\"5xx\"} %llu\n"
+	    "tgrunner_poll_errors_total{class=\"429\"} %llu\n"
+	    "tgrunner_poll_errors_total{class=\"409\"} %llu\n"
+	    "tgrunner_poll_errors_total{class=\"transport\"} %llu\n"
+	    "tgrunner_poll_errors_total{class=\"malformed\"} %llu\n",
+	    (unsigned long long)pl->err_http5xx, (unsigned long long)pl->err_429,
+	    (unsigned long long)pl->err_409,
+	    (unsigned long long)pl->err_transport,
+	    (unsigned long long)pl->err_malformed);
+	metrics_gauge(out, "tgrunner_last_poll_success_timestamp_seconds",
+	    "Time of the last successful getUpdates.", p->last_ok);
 }

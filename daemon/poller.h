@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 struct event_base;
+struct evbuffer;
 struct http;
 struct conf;
 
@@ -74,6 +75,8 @@ struct poller_stats {
 			err_transport, err_malformed;
 };
 const struct poller_stats *poller_stats(const struct poller *);
+/* For /metrics: the tgrunner_poll* families. */
+void		 poller_metrics(const struct poller *, struct evbuffer *);
 
 /*
  * Delay before retry number attempt (1 = first failure): the cap is min

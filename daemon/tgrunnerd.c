@@ -418,6 +418,29 @@ tgd_dispatch(struct tgd *d)
 	}
 }
 
+/* A dead letter written after a failed try: its update is done now. */
+static void
+tgd_dead_written(void *arg, int64_t id)
+{
+	struct tgd *d = arg;
+
+	journal_done(d->journal, id);
+	tgd_journal_dirty(d);
+}
+
+/* A dead letter goes round again: journaled anew, a first attempt. */
+static int
+tgd_requeue(void *arg, int64_t id, const char *json, size_t len)
+{
+	struct tgd *d = arg;
+	struct jupdate u = { .id = id, .json = json, .len = len };
+
+	if (journal_append(d->journal, &u, 1, time(NULL)) == -1)
+		return -1;
+	tgd_enqueue(d, id, 1);
+	return 0;
+}
+
 /* --- the poller's side ------------------------------------------------------ */
 
 static size_t
@@ -562,90 +585,98 @@ static const struct poller_ops tgd_poller_ops = {
 	.fatal = tgd_fatal,
 };
 
-/* --- the control socket ------------------------------------------------------- */
+/* --- the control socket and /metrics: each module renders its own ------- */
 
 static json_t *
-tgd_status_json(struct tgd *d)
+tgd_backlog(const struct tgd *d)
 {
-	const struct pool_stats *ps = pool_stats(d->pool);
-	const struct api_stats *as = api_stats(d->api);
-	const char *problem = pool_problem(d->pool);
-	json_t *bot = json_object_get(d->bot, "username");
+	return json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	    "queued", (json_int_t)router_jobs(d->router),
+	    "ready", (json_int_t)router_ready(d->router),
+	    "running", (json_int_t)router_running(d->router),
+	    "keys_busy", (json_int_t)router_keys(d->router),
+	    "max_pending", (json_int_t)d->conf.max_pending);
+}
+
+static json_t *
+tgd_updates(const struct tgd *d)
+{
+	const struct tgd_stats *st = &d->stats;
+
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "fetched", (json_int_t)st->fetched,
+	    "dispatched", (json_int_t)st->dispatched,
+	    "done", (json_int_t)st->done, "failed", (json_int_t)st->failed,
+	    "retried", (json_int_t)st->retried, "dead", (json_int_t)st->dead,
+	    "duplicates", (json_int_t)st->duplicates,
+	    "replayed", (json_int_t)st->replayed);
+}
+
+static json_t *
+tgd_cmd_status(void *arg, const char *args)
+{
+	struct tgd *d = arg;
 
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-	    "s:o, s:s?}",
-	    "ok", 1, "version", PACKAGE_VERSION, "state",
-	    tgd_state_str(d->state), "bot", json_string_value(bot),
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "ok", 1, "version", PACKAGE_VERSION,
+	    "state", tgd_state_str(d->state),
+	    "bot", json_string_value(json_object_get(d->bot, "username")),
 	    "uptime", (json_int_t)(time(NULL) - d->started),
 	    "session_key", d->conf.session_key_n > 0 ?
 	    keys_kind_name(d->conf.session_key[0]) : "none",
 	    "poll_state", poller_state_str(poller_state(d->poller)),
 	    "last_poll_ok", (json_int_t)poller_last_ok(d->poller),
 	    "offset", (json_int_t)poller_offset(d->poller),
-	    "backlog", "queued", (json_int_t)router_jobs(d->router),
-	    "ready", (json_int_t)router_ready(d->router),
-	    "running", (json_int_t)router_running(d->router),
-	    "keys_busy", (json_int_t)router_keys(d->router),
-	    "max_pending", (json_int_t)d->conf.max_pending,
-	    "journal", "pending", (json_int_t)journal_pending(d->journal),
-	    "bytes", (json_int_t)journal_bytes(d->journal),
-	    "compactions", (json_int_t)journal_compactions(d->journal),
-	    "fsync", d->conf.journal_fsync == FSYNC_OFF ? 0 : 1,
-	    "updates", "fetched", (json_int_t)d->stats.fetched,
-	    "dispatched", (json_int_t)d->stats.dispatched,
-	    "done", (json_int_t)d->stats.done,
-	    "failed", (json_int_t)d->stats.failed,
-	    "retried", (json_int_t)d->stats.retried,
-	    "dead", (json_int_t)d->stats.dead,
-	    "duplicates", (json_int_t)d->stats.duplicates,
-	    "replayed", (json_int_t)d->stats.replayed,
-	    "pool", "spawned", (json_int_t)ps->spawned,
-	    "exited", (json_int_t)ps->exited,
-	    "crashed", (json_int_t)ps->crashed,
-	    "protocol_errors", (json_int_t)ps->protocol_errors,
-	    "timeouts", (json_int_t)ps->timeouts,
-	    "recycled", (json_int_t)ps->recycled,
-	    "api", "queued", (json_int_t)api_queued(d->api),
-	    "inflight", (json_int_t)api_inflight(d->api),
-	    "calls", (json_int_t)as->calls, "errors", (json_int_t)as->errors,
-	    "retries", (json_int_t)as->retries,
-	    "waiting", (json_int_t)api_waiting(d->api),
-	    "throttled", (json_int_t)as->throttled,
-	    "throttled_ms", (json_int_t)as->throttled_ms,
-	    "got_429", (json_int_t)as->got_429,
-	    "workers", pool_describe(d->pool), "problem", problem);
-}
-
-/* A dead letter written after a failed try: its update is done now. */
-static void
-tgd_dead_written(void *arg, int64_t id)
-{
-	struct tgd *d = arg;
-
-	journal_done(d->journal, id);
-	tgd_journal_dirty(d);
-}
-
-/* A dead letter goes round again: journaled anew, a first attempt. */
-static int
-tgd_requeue(void *arg, int64_t id, const char *json, size_t len)
-{
-	struct tgd *d = arg;
-	struct jupdate u = { .id = id, .json = json, .len = len };
-
-	if (journal_append(d->journal, &u, 1, time(NULL)) == -1)
-		return -1;
-	tgd_enqueue(d, id, 1);
-	return 0;
+	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
+	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
+	    "api", api_status(d->api), "workers", pool_describe(d->pool),
+	    "problem", pool_problem(d->pool));
 }
 
 static json_t *
-tgd_dead_letters(struct tgd *d, const char *args)
+tgd_cmd_workers(void *arg, const char *args)
 {
+	struct tgd *d = arg;
+
+	return json_pack("{s:b, s:o}", "ok", 1, "workers",
+	    pool_describe(d->pool));
+}
+
+static json_t *
+tgd_cmd_drain(void *arg, const char *args)
+{
+	struct tgd *d = arg;
+
+	log_notice("control: drain: no more updates are fetched");
+	d->state = TGD_DRAINING;
+	poller_pause(d->poller);
+	return json_pack("{s:b, s:s}", "ok", 1, "state", "draining");
+}
+
+static json_t *
+tgd_cmd_resume(void *arg, const char *args)
+{
+	struct tgd *d = arg;
+
+	log_notice("control: resume: fetching updates again");
+	d->state = TGD_RUNNING;
+	poller_resume(d->poller);
+	return json_pack("{s:b, s:s}", "ok", 1, "state", "running");
+}
+
+/* The reload runs from the loop, like `systemctl reload` (SIGHUP). */
+static json_t *
+tgd_cmd_reload(void *arg, const char *args)
+{
+	raise(SIGHUP);
+	return json_pack("{s:b}", "ok", 1);
+}
+
+static json_t *
+tgd_cmd_dead_letters(void *arg, const char *args)
+{
+	struct tgd *d = arg;
 	json_t *r;
 
 	if (strncmp(args, "retry", 5) != 0)
@@ -660,133 +691,62 @@ tgd_dead_letters(struct tgd *d, const char *args)
 	return r;
 }
 
-static json_t *
-tgd_control(void *arg, const char *cmd, const char *args)
+/* tgrunnerctl(1) documents these names and answers: never rename one. */
+static const struct control_cmd tgd_commands[] = {
+	{ "status",		tgd_cmd_status,		CONTROL_ANY },
+	{ "workers",		tgd_cmd_workers,	CONTROL_ANY },
+	{ "drain",		tgd_cmd_drain,	CONTROL_STATE(TGD_RUNNING) },
+	{ "resume",		tgd_cmd_resume,	CONTROL_STATE(TGD_DRAINING) },
+	{ "reload",		tgd_cmd_reload,		CONTROL_ANY },
+	{ "dead-letters",	tgd_cmd_dead_letters,	CONTROL_ANY },
+	{ NULL,			NULL,			0 }
+};
+
+static int
+tgd_control_state(void *arg, const char **name)
 {
 	struct tgd *d = arg;
 
-	if (strcmp(cmd, "status") == 0)
-		return tgd_status_json(d);
-	if (strcmp(cmd, "workers") == 0)
-		return json_pack("{s:b, s:o}", "ok", 1, "workers",
-		    pool_describe(d->pool));
-	if (strcmp(cmd, "drain") == 0 && d->state == TGD_RUNNING) {
-		log_notice("control: drain: no more updates are fetched");
-		d->state = TGD_DRAINING;
-		poller_pause(d->poller);
-		return json_pack("{s:b, s:s}", "ok", 1, "state", "draining");
-	}
-	if (strcmp(cmd, "resume") == 0 && d->state == TGD_DRAINING) {
-		log_notice("control: resume: fetching updates again");
-		d->state = TGD_RUNNING;
-		poller_resume(d->poller);
-		return json_pack("{s:b, s:s}", "ok", 1, "state", "running");
-	}
-	if (strcmp(cmd, "dead-letters") == 0)
-		return tgd_dead_letters(d, args);
-	if (strcmp(cmd, "reload") == 0) {
-		raise(SIGHUP);
-		return json_pack("{s:b}", "ok", 1);
-	}
-	if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "resume") == 0)
-		return json_pack("{s:b, s:s, s:s}", "ok", 0, "error",
-		    "not possible in this state", "state",
-		    tgd_state_str(d->state));
-	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown command "
-	    "(status, workers, drain, resume, reload, dead-letters)");
-}
-
-/* --- metrics ---------------------------------------------------------------- */
-
-static void
-metric(struct evbuffer *out, const char *name, const char *type,
-    const char *help, double v)
-{
-	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n",
-	    name, help, name, type, name, v);
-}
-
-static void
-api_method_metric(void *arg, const struct api_method_stat *m)
-{
-	struct evbuffer *out = arg;
-	int o;
-
-	/* method names are [A-Za-z0-9_] (api.c checks): safe as label values */
-	for (o = 0; o < API_OUTCOMES; o++)
-		if (m->n[o] > 0)
-			evbuffer_add_printf(out, "tgrunner_api_calls_by_method_total"
-			    "{method=\"%s\",outcome=\"%s\"} %llu\n", m->method,
-			    api_outcome_name((enum api_outcome)o),
-			    (unsigned long long)m->n[o]);
+	*name = tgd_state_str(d->state);
+	return (int)d->state;
 }
 
 static void
 tgd_metrics(void *arg, struct evbuffer *out)
 {
 	struct tgd *d = arg;
-	const struct poller_stats *pl = poller_stats(d->poller);
-	const struct pool_stats *ps = pool_stats(d->pool);
-	const struct api_stats *as = api_stats(d->api);
-	struct evbuffer *rows;
+	const struct tgd_stats *st = &d->stats;
 
-#define C(n, h, v)	metric(out, "tgrunner_" n, "counter", h, (double)(v))
-#define G(n, h, v)	metric(out, "tgrunner_" n, "gauge", h, (double)(v))
-	C("updates_fetched_total", "Updates fetched and journaled.", d->stats.fetched);
-	C("updates_done_total", "Updates finished by a worker.", d->stats.done);
-	C("updates_failed_total", "Update attempts that failed.", d->stats.failed);
-	C("updates_retried_total", "Update attempts retried.", d->stats.retried);
-	C("updates_dead_total", "Updates given up on (dead letters).", d->stats.dead);
-	C("updates_duplicate_total", "Re-sent updates dropped as already journaled.", d->stats.duplicates);
-	C("updates_replayed_total", "Unfinished updates replayed from the journal at start.", d->stats.replayed);
-	G("backlog", "Updates queued, ready or running.", router_jobs(d->router));
-	G("inflight", "Updates running in workers.", pool_running(d->pool));
-	G("keys_busy", "Session keys with unfinished updates.", router_keys(d->router));
-	G("workers_alive", "Worker processes alive.", pool_alive(d->pool));
-	C("worker_spawned_total", "Worker processes started.", ps->spawned);
-	C("worker_restarts_total", "Workers that died unexpectedly.", ps->crashed);
-	C("worker_protocol_errors_total", "Workers cut off for breaking the protocol.", ps->protocol_errors);
-	C("worker_timeouts_total", "Updates that passed update_timeout.", ps->timeouts);
-	C("worker_recycled_total", "Workers recycled after max_requests.", ps->recycled);
-	C("polls_total", "getUpdates requests.", pl->polls);
-	evbuffer_add_printf(out, "# HELP tgrunner_poll_errors_total getUpdates "
-	    "failures by class.\n# TYPE tgrunner_poll_errors_total counter\n"
-	    "tgrunner_poll_errors_total{class=\"5xx\"} %llu\n"
-	    "tgrunner_poll_errors_total{class=\"429\"} %llu\n"
-	    "tgrunner_poll_errors_total{class=\"409\"} %llu\n"
-	    "tgrunner_poll_errors_total{class=\"transport\"} %llu\n"
-	    "tgrunner_poll_errors_total{class=\"malformed\"} %llu\n",
-	    (unsigned long long)pl->err_http5xx, (unsigned long long)pl->err_429,
-	    (unsigned long long)pl->err_409, (unsigned long long)pl->err_transport,
-	    (unsigned long long)pl->err_malformed);
-	G("last_poll_success_timestamp_seconds", "Time of the last successful getUpdates.", poller_last_ok(d->poller));
-	G("journal_bytes", "Size of the journal file.", journal_bytes(d->journal));
-	G("journal_pending", "Unfinished updates in the journal.", journal_pending(d->journal));
-	C("api_calls_total", "Bot API calls made for workers.", as->calls);
-	C("api_errors_total", "Bot API calls that ended in an error.", as->errors);
-	C("api_retries_total", "Bot API call retries (429, transient errors).", as->retries);
-	G("api_queued", "Bot API calls queued or in flight.", api_queued(d->api));
-	G("api_waiting", "Bot API calls held by flood control (tokens or a 429 pause).", api_waiting(d->api));
-	C("api_throttled_total", "Bot API calls that flood control held back.", as->throttled);
-	C("api_throttled_seconds_total", "Time calls spent held back by flood control.", (double)as->throttled_ms / 1000.0);
-	C("api_429_total", "429 answers to workers' Bot API calls.", as->got_429);
-	if ((rows = evbuffer_new()) != NULL) {
-		api_foreach_method(d->api, api_method_metric, rows);
-		/* a family without samples is not valid exposition */
-		if (evbuffer_get_length(rows) > 0)
-			evbuffer_add_printf(out, "# HELP tgrunner_api_calls_"
-			    "by_method_total Finished Bot API calls by method "
-			    "and outcome.\n# TYPE tgrunner_api_calls_by_method_"
-			    "total counter\n");
-		evbuffer_add_buffer(out, rows);
-		evbuffer_free(rows);
-	}
+	metrics_counter(out, "tgrunner_updates_fetched_total",
+	    "Updates fetched and journaled.", st->fetched);
+	metrics_counter(out, "tgrunner_updates_done_total",
+	    "Updates finished by a worker.", st->done);
+	metrics_counter(out, "tgrunner_updates_failed_total",
+	    "Update attempts that failed.", st->failed);
+	metrics_counter(out, "tgrunner_updates_retried_total",
+	    "Update attempts retried.", st->retried);
+	metrics_counter(out, "tgrunner_updates_dead_total",
+	    "Updates given up on (dead letters).", st->dead);
+	metrics_counter(out, "tgrunner_updates_duplicate_total",
+	    "Re-sent updates dropped as already journaled.", st->duplicates);
+	metrics_counter(out, "tgrunner_updates_replayed_total",
+	    "Unfinished updates replayed from the journal at start.",
+	    st->replayed);
+	metrics_gauge(out, "tgrunner_dead_letters_unwritten", "Dead letters "
+	    "waiting for the disk (their updates stay in the journal).",
+	    deadletter_pending(d->deadletter));
+	metrics_gauge(out, "tgrunner_backlog",
+	    "Updates queued, ready or running.", router_jobs(d->router));
+	metrics_gauge(out, "tgrunner_keys_busy",
+	    "Session keys with unfinished updates.", router_keys(d->router));
+	pool_metrics(d->pool, out);
+	poller_metrics(d->poller, out);
+	journal_metrics(d->journal, out);
+	api_metrics(d->api, out);
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");
 	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",
 	    "Time from dispatch to done.");
-#undef C
-#undef G
 }
 
 /* --- lifecycle ---------------------------------------------------------------- */
@@ -974,7 +934,8 @@ tgd_open(struct tgd *d)
 	    &tgd_poller_ops, d)) == NULL)
 		fatalx(1, "out of memory at start");
 	if (d->conf.control_socket != NULL && (d->control = control_new(d->base,
-	    d->conf.control_socket, 0600, tgd_control, d)) == NULL)
+	    d->conf.control_socket, 0600, tgd_commands, tgd_control_state, d)) ==
+	    NULL)
 		fatalx(EXIT_STATE, "cannot open control_socket %s",
 		    d->conf.control_socket);
 	api_on_release(d->api, tgd_api_released, d);

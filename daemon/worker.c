@@ -38,6 +38,7 @@
 #include "conf.h"
 #include "control.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 #include "router.h"
 #include "worker.h"
@@ -1411,4 +1412,37 @@ pool_describe(const struct pool *p)
 		    w->busy, "served", (json_int_t)w->served, "started",
 		    (json_int_t)w->started, "external", w->external));
 	return a;
+}
+
+json_t *
+pool_status(const struct pool *p)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "spawned", (json_int_t)p->stats.spawned,
+	    "exited", (json_int_t)p->stats.exited,
+	    "crashed", (json_int_t)p->stats.crashed,
+	    "protocol_errors", (json_int_t)p->stats.protocol_errors,
+	    "timeouts", (json_int_t)p->stats.timeouts,
+	    "recycled", (json_int_t)p->stats.recycled);
+}
+
+void
+pool_metrics(const struct pool *p, struct evbuffer *out)
+{
+	const struct pool_stats *ps = &p->stats;
+
+	metrics_gauge(out, "tgrunner_inflight", "Updates running in workers.",
+	    p->nrunning);
+	metrics_gauge(out, "tgrunner_workers_alive", "Worker processes alive.",
+	    pool_alive(p));
+	metrics_counter(out, "tgrunner_worker_spawned_total",
+	    "Worker processes started.", ps->spawned);
+	metrics_counter(out, "tgrunner_worker_restarts_total",
+	    "Workers that died unexpectedly.", ps->crashed);
+	metrics_counter(out, "tgrunner_worker_protocol_errors_total",
+	    "Workers cut off for breaking the protocol.", ps->protocol_errors);
+	metrics_counter(out, "tgrunner_worker_timeouts_total",
+	    "Updates that passed update_timeout.", ps->timeouts);
+	metrics_counter(out, "tgrunner_worker_recycled_total",
+	    "Workers recycled after max_requests.", ps->recycled);
 }

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 struct event_base;
+struct evbuffer;
 struct conf;
 struct job;
 struct pool;
@@ -85,6 +86,10 @@ size_t		 pool_alive(const struct pool *);
 /* Reap exited children (SIGCHLD). */
 void		 pool_reap(struct pool *);
 const struct pool_stats *pool_stats(const struct pool *);
+/* For status: {"spawned":N, "exited":N, ...}. */
+json_t		*pool_status(const struct pool *);
+/* For /metrics: the pool's families. */
+void		 pool_metrics(const struct pool *, struct evbuffer *);
 /* For status: a JSON array describing every worker. */
 json_t		*pool_describe(const struct pool *);
 /* Why spawning stopped (NULL while healthy). */
