@@ -65,6 +65,7 @@ enum conf_type {
 #define CF_OPTIONAL	0x01	/* empty value = unset (NULL) */
 #define CF_SECONDS	0x02	/* duration in whole seconds */
 #define CF_SOCKET	0x04	/* path must fit in sockaddr_un */
+#define CF_RELOAD	0x08	/* a reload applies it; otherwise it needs a restart */
 
 struct conf_enum {
 	const char	*name;
@@ -156,7 +157,7 @@ static const struct conf_opt conf_opts[] = {
 	    O(token_file), NULL, NULL,
 	    "File holding the bot token; "
 	    "empty: $CREDENTIALS_DIRECTORY/token." },
-	{ "poll_timeout", CT_DURATION, CF_SECONDS, 0, SECS(50), "30s",
+	{ "poll_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD, 0, SECS(50), "30s",
 	    O(poll_timeout), NULL, NULL,
 	    "Long-poll timeout of getUpdates, in whole seconds." },
 	{ "allowed_updates", CT_JSONLIST, CF_OPTIONAL, 0, 0, "",
@@ -169,45 +170,45 @@ static const struct conf_opt conf_opts[] = {
 	{ "drop_pending_updates", CT_BOOL, 0, 0, 1, "no",
 	    O(drop_pending_updates), NULL, NULL,
 	    "With delete_webhook, drop the updates Telegram has queued." },
-	{ "backoff_min", CT_DURATION, 0, MSECS(10), SECS(10), "100ms",
+	{ "backoff_min", CT_DURATION, CF_RELOAD, MSECS(10), SECS(10), "100ms",
 	    O(backoff_min), NULL, NULL,
 	    "First delay after a failed Bot API request." },
-	{ "backoff_max", CT_DURATION, 0, SECS(1), MINS(10), "30s",
+	{ "backoff_max", CT_DURATION, CF_RELOAD, SECS(1), MINS(10), "30s",
 	    O(backoff_max), NULL, NULL,
 	    "Cap of the exponential back-off; at least backoff_min." },
 
 	/* Bot API calls of workers */
-	{ "flood_control", CT_BOOL, 0, 0, 1, "yes",
+	{ "flood_control", CT_BOOL, CF_RELOAD, 0, 1, "yes",
 	    O(flood_control), NULL, NULL,
 	    "Pace messages to Telegram's limits with the flood_*_rate "
 	    "token buckets; no: only 429 answers slow calls down." },
-	{ "flood_global_rate", CT_RATE, 0, 0, 0, "30/s",
+	{ "flood_global_rate", CT_RATE, CF_RELOAD, 0, 0, "30/s",
 	    O(flood_global_rate), NULL, NULL,
 	    "Messages per period for the whole bot, as N/s, N/m or N/h, "
 	    "optionally burst B." },
-	{ "flood_chat_rate", CT_RATE, 0, 0, 0, "1/s burst 3",
+	{ "flood_chat_rate", CT_RATE, CF_RELOAD, 0, 0, "1/s burst 3",
 	    O(flood_chat_rate), NULL, NULL,
 	    "Messages per period to one private chat." },
-	{ "flood_group_rate", CT_RATE, 0, 0, 0, "20/m burst 5",
+	{ "flood_group_rate", CT_RATE, CF_RELOAD, 0, 0, "20/m burst 5",
 	    O(flood_group_rate), NULL, NULL,
 	    "Messages per period to one group, supergroup or channel." },
-	{ "max_call_retries", CT_INT, 0, 0, 100, "3",
+	{ "max_call_retries", CT_INT, CF_RELOAD, 0, 100, "3",
 	    O(max_call_retries), NULL, NULL,
 	    "Retries of a call after 429 (or a network error of a get* "
 	    "method) before its error goes to the worker." },
-	{ "api_max_inflight", CT_INT, 0, 1, 1024, "32",
+	{ "api_max_inflight", CT_INT, CF_RELOAD, 1, 1024, "32",
 	    O(api_max_inflight), NULL, NULL,
 	    "Bot API requests of workers' calls in flight at once." },
-	{ "api_max_queued", CT_INT, 0, 1, 1000000, "10000",
+	{ "api_max_queued", CT_INT, CF_RELOAD, 1, 1000000, "10000",
 	    O(api_max_queued), NULL, NULL,
 	    "Workers' calls queued at most: a call frame beyond it is "
 	    "refused; past half, no new update starts." },
-	{ "upload_dir", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	{ "upload_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(upload_dir), NULL, NULL,
 	    "Directory whose files workers' calls may upload with "
 	    "{\"@file\": \"relative/path\"}; empty: file references are "
 	    "refused." },
-	{ "upload_max_size", CT_SIZE, 0, 1, (int64_t)2 << 30, "50M",
+	{ "upload_max_size", CT_SIZE, CF_RELOAD, 1, (int64_t)2 << 30, "50M",
 	    O(upload_max_size), NULL, NULL,
 	    "Largest file a file reference may upload." },
 
@@ -225,41 +226,41 @@ static const struct conf_opt conf_opts[] = {
 	    O(session_key), NULL, NULL,
 	    "Keys that serialise updates: chat, user, chat_user, chat_topic, "
 	    "a list of them, or none." },
-	{ "max_pending", CT_INT, 0, 1, 1000000, "10000",
+	{ "max_pending", CT_INT, CF_RELOAD, 1, 1000000, "10000",
 	    O(max_pending), NULL, NULL,
 	    "Updates held in memory at most; polling pauses beyond it." },
 
 	/* workers */
-	{ "workers", CT_INT, 0, 0, 1024, "2",
+	{ "workers", CT_INT, CF_RELOAD, 0, 1024, "2",
 	    O(workers), NULL, NULL,
 	    "Worker processes started from worker_command; "
 	    "0 requires listen." },
-	{ "worker_command", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	{ "worker_command", CT_STRING, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(worker_command), NULL, NULL,
 	    "Command run with /bin/sh -c for each worker; "
 	    "required when workers > 0." },
-	{ "worker_user", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	{ "worker_user", CT_STRING, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(worker_user), NULL, &conf_name,
 	    "User the workers run as (only when started as root)." },
-	{ "worker_group", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	{ "worker_group", CT_STRING, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(worker_group), NULL, &conf_name,
 	    "Group the workers run as (only when started as root)." },
 	{ "worker_token_env", CT_BOOL, 0, 0, 1, "no",
 	    O(worker_token_env), NULL, NULL,
 	    "Pass the bot token to workers in TGRUNNER_TOKEN." },
-	{ "update_timeout", CT_DURATION, 0, MSECS(100), HOURS(24), "60s",
+	{ "update_timeout", CT_DURATION, CF_RELOAD, MSECS(100), HOURS(24), "60s",
 	    O(update_timeout), NULL, NULL,
 	    "Time a worker has for one update before it is cancelled." },
-	{ "kill_grace", CT_DURATION, 0, 0, MINS(10), "5s",
+	{ "kill_grace", CT_DURATION, CF_RELOAD, 0, MINS(10), "5s",
 	    O(kill_grace), NULL, NULL,
 	    "Delay between cancel, SIGTERM and SIGKILL of a late worker." },
-	{ "max_attempts", CT_INT, 0, 1, 100, "3",
+	{ "max_attempts", CT_INT, CF_RELOAD, 1, 100, "3",
 	    O(max_attempts), NULL, NULL,
 	    "Attempts per update before it is recorded as dead." },
-	{ "max_requests", CT_INT, 0, 0, 1000000000, "0",
+	{ "max_requests", CT_INT, CF_RELOAD, 0, 1000000000, "0",
 	    O(max_requests), NULL, NULL,
 	    "Updates a worker handles before it is recycled; 0: never." },
-	{ "hello_timeout", CT_DURATION, 0, MSECS(100), MINS(10), "10s",
+	{ "hello_timeout", CT_DURATION, CF_RELOAD, MSECS(100), MINS(10), "10s",
 	    O(hello_timeout), NULL, NULL,
 	    "Time a new worker has to send its hello frame." },
 	{ "listen", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0, "",
@@ -280,10 +281,10 @@ static const struct conf_opt conf_opts[] = {
 	{ "metrics_public", CT_BOOL, 0, 0, 1, "no",
 	    O(metrics_public), NULL, NULL,
 	    "Allow metrics_listen on an address other than loopback." },
-	{ "shutdown_timeout", CT_DURATION, 0, 0, HOURS(1), "30s",
+	{ "shutdown_timeout", CT_DURATION, CF_RELOAD, 0, HOURS(1), "30s",
 	    O(shutdown_timeout), NULL, NULL,
 	    "Time in-flight updates get to finish at SIGTERM." },
-	{ "log_level", CT_ENUM, 0, 0, 0, "info",
+	{ "log_level", CT_ENUM, CF_RELOAD, 0, 0, "info",
 	    O(log_level), conf_log_levels, NULL,
 	    "Lowest level logged: err, warn, notice, info or debug." },
 };
@@ -1464,6 +1465,79 @@ conf_print(const struct conf *c, FILE *fp)
 	}
 }
 
+/* Swap the value of o between a and b (the keylist has two fields). */
+static void
+conf_swap(struct conf *a, struct conf *b, const struct conf_opt *o)
+{
+	unsigned char	 t[64];
+	size_t		 n;
+	int		 k;
+
+	switch (o->type) {
+	case CT_STRING:
+	case CT_PATH:
+	case CT_JSONLIST:
+		n = sizeof(char *);
+		break;
+	case CT_INT:
+	case CT_DURATION:
+	case CT_SIZE:
+		n = sizeof(int64_t);
+		break;
+	case CT_BOOL:
+	case CT_ENUM:
+		n = sizeof(int);
+		break;
+	case CT_RATE:
+		n = sizeof(struct flood_rate);
+		break;
+	case CT_KEYLIST:
+		n = sizeof(a->session_key);
+		k = a->session_key_n;
+		a->session_key_n = b->session_key_n;
+		b->session_key_n = k;
+		break;
+	default:
+		fatalx(CONF_EX_SOFTWARE, "%s: bad type of %s", __func__,
+		    o->name);
+	}
+	_Static_assert(sizeof(t) >= sizeof(struct flood_rate) &&
+	    sizeof(t) >= sizeof(((struct conf *)NULL)->session_key),
+	    "room to swap any field");
+	memcpy(t, conf_field(a, o), n);
+	memcpy(conf_field(a, o), conf_field(b, o), n);
+	memcpy(conf_field(b, o), t, n);
+}
+
+static void
+conf_list_add(char *list, size_t size, const char *name)
+{
+	if (list[0] != '\0')
+		conf_append(list, size, ",");
+	conf_append(list, size, name);
+}
+
+void
+conf_reload(struct conf *cur, struct conf *next, char *applied,
+    size_t appliedsz, char *restart, size_t restartsz)
+{
+	char	 a[CONF_LINE_MAX + 1], b[CONF_LINE_MAX + 1];
+	size_t	 i;
+
+	applied[0] = restart[0] = '\0';
+	for (i = 0; i < CONF_NOPTS; i++) {
+		conf_format(cur, &conf_opts[i], a, sizeof(a));
+		conf_format(next, &conf_opts[i], b, sizeof(b));
+		if (strcmp(a, b) == 0)
+			continue;
+		if (conf_opts[i].flags & CF_RELOAD) {
+			conf_swap(cur, next, &conf_opts[i]);
+			conf_list_add(applied, appliedsz, conf_opts[i].name);
+		} else
+			conf_list_add(restart, restartsz, conf_opts[i].name);
+	}
+}
+
 /* "integer, 0 to 1024", "duration, 10ms to 10s", ... */
 static void
 conf_fmt_type(const struct conf_opt *o, char *buf, size_t bufsz)
@@ -1521,9 +1595,10 @@ conf_dump_table(FILE *fp)
 	for (i = 0; i < CONF_NOPTS; i++) {
 		o = &conf_opts[i];
 		conf_fmt_type(o, type, sizeof(type));
-		fprintf(fp, "%s# %s: %s%s\n#   %s\n#%s =%s%s\n",
+		fprintf(fp, "%s# %s: %s%s%s\n#   %s\n#%s =%s%s\n",
 		    i > 0 ? "\n" : "", o->name, type,
-		    (o->flags & CF_OPTIONAL) ? ", may be empty" : "", o->help,
-		    o->name, o->def[0] != '\0' ? " " : "", o->def);
+		    (o->flags & CF_OPTIONAL) ? ", may be empty" : "",
+		    (o->flags & CF_RELOAD) ? ", reloadable" : ", needs a restart",
+		    o->help, o->name, o->def[0] != '\0' ? " " : "", o->def);
 	}
 }

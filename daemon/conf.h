@@ -88,6 +88,15 @@ void	 conf_defaults(struct conf *c);
 int	 conf_load(const char *path, struct conf *c, struct conf_error *err);
 /* Free the strings c owns; c may be reused. */
 void	 conf_clear(struct conf *c);
+/*
+ * SIGHUP: every reloadable option (CF_RELOAD in the table) whose value
+ * differs is moved from next into cur (next gets the old value: free it
+ * with conf_clear).  applied lists those options, restart the others
+ * whose value differs, which stay as they are until the next start:
+ * "api_url,session_key", or "" for none.
+ */
+void	 conf_reload(struct conf *cur, struct conf *next, char *applied,
+	    size_t appliedsz, char *restart, size_t restartsz);
 /* Print every option of the table with its default and help (for -n -v / docs). */
 void	 conf_dump_table(FILE *fp);
 /* Print the effective configuration. */

@@ -788,12 +788,16 @@ tgd_stop(struct tgd *d, const char *why)
 	tgd_maybe_exit(d);
 }
 
-/* Fields that take effect without a restart; the rest need one. */
+/*
+ * SIGHUP: the options the table marks reloadable take effect now; the
+ * others are named and wait for a restart.  A bad file changes nothing.
+ */
 static void
 tgd_reload(struct tgd *d)
 {
-	struct conf nc;
+	char applied[1024], restart[1024];
 	struct conf_error err;
+	struct conf nc;
 	int replace;
 
 	sd_notify(0, "RELOADING=1");
@@ -805,32 +809,18 @@ tgd_reload(struct tgd *d)
 	}
 	replace = strcmp(nc.worker_command ? nc.worker_command : "",
 	    d->conf.worker_command ? d->conf.worker_command : "") != 0;
-#define TAKE(f)	do { __typeof__(nc.f) t_ = d->conf.f; d->conf.f = nc.f; nc.f = t_; } while (0)
-	TAKE(workers); TAKE(worker_command); TAKE(worker_user);
-	TAKE(worker_group); TAKE(update_timeout); TAKE(kill_grace);
-	TAKE(max_attempts); TAKE(max_requests); TAKE(hello_timeout);
-	TAKE(max_pending); TAKE(log_level); TAKE(backoff_min);
-	TAKE(backoff_max); TAKE(poll_timeout); TAKE(shutdown_timeout);
-	TAKE(flood_control); TAKE(flood_global_rate); TAKE(flood_chat_rate);
-	TAKE(flood_group_rate); TAKE(max_call_retries); TAKE(api_max_inflight);
-	TAKE(api_max_queued);
-	TAKE(upload_dir);
-	TAKE(upload_max_size);
-#undef TAKE
-	log_set_level(d->conf.log_level);
-	if (strcmp(nc.api_url, d->conf.api_url) != 0 ||
-	    strcmp(nc.state_dir, d->conf.state_dir) != 0 ||
-	    nc.journal_fsync != d->conf.journal_fsync ||
-	    nc.session_key_n != d->conf.session_key_n ||
-	    memcmp(nc.session_key, d->conf.session_key,
-	    sizeof(nc.session_key)) != 0)
-		log_warnx("reload: api_url, state_dir, journal_fsync and "
-		    "session_key changes take effect at the next start");
+	conf_reload(&d->conf, &nc, applied, sizeof(applied), restart,
+	    sizeof(restart));
 	conf_clear(&nc);
+	log_set_level(d->conf.log_level);
+	if (restart[0] != '\0')
+		log_warnx("reload: %s changed but take%s effect only at the "
+		    "next start", restart, strchr(restart, ',') ? "" : "s");
 	pool_reconfigure(d->pool, &d->conf, replace);
 	api_reconfigure(d->api);
-	log_notice("reloaded %s: workers=%lld%s", d->conf.path,
-	    (long long)d->conf.workers, replace ? " (replacing workers)" : "");
+	log_notice("reloaded %s: changed=%s workers=%lld%s", d->conf.path,
+	    applied[0] != '\0' ? applied : "none", (long long)d->conf.workers,
+	    replace ? " (replacing workers)" : "");
 	poller_kick(d->poller);
 	tgd_dispatch(d);
 	sd_notify(0, "READY=1");

@@ -210,6 +210,12 @@ class Service(ScenarioCase):
         d.wait_log(r"reloaded .*workers=3", since=since)
         wait_until(lambda: len(live_workers(sock)) == 3, 20,
                    what="3 workers after a good reload")
+        # options that need a restart are named, and keep their values
+        since = self.reload(d, session_key="user", journal_fsync="always")
+        d.wait_log(r"reload: journal_fsync,session_key changed but take "
+                   r"effect only at the next start", since=since)
+        d.wait_log(r"reloaded .*changed=none workers=3$", since=since)
+        self.assertEqual(ctl(sock, "status")["session_key"], "chat")
         rec = self.finish(fake, d, ids + more)
         self.assertReport(rec.check(ids + more, key_of=key_chat), d)
 

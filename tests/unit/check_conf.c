@@ -685,6 +685,86 @@ START_TEST(test_example_complete)
 }
 END_TEST
 
+START_TEST(test_reload)
+{
+	struct conf	next;
+	char		applied[512], restart[512];
+
+	load_ok(CMD);
+	memset(&next, 0, sizeof(next));
+	write_bytes(CMD "workers = 5\napi_url = http://127.0.0.1:1\n"
+	    "flood_chat_rate = 2/s\nsession_key = user\nlog_level = debug\n"
+	    "upload_dir = /srv/up\n", strlen(CMD) + 120);
+	ck_assert_int_eq(conf_load(path, &next, &err), 0);
+	conf_reload(&c, &next, applied, sizeof(applied), restart,
+	    sizeof(restart));
+	/* in the order of the table */
+	ck_assert_str_eq(applied,
+	    "flood_chat_rate,upload_dir,workers,log_level");
+	ck_assert_str_eq(restart, "api_url,session_key");
+	ck_assert_int_eq(c.workers, 5);
+	ck_assert_int_eq(c.flood_chat_rate.n, 2);
+	ck_assert_int_eq(c.log_level, LOG_LVL_DEBUG);
+	ck_assert_str_eq(c.upload_dir, "/srv/up");
+	ck_assert_str_eq(c.api_url, "https://api.telegram.org");
+	ck_assert_int_eq(c.session_key_n, 1);
+	ck_assert_int_eq(c.session_key[0], KEY_CHAT);
+	/* next holds what was replaced; the rest is its own */
+	ck_assert_int_eq(next.workers, 2);
+	ck_assert_ptr_null(next.upload_dir);
+	ck_assert_str_eq(next.api_url, "http://127.0.0.1:1");
+	ck_assert_int_eq(next.session_key[0], KEY_USER);
+	conf_clear(&next);
+
+	/* nothing changed: nothing to say */
+	load_ok(CMD);
+	ck_assert_int_eq(conf_load(path, &next, &err), 0);
+	conf_reload(&c, &next, applied, sizeof(applied), restart,
+	    sizeof(restart));
+	ck_assert_str_eq(applied, "");
+	ck_assert_str_eq(restart, "");
+	conf_clear(&next);
+}
+END_TEST
+
+/* The man page says of each option what a reload does, as the table does. */
+START_TEST(test_man_page_reload)
+{
+	char	*buf = NULL, *man, *entry, *line, *save = NULL, name[64];
+	size_t	 len = 0;
+	FILE	*fp;
+	int	 n = 0, reloadable;
+
+	man = slurp("man/tgrunner.conf.5");
+	ck_assert_ptr_nonnull(fp = open_memstream(&buf, &len));
+	conf_dump_table(fp);
+	ck_assert_int_eq(fclose(fp), 0);
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		/* "# name: type, ..., reloadable" */
+		if (strncmp(line, "# ", 2) != 0 || line[2] == ' ' ||
+		    strchr(line, ':') == NULL)
+			continue;
+		snprintf(name, sizeof(name), "%.*s",
+		    (int)(strchr(line, ':') - line - 2), line + 2);
+		reloadable = strstr(line, ", reloadable") != NULL;
+		ck_assert_msg(reloadable || strstr(line, ", needs a restart"),
+		    "%s: neither reloadable nor restart-only", name);
+		entry = man_entry(man, name);
+		ck_assert_msg(entry != NULL, "no man entry for %s", name);
+		ck_assert_msg(strstr(entry, reloadable ? "A reload applies it." :
+		    "Changing it needs a restart.") != NULL,
+		    "tgrunner.conf.5: %s must say %s", name, reloadable ?
+		    "A reload applies it." : "Changing it needs a restart.");
+		free(entry);
+		n++;
+	}
+	ck_assert_int_eq(n, 38);
+	free(buf);
+	free(man);
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -693,6 +773,8 @@ conf_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_reload);
+	tcase_add_test(tc, test_man_page_reload);
 	tcase_add_test(tc, test_minimal_file_gets_defaults);
 	tcase_add_test(tc, test_empty_file);
 	tcase_add_test(tc, test_int);
