@@ -50,6 +50,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "timeutil.h"
 #include "upload.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
@@ -163,15 +164,6 @@ struct api {
 };
 
 static void	api_pump(struct api *);
-
-static int64_t
-api_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int
 method_valid(const char *m)
@@ -509,8 +501,7 @@ api_arm(struct api *a, int64_t now)
 	ms = a->heap[0]->ready_at - now;
 	if (ms < 0)
 		ms = 0;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
+	tv = tv_ms(ms);
 	evtimer_add(a->timer, &tv);
 }
 
@@ -767,7 +758,7 @@ api_retry_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 api_schedule_retry(struct api *a, struct acall *c, int64_t ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = tv_ms(ms);
 
 	a->stats.retries++;
 	if (c->retry == NULL)
@@ -832,7 +823,7 @@ api_answer(struct api *a, struct acall *c, json_t *root)
 	r.retry_after = (int)json_integer_value(json_object_get(params,
 	    "retry_after"));
 	if (!r.ok && r.error_code == 429) {
-		now = api_now();
+		now = mono_ms();
 		s = api_pause(a, c, r.retry_after, now);
 		if (c->tries <= a->conf->max_call_retries) {
 			/* first in line again, after the pause */
@@ -917,7 +908,7 @@ api_pump(struct api *a)
 {
 	struct ascope	*s;
 	struct acall	*c;
-	int64_t		 now = api_now();
+	int64_t		 now = mono_ms();
 
 	for (;;) {
 		api_wake(a, now);
@@ -1059,7 +1050,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	}
 	a->queued++;
 	a->stats.calls++;
-	api_sweep(a, api_now());
+	api_sweep(a, mono_ms());
 	api_pump(a);
 	return 0;
 }
@@ -1067,7 +1058,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 void
 api_reconfigure(struct api *a)
 {
-	int64_t	now = api_now();
+	int64_t	now = mono_ms();
 	size_t	i;
 
 	/* new calls use the upload_dir of the new configuration */

@@ -23,6 +23,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "unixsock.h"
 
 #define CONTROL_IDLE_SEC	10
 
@@ -130,18 +131,6 @@ control_run(const struct control_cmd *cmds, control_state_fn state,
 	return c->fn(arg, args);
 }
 
-/* Only our own user or root may talk to us, whatever the file mode says. */
-static int
-peer_allowed(int fd)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
-		return 0;
-	return cred.uid == 0 || cred.uid == geteuid();
-}
-
 static void
 control_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
@@ -149,9 +138,13 @@ control_accept(struct evconnlistener *l, evutil_socket_t fd,
 	struct control *c = arg;
 	struct bufferevent *bev;
 	struct timeval idle = { CONTROL_IDLE_SEC, 0 };
+	uid_t uid;
+	pid_t pid;
 
-	if (!peer_allowed(fd)) {
-		log_warnx("control: connection from a foreign user refused");
+	/* only our own user or root, whatever the file mode says */
+	if (!unixsock_peer_allowed(fd, NULL, &uid, &pid)) {
+		log_warnx("control: connection from a foreign user refused "
+		    "(uid=%d pid=%d)", (int)uid, (int)pid);
 		close(fd);
 		return;
 	}
@@ -166,49 +159,6 @@ control_accept(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-int
-control_unix_listen(const char *path, mode_t mode)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat st;
-	mode_t old;
-	int fd;
-
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		log_errx("socket %s: path too long", path);
-		return -1;
-	}
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			log_errx("socket %s: exists and is not a socket", path);
-			return -1;
-		}
-		unlink(path);
-	}
-	strcpy(sun.sun_path, path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-	    0)) == -1) {
-		log_err("socket %s", path);
-		return -1;
-	}
-	/* never a moment with a wider mode than asked for */
-	old = umask(0777 & ~mode);
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		umask(old);
-		log_err("socket %s: bind", path);
-		close(fd);
-		return -1;
-	}
-	umask(old);
-	if (chmod(path, mode) == -1 || listen(fd, 16) == -1) {
-		log_err("socket %s", path);
-		close(fd);
-		unlink(path);
-		return -1;
-	}
-	return fd;
-}
-
 struct control *
 control_new(struct event_base *base, const char *path, mode_t mode,
     const struct control_cmd *cmds, control_state_fn state, void *arg)
@@ -216,7 +166,7 @@ control_new(struct event_base *base, const char *path, mode_t mode,
 	struct control *c;
 	int fd;
 
-	if ((fd = control_unix_listen(path, mode)) == -1)
+	if ((fd = unixsock_listen(path, mode)) == -1)
 		return NULL;
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
 	    (c->path = strdup(path)) == NULL) {

@@ -3,8 +3,8 @@
  * command line ("status", "drain", ...) and reads one JSON object back.
  * The commands are a table the daemon gives (struct control_cmd); this
  * file owns the socket, the line and the dispatch.
- * Access: the socket file's mode (0600) plus a SO_PEERCRED check that the
- * peer is root or runs with the daemon's uid.
+ * Access: the socket file's mode (0600) plus a check of the peer's
+ * credentials: root or the daemon's uid (unixsock.h).
  */
 #ifndef TG_CONTROL_H
 #define TG_CONTROL_H
@@ -50,13 +50,6 @@ struct control	*control_new(struct event_base *, const char *path, mode_t mode,
  */
 json_t		*control_run(const struct control_cmd *cmds, control_state_fn,
 		    void *arg, const char *cmd, const char *args);
-/*
- * A listening, non-blocking, close-on-exec Unix stream socket at path,
- * created with mode (never wider, not even for a moment).  A stale socket
- * there is replaced; any other file is an error.  Returns the fd or -1
- * (logged).  Also used for the workers' listen socket.
- */
-int		 control_unix_listen(const char *path, mode_t mode);
 /* Closes every connection and removes the socket file. */
 void		 control_free(struct control *);
 

@@ -23,6 +23,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "timeutil.h"
 
 /* A hostile server must not be able to make us buffer more than this. */
 #define HTTP_BODY_MAX	(64UL * 1024 * 1024)
@@ -226,8 +227,7 @@ http_timer_cb(CURLM *multi, long timeout_ms, void *arg)
 		return 0;
 	}
 	/* 0 means "as soon as possible": still via the loop, never nested */
-	tv.tv_sec = timeout_ms / 1000;
-	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	tv = tv_ms(timeout_ms);
 	return evtimer_add(h->timer, &tv);
 }
 

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "poller.h"
+#include "timeutil.h"
 
 #define POLLER_LIMIT_MAX	100	/* Telegram's own cap on limit */
 #define POLLER_ELEMS_MAX	1000	/* more than this is not a real reply */
@@ -86,11 +87,11 @@ struct poller {
 	int64_t			 offset;
 	struct http_req		*req;
 	struct event		*timer;
-	struct timespec		 sent;		/* when req was sent */
+	int64_t			 sent;		/* when req was sent, mono ms */
 	/* failure bookkeeping: logging once per class, back-off */
 	enum poller_err		 fail_err;
 	int			 fails;
-	struct timespec		 fail_since;
+	int64_t			 fail_since;	/* mono ms */
 	int64_t			 last_ok;
 	uint64_t		 rnd;
 	int			 busy;		/* inside an ops callback */
@@ -185,16 +186,6 @@ poller_rand01(struct poller *p)
 	p->rnd ^= p->rnd >> 7;
 	p->rnd ^= p->rnd << 17;
 	return (double)(p->rnd >> 11) / 9007199254740992.0;
-}
-
-static int64_t
-poller_elapsed_ms(const struct timespec *since)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
-	    (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
 /* Copy up to POLLER_SNIPPET bytes of an untrusted body, escaped. */
@@ -592,8 +583,7 @@ poller_schedule(struct poller *p, int64_t ms)
 {
 	struct timeval tv;
 
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
+	tv = tv_ms(ms);
 	poller_set_state(p, POLL_BACKOFF);
 	evtimer_add(p->timer, &tv);
 }
@@ -622,7 +612,7 @@ poller_fail(struct poller *p, const struct poller_reply *rp)
 		return;
 	}
 	if (p->fails == 0)
-		clock_gettime(CLOCK_MONOTONIC, &p->fail_since);
+		p->fail_since = mono_ms();
 	p->fails++;
 	poller_log_failure(p, rp);
 	p->fail_err = rp->err;
@@ -644,7 +634,7 @@ poller_succeeded(struct poller *p)
 		log_notice("%s recovered after %d failure%s in %.1f s",
 		    poller_phase_method(p->phase), p->fails,
 		    p->fails == 1 ? "" : "s",
-		    (double)poller_elapsed_ms(&p->fail_since) / 1000.0);
+		    (double)(mono_ms() - p->fail_since) / 1000.0);
 	p->fails = 0;
 	p->fail_err = PERR_NONE;
 }
@@ -660,7 +650,7 @@ poller_post(struct poller *p, const char *method, const char *body,
 	char url[2048];
 
 	snprintf(url, sizeof(url), "%s%s", p->url, method);
-	clock_gettime(CLOCK_MONOTONIC, &p->sent);
+	p->sent = mono_ms();
 	p->req = http_post(p->http, url, "application/json", body,
 	    strlen(body), timeout_ms, poller_on_reply, p);
 	return p->req == NULL ? -1 : 0;
@@ -838,7 +828,7 @@ poller_got_updates(struct poller *p, struct poller_reply *rp)
 		return;
 	poller_succeeded(p);
 	/* an empty answer faster than backoff_min (timeout 0, odd server) */
-	if (n == 0 && poller_elapsed_ms(&p->sent) < p->conf->backoff_min) {
+	if (n == 0 && mono_ms() - p->sent < p->conf->backoff_min) {
 		poller_schedule(p, p->conf->backoff_min);
 		return;
 	}

@@ -34,10 +34,12 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "listener.h"
 #include "poller.h"
+#include "pool.h"
 #include "router.h"
 #include "tgrunnerd.h"
-#include "worker.h"
+#include "timeutil.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -48,15 +50,6 @@
 
 static void	tgd_dispatch(struct tgd *);
 static void	tgd_stop(struct tgd *, const char *why);
-
-static uint64_t
-mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static const char *
 tgd_state_str(enum tgd_state s)
@@ -517,8 +510,7 @@ tgd_not_durable(struct tgd *d)
 	    (double)random() / ((double)RAND_MAX + 1.0));
 	log_errx("journal: the last batch is not durable; not fetching, "
 	    "retrying in %lld ms", (long long)ms);
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+	tv = tv_ms(ms);
 	evtimer_add(d->ev_resync, &tv);
 }
 
@@ -782,8 +774,7 @@ tgd_stop(struct tgd *d, const char *why)
 	d->state = TGD_STOPPING;
 	poller_pause(d->poller);
 	pool_shutdown(d->pool, wall_ms() + d->conf.shutdown_timeout);
-	tv.tv_sec = d->conf.shutdown_timeout / 1000;
-	tv.tv_usec = (d->conf.shutdown_timeout % 1000) * 1000;
+	tv = tv_ms(d->conf.shutdown_timeout);
 	evtimer_add(d->ev_shutdown, &tv);
 	tgd_maybe_exit(d);
 }
@@ -886,8 +877,7 @@ tgd_events(struct tgd *d)
 	/* ping at least twice per WatchdogSec */
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 &&
 	    wd_usec / 2 < (uint64_t)STATUS_EVERY_MS * 1000) {
-		tv.tv_sec = (time_t)(wd_usec / 2 / 1000000);
-		tv.tv_usec = (suseconds_t)(wd_usec / 2 % 1000000);
+		tv = tv_ms((int64_t)(wd_usec / 2 / 1000));
 	}
 	d->ev_status = event_new(d->base, -1, EV_PERSIST, tgd_status, d);
 	event_add(d->ev_status, &tv);
@@ -929,7 +919,8 @@ tgd_open(struct tgd *d)
 		fatalx(EXIT_STATE, "cannot open control_socket %s",
 		    d->conf.control_socket);
 	api_on_release(d->api, tgd_api_released, d);
-	if (d->conf.listen != NULL && pool_listen(d->pool, d->conf.listen) == -1)
+	if (d->conf.listen != NULL &&
+	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
 		    d->conf.listen);
 	if (d->conf.metrics_listen != NULL && (d->metrics = metrics_new(d->base,
@@ -948,6 +939,7 @@ tgd_close(struct tgd *d)
 	size_t i;
 
 	control_free(d->control);
+	listener_free(d->listener);
 	metrics_free(d->metrics);
 	poller_free(d->poller);
 	pool_free(d->pool);

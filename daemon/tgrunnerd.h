@@ -21,6 +21,7 @@ struct event;
 struct event_base;
 struct http;
 struct journal;
+struct listener;
 struct poller;
 struct pool;
 struct router;
@@ -53,6 +54,7 @@ struct tgd {
 	struct router		*router;
 	struct poller		*poller;
 	struct pool		*pool;
+	struct listener		*listener;	/* `listen`: external workers */
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;

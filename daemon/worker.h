@@ -1,98 +1,174 @@
 /*
- * The worker pool: spawns and supervises worker processes (prefork), speaks
- * the protocol with them over a socketpair (fd 3 in the child), hands them
- * jobs and reports back what became of each job.  Jobs are owned by the
- * router; the pool only borrows a job while it runs (job->owner is the
- * pool's record of it).
+ * One worker of the pool, and what a connection type implements.
+ *
+ * Every worker speaks the same protocol (proto/PROTOCOL.md) and goes
+ * through the same states; how its frames travel and how it is made to go
+ * away is its connection type's: a spawned child on a socketpair
+ * (child.c), a peer on the listen socket (listener.c), and whatever comes
+ * next (frames over NATS from a relay) without a change to the pool.
+ *
+ * A connection type:
+ *   - creates the worker with pool_worker_new(), giving its ops and its
+ *     own state (conn);
+ *   - hands every frame the peer sends to worker_input(), and reports a
+ *     connection that closed with worker_closed();
+ *   - once no process can still work on the worker's updates (a child
+ *     reaped, a peer disconnected, a relay declared lost), calls
+ *     pool_worker_gone(): its updates are given back and it is freed.
+ *     Never from inside its own ops: from the loop.
+ * Socket types share the framing of struct wsock below.
  */
 #ifndef TG_WORKER_H
 #define TG_WORKER_H
 
+#include <sys/queue.h>
+#include <sys/types.h>
+
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
-struct event_base;
-struct evbuffer;
+struct bufferevent;
 struct conf;
-struct job;
+struct event;
+struct event_base;
+struct frame;
 struct pool;
+struct pool_stats;
+struct run;
 struct worker;
 
-struct pool_ops {
-	/* The worker finished the job; calls (may be NULL) is borrowed. */
-	void	(*done)(void *arg, struct job *, struct worker *, json_t *calls);
-	/*
-	 * The job did not complete: the worker failed it, timed out, or died.
-	 * retry says whether the failure is worth another attempt.  Called
-	 * only once no process can still be working on it.
-	 */
-	void	(*failed)(void *arg, struct job *, const char *why, int retry);
-	/* Capacity appeared (a worker said hello, or a slot freed by a death). */
-	void	(*capacity)(void *arg);
-	/*
-	 * A worker sent a call frame: answer with pool_result(worker_id, ...).
-	 * job is the update the call belongs to, or NULL.  Borrowed arguments.
-	 */
-	void	(*call)(void *arg, int worker_id, json_t *ref, struct job *job,
+enum worker_state {
+	W_STARTING,		/* connected, waiting for hello */
+	W_READY,		/* taking updates */
+	W_DRAINING,		/* no new updates; shutdown once idle */
+	W_KILLING,		/* told to go (signal, disconnect), waiting */
+	W_DEAD			/* gone, about to be freed */
+};
+
+/*
+ * The connection type's side of a worker.  sig says how hard a worker is
+ * made to go: 0 it is leaving by itself (give it kill_grace), SIGTERM
+ * (then SIGKILL after kill_grace), SIGKILL now.  A type without signals
+ * (a peer) disconnects in every case.
+ */
+struct worker_ops {
+	const char	*kind;		/* for logs */
+	/* Queue one encoded frame (ends with '\n').  0, or -1 (not sent). */
+	int		(*send)(struct worker *, const char *line, size_t len);
+	/* Stop talking to it, and make it go. */
+	void		(*close)(struct worker *, int sig);
+	/* Make it go, but still take what it sends (a late done counts). */
+	void		(*terminate)(struct worker *, int sig);
+	/* Could it still be working on an update? */
+	int		(*alive)(const struct worker *);
+	/* Add its members to its status object ("external": ...). */
+	void		(*describe)(const struct worker *, json_t *);
+	/* Release conn (the worker is being freed; kill what is left). */
+	void		(*free)(struct worker *);
+};
+
+struct worker {
+	struct pool		*pool;
+	const struct worker_ops	*ops;
+	void			*conn;		/* the connection type's */
+	int			 id;
+	pid_t			 pid;		/* the peer's, for logs; 0 unknown/reaped */
+	enum worker_state	 state;
+	int			 spawned;	/* started by the pool: counts for `workers` */
+	int			 slots;
+	int			 busy;
+	int			 avail;		/* on the pool's list of free slots */
+	uint64_t		 served;
+	uint64_t		 limit;		/* recycle after this many, 0 = never */
+	time_t			 started;
+	int			 hello;		/* said hello: not an early death */
+	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
+	int			 shutdown_sent;
+	int			 retired;	/* the pool asked it to go */
+	struct event		*hello_timer;
+	TAILQ_HEAD(, run)	 runs;		/* its jobs */
+	TAILQ_ENTRY(worker)	 entry;		/* the pool's workers */
+	TAILQ_ENTRY(worker)	 aentry;	/* the pool's free slots */
+};
+
+/* --- for connection types (pool.c) --------------------------------------- */
+
+/*
+ * A new worker in state W_STARTING, owning conn through ops->free; its
+ * hello_timeout runs.  NULL when the pool is shutting down (conn is then
+ * still the caller's).
+ */
+struct worker	*pool_worker_new(struct pool *, const struct worker_ops *,
+		    void *conn, pid_t pid);
+/*
+ * Nothing can still work on w's updates: each is reported failed (retry)
+ * with why (or "timed out" if it was), and w is freed.  how: WORKER_CRASHED
+ * counts it as a crash, WORKER_EARLY as a death before hello (towards
+ * giving up on worker_command).  The caller then calls pool_capacity().
+ */
+#define WORKER_CRASHED	0x1
+#define WORKER_EARLY	0x2
+#define WORKER_UNSTARTED 0x4	/* never ran (its start failed): not counted */
+void		 pool_worker_gone(struct worker *, const char *why, int how);
+/* Tell the pool's user that slots may have appeared. */
+void		 pool_capacity(struct pool *);
+struct event_base *pool_base(const struct pool *);
+const struct conf *pool_conf(const struct pool *);
+struct pool_stats *pool_counters(struct pool *);
+/* Still taking workers (not shutting down)? */
+int		 pool_accepting(const struct pool *);
+
+/* --- what frames mean to the pool (pool.c), for worker.c ----------------- */
+
+/* w's free slots changed from before (a state or busy change). */
+void		 pool_slots_changed(struct worker *, int before);
+/* w said hello and was welcomed: it takes updates now. */
+void		 pool_worker_ready(struct worker *);
+json_t		*pool_bot(const struct pool *);
+/* done / fail / call for job id: 0, or -1 if w does not hold id. */
+int		 pool_run_done(struct worker *, int64_t id, json_t *calls);
+int		 pool_run_failed(struct worker *, int64_t id, const char *why,
+		    int retry);
+int		 pool_run_call(struct worker *, int64_t id, json_t *ref,
 		    const char *method, json_t *params);
+
+/* --- the protocol (worker.c) --------------------------------------------- */
+
+const char	*worker_state_str(enum worker_state);
+int		 worker_free_slots(const struct worker *);
+/* One place where states change: the pool's free slots follow. */
+void		 worker_set_state(struct worker *, enum worker_state);
+/* A frame from the peer (decoded, with its limits checked). */
+void		 worker_input(struct worker *, struct frame *);
+/* The peer closed its end, or the connection failed. */
+void		 worker_closed(struct worker *);
+/* Cut w off for breaking the protocol (logged, counted). */
+void		 worker_protocol_error(struct worker *, const char *why);
+int		 worker_send_frame(struct worker *, const struct frame *);
+/* No more updates for w; shutdown once it holds none. */
+void		 worker_drain(struct worker *, int64_t deadline);
+/* The type's close and terminate (see struct worker_ops). */
+void		 worker_close(struct worker *, int sig);
+void		 worker_terminate(struct worker *, int sig);
+
+/*
+ * Newline-delimited frames over a stream socket, for the socket types: a
+ * bufferevent whose input is cut into frames (each at most
+ * PROTO_MAX_FRAME) for worker_input(), closes reported to worker_closed().
+ */
+struct wsock {
+	struct worker		*w;
+	struct bufferevent	*bev;		/* NULL once closed */
 };
 
-struct pool_stats {
-	uint64_t	spawned, exited, crashed, protocol_errors, timeouts,
-			recycled;
-};
-
-struct pool	*pool_new(struct event_base *, const struct conf *,
-		    const struct pool_ops *, void *arg);
-void		 pool_free(struct pool *);
-/* bot: the getMe object sent in welcome (a reference is taken). */
-void		 pool_start(struct pool *, json_t *bot);
-/*
- * Accept external workers on a Unix socket at path (mode 0660; peers
- * checked with SO_PEERCRED against conf->listen_allow).  0 or -1 (logged).
- */
-int		 pool_listen(struct pool *, const char *path);
-/*
- * The configuration changed (already validated): grow or shrink the pool;
- * with replace (a new worker_command), every worker is told to finish what
- * it holds and exit, and a new one is started in its place at once.
- */
-void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
-/*
- * Give job to a worker with a free slot, preferring w (may be NULL).
- * Returns 0, or -1 when no slot is free.
- */
-int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
-size_t		 pool_free_slots(const struct pool *);
-size_t		 pool_running(const struct pool *);	/* jobs in workers */
-/*
- * Answer a worker's call frame.  The worker may be gone by now (then the
- * result is dropped): workers are named by id, never by pointer, here.
- */
-void		 pool_result(struct pool *, int worker_id, json_t *ref, int ok,
-		    json_t *result, int error_code, const char *description,
-		    json_t *parameters, int retry_after);
-/* Send shutdown to every worker; spawn no more. */
-void		 pool_shutdown(struct pool *, int64_t deadline_ms);
-/* Wall-clock ms (CLOCK_REALTIME): the unit of deadlines on the wire. */
-int64_t		 wall_ms(void);
-/* SIGKILL every worker (shutdown deadline passed). */
-void		 pool_kill(struct pool *);
-/* Number of worker processes still alive. */
-size_t		 pool_alive(const struct pool *);
-/* Reap exited children (SIGCHLD). */
-void		 pool_reap(struct pool *);
-const struct pool_stats *pool_stats(const struct pool *);
-/* For status: {"spawned":N, "exited":N, ...}. */
-json_t		*pool_status(const struct pool *);
-/* For /metrics: the pool's families. */
-void		 pool_metrics(const struct pool *, struct evbuffer *);
-/* For status: a JSON array describing every worker. */
-json_t		*pool_describe(const struct pool *);
-/* Why spawning stopped (NULL while healthy). */
-const char	*pool_problem(const struct pool *);
+/* Frames on fd (non-blocking, owned from now on) for w. */
+void		 wsock_open(struct wsock *, struct worker *, int fd);
+int		 wsock_send(struct wsock *, const char *line, size_t len);
+/* Read and handle what the socket still holds (the peer has exited). */
+void		 wsock_drain(struct wsock *);
+void		 wsock_close(struct wsock *);
 
 #endif

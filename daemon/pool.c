@@ -1,0 +1,746 @@
+/*
+ * The worker pool (pool.h): the workers and their free slots, the jobs
+ * running in them (runs, with their deadlines), dispatch with affinity,
+ * what done/fail/call mean, and supervision of the children it starts
+ * (how many, back-off when they die before hello, recycling, reaping).
+ *
+ * Workers reach the pool through their connection type (worker.h); the
+ * pool never asks which type a worker is.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <uthash.h>
+
+#include "child.h"
+#include "conf.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "proto.h"
+#include "router.h"
+#include "timeutil.h"
+#include "worker.h"
+#include "xmalloc.h"
+
+#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
+	for ((var) = TAILQ_FIRST(head);					\
+	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
+	    (var) = (tvar))
+#endif
+
+#define SPAWN_BACKOFF_MIN_MS	100
+#define SPAWN_BACKOFF_MAX_MS	30000
+#define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
+
+/* A job while it is in a worker. */
+struct run {
+	struct job		*job;
+	struct worker		*w;
+	struct event		*timer;		/* deadline, then kill grace */
+	int			 cancelled;
+	UT_hash_handle		 hh;		/* pool->runs by job id */
+	TAILQ_ENTRY(run)	 entry;		/* w->runs */
+};
+
+struct pool {
+	struct event_base	*base;
+	const struct conf	*conf;
+	const struct pool_ops	*ops;
+	void			*arg;
+	json_t			*bot;
+	TAILQ_HEAD(, worker)	 workers;
+	TAILQ_HEAD(, worker)	 avail;		/* READY with a free slot */
+	struct run		*runs;		/* by job id */
+	struct event		*spawn_timer;
+	int			 next_id;
+	int			 early_deaths;	/* consecutive, before hello */
+	int			 stopping;
+	int			 started;
+	char			 problem[256];
+	size_t			 nrunning;
+	size_t			 nfree;
+	struct pool_stats	 stats;
+};
+
+static void	pool_maintain(struct pool *);
+
+/* --- for connection types and the protocol -------------------------------- */
+
+struct event_base *
+pool_base(const struct pool *p)
+{
+	return p->base;
+}
+
+const struct conf *
+pool_conf(const struct pool *p)
+{
+	return p->conf;
+}
+
+json_t *
+pool_bot(const struct pool *p)
+{
+	return p->bot;
+}
+
+struct pool_stats *
+pool_counters(struct pool *p)
+{
+	return &p->stats;
+}
+
+int
+pool_accepting(const struct pool *p)
+{
+	return !p->stopping;
+}
+
+void
+pool_capacity(struct pool *p)
+{
+	p->ops->capacity(p->arg);
+}
+
+static void
+worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+
+	log_warnx("worker=%d pid=%d: no hello within %lld ms", w->id,
+	    (int)w->pid, (long long)w->pool->conf->hello_timeout);
+	worker_close(w, SIGTERM);
+}
+
+struct worker *
+pool_worker_new(struct pool *p, const struct worker_ops *ops, void *conn,
+    pid_t pid)
+{
+	struct timeval	 tv = tv_ms(p->conf->hello_timeout);
+	struct worker	*w;
+
+	if (p->stopping)
+		return NULL;
+	w = xcalloc(1, sizeof(*w));
+	w->pool = p;
+	w->ops = ops;
+	w->conn = conn;
+	w->id = ++p->next_id;
+	w->pid = pid;
+	w->state = W_STARTING;
+	w->started = time(NULL);
+	TAILQ_INIT(&w->runs);
+	if ((w->hello_timer = evtimer_new(p->base, worker_hello_timeout,
+	    w)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
+	evtimer_add(w->hello_timer, &tv);
+	TAILQ_INSERT_TAIL(&p->workers, w, entry);
+	return w;
+}
+
+static void
+pool_worker_free(struct worker *w)
+{
+	struct pool *p = w->pool;
+
+	TAILQ_REMOVE(&p->workers, w, entry);
+	if (w->avail)
+		TAILQ_REMOVE(&p->avail, w, aentry);
+	w->ops->free(w);
+	event_free(w->hello_timer);
+	free(w);
+}
+
+/* --- free-slot bookkeeping ------------------------------------------------ */
+
+/* Put w on or off the avail list to match its free slots. */
+static void
+worker_update_avail(struct worker *w)
+{
+	struct pool *p = w->pool;
+	int want = worker_free_slots(w) > 0;
+
+	if (want && !w->avail) {
+		TAILQ_INSERT_TAIL(&p->avail, w, aentry);
+		w->avail = 1;
+	} else if (!want && w->avail) {
+		TAILQ_REMOVE(&p->avail, w, aentry);
+		w->avail = 0;
+	}
+}
+
+void
+pool_slots_changed(struct worker *w, int before)
+{
+	w->pool->nfree += (size_t)(worker_free_slots(w) - before);
+	worker_update_avail(w);
+}
+
+/* --- jobs in workers ------------------------------------------------------ */
+
+static void	run_timeout(evutil_socket_t, short, void *);
+
+static void
+run_free(struct run *r)
+{
+	struct pool *p = r->w->pool;
+
+	HASH_DEL(p->runs, r);
+	TAILQ_REMOVE(&r->w->runs, r, entry);
+	event_free(r->timer);
+	r->job->owner = NULL;
+	p->nrunning--;
+	free(r);
+}
+
+/* The job left the worker (answered or given back): free its slot. */
+static struct job *
+run_end(struct run *r)
+{
+	struct worker *w = r->w;
+	struct job *job = r->job;
+	int before = worker_free_slots(w);
+
+	run_free(r);
+	w->busy--;
+	pool_slots_changed(w, before);
+	if (w->state == W_DRAINING && w->busy == 0)
+		worker_drain(w, w->shutdown_at);
+	return job;
+}
+
+static int
+pool_run_start(struct worker *w, struct job *job)
+{
+	struct pool *p = w->pool;
+	const char *keys[KEYS_MAX];
+	struct timeval tv;
+	struct run *r;
+	char *line;
+	size_t len;
+	int i;
+
+	for (i = 0; i < job->nkeys; i++)
+		keys[i] = job_key(job, i);
+	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
+	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
+	    &len);
+	if (line == NULL)
+		return -1;
+	if (len > PROTO_MAX_FRAME) {
+		/* cannot happen for a real Update; never send what a peer must reject */
+		free(line);
+		return -1;
+	}
+	r = xcalloc(1, sizeof(*r));
+	r->job = job;
+	r->w = w;
+	r->timer = evtimer_new(p->base, run_timeout, r);
+	if (w->ops->send(w, line, len) == -1) {
+		event_free(r->timer);
+		free(r);
+		free(line);
+		return -1;
+	}
+	free(line);
+	tv = tv_ms(p->conf->update_timeout);
+	evtimer_add(r->timer, &tv);
+	job->owner = r;
+	HASH_ADD(hh, p->runs, job->id, sizeof(job->id), r);
+	TAILQ_INSERT_TAIL(&w->runs, r, entry);
+	p->nrunning++;
+	p->nfree--;
+	w->busy++;
+	worker_update_avail(w);
+	return 0;
+}
+
+/* Past update_timeout: cancel; past kill_grace more, the worker goes. */
+static void
+run_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct run *r = arg;
+	struct worker *w = r->w;
+	struct timeval tv = tv_ms(w->pool->conf->kill_grace);
+	struct frame f = { .type = FRAME_CANCEL };
+
+	if (!r->cancelled) {
+		r->cancelled = 1;
+		w->pool->stats.timeouts++;
+		log_warnx("worker=%d pid=%d: update=%lld attempt=%d timed out; "
+		    "cancel", w->id, (int)w->pid, (long long)r->job->id,
+		    r->job->attempt);
+		f.u.cancel.id = r->job->id;
+		f.u.cancel.reason = "timeout";
+		worker_send_frame(w, &f);
+		evtimer_add(r->timer, &tv);
+		return;
+	}
+	log_warnx("worker=%d pid=%d: update=%lld not answered %lld ms after "
+	    "cancel; terminating the worker", w->id, (int)w->pid,
+	    (long long)r->job->id, (long long)w->pool->conf->kill_grace);
+	worker_terminate(w, SIGTERM);
+}
+
+/* The run of update id held by w, or NULL (a protocol error). */
+static struct run *
+pool_run_find(struct worker *w, int64_t id)
+{
+	struct run *r;
+
+	HASH_FIND(hh, w->pool->runs, &id, sizeof(id), r);
+	return r != NULL && r->w == w ? r : NULL;
+}
+
+static void
+worker_maybe_recycle(struct worker *w)
+{
+	if (w->limit == 0 || w->served < w->limit || w->state != W_READY)
+		return;
+	log_info("worker=%d pid=%d: served %llu updates; recycling", w->id,
+	    (int)w->pid, (unsigned long long)w->served);
+	w->pool->stats.recycled++;
+	worker_drain(w, wall_ms() + w->pool->conf->shutdown_timeout);
+	pool_maintain(w->pool);
+}
+
+/* --- what frames mean ----------------------------------------------------- */
+
+void
+pool_worker_ready(struct worker *w)
+{
+	struct pool *p = w->pool;
+
+	p->early_deaths = 0;
+	p->problem[0] = '\0';
+	p->ops->capacity(p->arg);
+}
+
+int
+pool_run_done(struct worker *w, int64_t id, json_t *calls)
+{
+	struct pool *p = w->pool;
+	struct run *r;
+	struct job *job;
+
+	if ((r = pool_run_find(w, id)) == NULL)
+		return -1;
+	job = run_end(r);
+	w->served++;
+	worker_maybe_recycle(w);
+	p->ops->done(p->arg, job, w, calls);
+	return 0;
+}
+
+int
+pool_run_failed(struct worker *w, int64_t id, const char *why, int retry)
+{
+	struct pool *p = w->pool;
+	struct run *r;
+	struct job *job;
+
+	if ((r = pool_run_find(w, id)) == NULL)
+		return -1;
+	job = run_end(r);
+	w->served++;
+	worker_maybe_recycle(w);
+	p->ops->failed(p->arg, job, why, retry);
+	return 0;
+}
+
+int
+pool_run_call(struct worker *w, int64_t id, json_t *ref, const char *method,
+    json_t *params)
+{
+	struct pool *p = w->pool;
+	struct run *r = NULL;
+
+	if (id != 0 && (r = pool_run_find(w, id)) == NULL)
+		return -1;
+	p->ops->call(p->arg, w->id, ref, r ? r->job : NULL, method, params);
+	return 0;
+}
+
+/* --- the end of a worker -------------------------------------------------- */
+
+void
+pool_worker_gone(struct worker *w, const char *why, int how)
+{
+	struct pool *p = w->pool;
+	struct run *r;
+	struct job *job;
+	int timed_out;
+
+	if (w->state != W_DEAD)
+		worker_set_state(w, W_DEAD);
+	if (!(how & WORKER_UNSTARTED))
+		p->stats.exited++;
+	if (how & WORKER_CRASHED)
+		p->stats.crashed++;
+	if ((how & WORKER_EARLY) && !p->stopping) {
+		p->early_deaths++;
+		snprintf(p->problem, sizeof(p->problem), "workers exit before "
+		    "hello (%s, %d times in a row)", why, p->early_deaths);
+	}
+	while ((r = TAILQ_FIRST(&w->runs)) != NULL) {
+		timed_out = r->cancelled;
+		job = run_end(r);
+		p->ops->failed(p->arg, job, timed_out ? "timed out" : why, 1);
+	}
+	pool_worker_free(w);
+}
+
+/* --- supervision ---------------------------------------------------------- */
+
+void
+pool_reap(struct pool *p)
+{
+	struct worker *w;
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		TAILQ_FOREACH(w, &p->workers, entry)
+			if (w->spawned && w->pid == pid)
+				break;
+		if (w != NULL)
+			child_exited(w, status);
+	}
+	if (pid == -1 && errno != ECHILD)
+		log_warn("%s: waitpid", __func__);
+	pool_maintain(p);
+	if (p->nfree > 0)
+		p->ops->capacity(p->arg);
+}
+
+static void
+spawn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pool *p = arg;
+
+	pool_maintain(p);
+}
+
+/* Children starting or running: what `workers` counts. */
+static size_t
+pool_active(const struct pool *p)
+{
+	const struct worker *w;
+	size_t n = 0;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->spawned &&
+		    (w->state == W_STARTING || w->state == W_READY))
+			n++;
+	return n;
+}
+
+static uint64_t
+pool_request_limit(const struct conf *c)
+{
+	uint64_t n = (uint64_t)c->max_requests;
+
+	/* up to 10% jitter so a pool started together is not recycled together */
+	if (n == 0)
+		return 0;
+	return n + (uint64_t)random() % (n / 10 + 1);
+}
+
+static struct worker *
+pool_spawn(struct pool *p)
+{
+	struct worker *w;
+
+	if ((w = child_spawn(p)) == NULL)
+		return NULL;
+	w->spawned = 1;
+	w->limit = pool_request_limit(p->conf);
+	p->stats.spawned++;
+	return w;
+}
+
+/* Keep `workers` live processes, backing off while they die before hello. */
+static void
+pool_maintain(struct pool *p)
+{
+	struct timeval tv;
+	int64_t delay;
+
+	if (p->stopping || !p->started || evtimer_pending(p->spawn_timer, NULL))
+		return;
+	if (p->early_deaths >= SPAWN_GIVE_UP) {
+		if (p->early_deaths == SPAWN_GIVE_UP) {
+			log_errx("%s; not starting workers any more: fix "
+			    "worker_command and reload (SIGHUP)", p->problem);
+			p->early_deaths++;
+		}
+		return;
+	}
+	if (p->early_deaths > 0) {
+		delay = SPAWN_BACKOFF_MIN_MS << (p->early_deaths - 1);
+		if (delay > SPAWN_BACKOFF_MAX_MS)
+			delay = SPAWN_BACKOFF_MAX_MS;
+		if (p->early_deaths == 1)
+			log_warnx("%s; respawning with back-off", p->problem);
+		/* one spawn per back-off period while failing */
+		if (pool_active(p) < (size_t)p->conf->workers &&
+		    pool_spawn(p) != NULL) {
+			tv = tv_ms(delay);
+			evtimer_add(p->spawn_timer, &tv);
+		}
+		return;
+	}
+	while (pool_active(p) < (size_t)p->conf->workers)
+		if (pool_spawn(p) == NULL) {
+			tv = tv_ms(SPAWN_BACKOFF_MAX_MS / 10);
+			evtimer_add(p->spawn_timer, &tv);
+			break;
+		}
+}
+
+/* --- public interface ----------------------------------------------------- */
+
+struct pool *
+pool_new(struct event_base *base, const struct conf *conf,
+    const struct pool_ops *ops, void *arg)
+{
+	struct pool *p;
+
+	p = xcalloc(1, sizeof(*p));
+	p->base = base;
+	p->conf = conf;
+	p->ops = ops;
+	p->arg = arg;
+	TAILQ_INIT(&p->workers);
+	TAILQ_INIT(&p->avail);
+	if ((p->spawn_timer = evtimer_new(base, spawn_timer_cb, p)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
+	return p;
+}
+
+void
+pool_free(struct pool *p)
+{
+	struct worker *w;
+	struct run *r;
+
+	if (p == NULL)
+		return;
+	while ((w = TAILQ_FIRST(&p->workers)) != NULL) {
+		while ((r = TAILQ_FIRST(&w->runs)) != NULL)
+			run_free(r);
+		pool_worker_free(w);
+	}
+	event_free(p->spawn_timer);
+	json_decref(p->bot);
+	free(p);
+}
+
+void
+pool_start(struct pool *p, json_t *bot)
+{
+	json_decref(p->bot);
+	p->bot = json_incref(bot);
+	p->started = 1;
+	pool_maintain(p);
+}
+
+void
+pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
+{
+	struct worker *w, *tw;
+	int64_t deadline = wall_ms() + conf->shutdown_timeout;
+	size_t keep = 0;
+
+	p->conf = conf;
+	p->early_deaths = 0;
+	p->problem[0] = '\0';
+	evtimer_del(p->spawn_timer);
+	/* drain the surplus (or all, for a new command); new ones replace them */
+	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
+		if (!w->spawned ||
+		    (w->state != W_READY && w->state != W_STARTING))
+			continue;
+		if (!replace && keep < (size_t)conf->workers) {
+			keep++;
+			continue;
+		}
+		if (w->state == W_STARTING) {
+			w->retired = 1;
+			worker_close(w, SIGTERM);
+			continue;
+		}
+		worker_drain(w, deadline);
+	}
+	pool_maintain(p);
+}
+
+int
+pool_dispatch(struct pool *p, struct job *job, struct worker *w)
+{
+	if (w == NULL || worker_free_slots(w) == 0)
+		w = TAILQ_FIRST(&p->avail);
+	if (w == NULL || p->stopping)
+		return -1;
+	if (pool_run_start(w, job) == -1) {
+		worker_close(w, SIGTERM);
+		return -1;
+	}
+	/* round robin among workers with room keeps one-slot workers even */
+	if (w->avail && TAILQ_NEXT(w, aentry) != NULL) {
+		TAILQ_REMOVE(&p->avail, w, aentry);
+		TAILQ_INSERT_TAIL(&p->avail, w, aentry);
+	}
+	return 0;
+}
+
+size_t
+pool_free_slots(const struct pool *p)
+{
+	return p->stopping ? 0 : p->nfree;
+}
+
+size_t
+pool_running(const struct pool *p)
+{
+	return p->nrunning;
+}
+
+void
+pool_result(struct pool *p, int worker_id, json_t *ref, int ok,
+    json_t *result, int error_code, const char *description,
+    json_t *parameters, int retry_after)
+{
+	struct frame f = { .type = FRAME_RESULT };
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->id == worker_id)
+			break;
+	if (w == NULL || w->state == W_DEAD)
+		return;
+	f.u.result.ref = ref;
+	f.u.result.ok = ok;
+	f.u.result.result = result;
+	f.u.result.error_code = error_code;
+	f.u.result.description = description;
+	f.u.result.parameters = parameters;
+	f.u.result.retry_after = retry_after;
+	worker_send_frame(w, &f);
+}
+
+void
+pool_shutdown(struct pool *p, int64_t deadline_ms)
+{
+	struct worker *w, *tw;
+
+	p->stopping = 1;
+	evtimer_del(p->spawn_timer);
+	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
+		if (w->state == W_READY)
+			worker_drain(w, deadline_ms);
+		else if (w->state == W_STARTING) {
+			w->retired = 1;
+			worker_close(w, SIGTERM);
+		}
+	}
+}
+
+void
+pool_kill(struct pool *p)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->ops->alive(w))
+			worker_terminate(w, SIGKILL);
+}
+
+size_t
+pool_alive(const struct pool *p)
+{
+	const struct worker *w;
+	size_t n = 0;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->ops->alive(w))
+			n++;
+	return n;
+}
+
+const struct pool_stats *
+pool_stats(const struct pool *p)
+{
+	return &p->stats;
+}
+
+const char *
+pool_problem(const struct pool *p)
+{
+	return p->problem[0] != '\0' ? p->problem : NULL;
+}
+
+json_t *
+pool_describe(const struct pool *p)
+{
+	const struct worker *w;
+	json_t *a = json_array(), *o;
+
+	TAILQ_FOREACH(w, &p->workers, entry) {
+		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I}", "id",
+		    w->id, "pid", (int)w->pid, "state",
+		    worker_state_str(w->state), "slots", w->slots, "busy",
+		    w->busy, "served", (json_int_t)w->served, "started",
+		    (json_int_t)w->started);
+		w->ops->describe(w, o);
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+json_t *
+pool_status(const struct pool *p)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "spawned", (json_int_t)p->stats.spawned,
+	    "exited", (json_int_t)p->stats.exited,
+	    "crashed", (json_int_t)p->stats.crashed,
+	    "protocol_errors", (json_int_t)p->stats.protocol_errors,
+	    "timeouts", (json_int_t)p->stats.timeouts,
+	    "recycled", (json_int_t)p->stats.recycled);
+}
+
+void
+pool_metrics(const struct pool *p, struct evbuffer *out)
+{
+	const struct pool_stats *ps = &p->stats;
+
+	metrics_gauge(out, "tgrunner_inflight", "Updates running in workers.",
+	    p->nrunning);
+	metrics_gauge(out, "tgrunner_workers_alive", "Worker processes alive.",
+	    pool_alive(p));
+	metrics_counter(out, "tgrunner_worker_spawned_total",
+	    "Worker processes started.", ps->spawned);
+	metrics_counter(out, "tgrunner_worker_restarts_total",
+	    "Workers that died unexpectedly.", ps->crashed);
+	metrics_counter(out, "tgrunner_worker_protocol_errors_total",
+	    "Workers cut off for breaking the protocol.", ps->protocol_errors);
+	metrics_counter(out, "tgrunner_worker_timeouts_total",
+	    "Updates that passed update_timeout.", ps->timeouts);
+	metrics_counter(out, "tgrunner_worker_recycled_total",
+	    "Workers recycled after max_requests.", ps->recycled);
+}
