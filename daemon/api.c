@@ -51,6 +51,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "timeutil.h"
+#include "token.h"
 #include "upload.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
@@ -574,7 +575,6 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
     const char *token)
 {
 	struct api *a;
-	size_t n;
 
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return NULL;
@@ -588,19 +588,15 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 	a->global.name = (char *)"";
 	a->heapcap = API_HEAP_INIT;
 	a->updir = -1;
-	n = strlen(conf->api_url);
-	while (n > 0 && conf->api_url[n - 1] == '/')
-		n--;
 	if ((a->heap = calloc(a->heapcap, sizeof(*a->heap))) == NULL ||
-	    (a->timer = evtimer_new(base, api_timer_cb, a)) == NULL ||
-	    asprintf(&a->prefix, "%.*s/bot%s/", (int)n, conf->api_url,
-	    token) == -1) {
+	    (a->timer = evtimer_new(base, api_timer_cb, a)) == NULL) {
 		if (a->timer != NULL)
 			event_free(a->timer);
 		free(a->heap);
 		free(a);
 		return NULL;
 	}
+	a->prefix = token_url(conf->api_url, token);
 	api_updir_open(a);
 	return a;
 }
@@ -641,7 +637,7 @@ api_free(struct api *a)
 		scope_free(a, s);
 	event_free(a->timer);
 	free(a->heap);
-	free(a->prefix);
+	token_free(a->prefix);
 	api_updir_close(a);
 	free(a);
 }
@@ -893,6 +889,7 @@ api_start(struct api *a, struct acall *c, int64_t now)
 	snprintf(url, sizeof(url), "%s%s", a->prefix, c->method);
 	c->tries++;
 	c->req = api_post(a, c, url);
+	explicit_bzero(url, sizeof(url));	/* curl has its copy */
 	if (c->req == NULL) {
 		/* reported from the loop, never from inside api_call() */
 		c->failed = c->tries > a->conf->max_call_retries;

@@ -49,7 +49,10 @@ log_clear_secrets(void)
 	int i;
 
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
-		free(log_secrets[i]);
+		if (log_secrets[i] != NULL) {
+			explicit_bzero(log_secrets[i], strlen(log_secrets[i]));
+			free(log_secrets[i]);
+		}
 		log_secrets[i] = NULL;
 	}
 }

@@ -20,6 +20,8 @@
 #ifndef TG_LOG_H
 #define TG_LOG_H
 
+#define EXIT_SOFTWARE	70	/* EX_SOFTWARE: a broken invariant (fatalx) */
+
 enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARN = 4, LOG_LVL_NOTICE = 5,
 	LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
 

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "poller.h"
 #include "timeutil.h"
+#include "token.h"
 
 #define POLLER_LIMIT_MAX	100	/* Telegram's own cap on limit */
 #define POLLER_ELEMS_MAX	1000	/* more than this is not a real reply */
@@ -653,6 +654,7 @@ poller_post(struct poller *p, const char *method, const char *body,
 	p->sent = mono_ms();
 	p->req = http_post(p->http, url, "application/json", body,
 	    strlen(body), timeout_ms, poller_on_reply, p);
+	explicit_bzero(url, sizeof(url));	/* curl has its copy */
 	return p->req == NULL ? -1 : 0;
 }
 
@@ -898,19 +900,6 @@ poller_allowed_text(const struct conf *c)
 	return s;
 }
 
-static char *
-poller_base_url(const char *api_url, const char *token)
-{
-	size_t n = strlen(api_url);
-	char *s;
-
-	while (n > 0 && api_url[n - 1] == '/')
-		n--;
-	if (asprintf(&s, "%.*s/bot%s/", (int)n, api_url, token) == -1)
-		return NULL;
-	return s;
-}
-
 /*
  * A new poller on base, using http (not owned) and conf (not copied: it
  * must outlive the poller).  The caller frees it with poller_free().
@@ -937,7 +926,7 @@ poller_new(struct event_base *base, struct http *http, const struct conf *conf,
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	p->rnd = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
 	    ((uint64_t)getpid() << 40) ^ 0x9e3779b97f4a7c15ULL;
-	p->url = poller_base_url(conf->api_url, token);
+	p->url = token_url(conf->api_url, token);
 	p->allowed = poller_allowed_text(conf);
 	p->timer = evtimer_new(base, poller_timer_event, p);
 	if (p->url == NULL || p->allowed == NULL || p->timer == NULL) {
@@ -966,10 +955,7 @@ poller_free(struct poller *p)
 	}
 	if (p->timer != NULL)
 		event_free(p->timer);
-	if (p->url != NULL) {
-		explicit_bzero(p->url, strlen(p->url));
-		free(p->url);
-	}
+	token_free(p->url);
 	free(p->allowed);
 	free(p);
 }

@@ -6,11 +6,6 @@
  */
 #include "config.h"
 
-#include <sys/stat.h>
-
-#include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <signal.h>
@@ -26,32 +21,34 @@
 #include <systemd/sd-daemon.h>
 
 #include "api.h"
+#include "calls.h"
 #include "conf.h"
 #include "control.h"
 #include "deadletter.h"
+#include "durable.h"
 #include "http.h"
 #include "journal.h"
 #include "keys.h"
 #include "log.h"
-#include "metrics.h"
 #include "listener.h"
+#include "metrics.h"
 #include "poller.h"
 #include "pool.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
+#include "token.h"
+#include "xmalloc.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
 #define DEFAULT_CONF	SYSCONFDIR "/tgrunner.conf"
-#define TOKEN_MAX	256
 #define STATUS_EVERY_MS	2000
 
-static void	tgd_dispatch(struct tgd *);
 static void	tgd_stop(struct tgd *, const char *why);
 
-static const char *
+const char *
 tgd_state_str(enum tgd_state s)
 {
 	switch (s) {
@@ -75,65 +72,6 @@ usage(void)
 	exit(2);
 }
 
-/* --- the token: never in argv, never in the log ----------------------------- */
-
-static int
-token_valid(const char *t)
-{
-	const char *p = t;
-
-	if (!isdigit((unsigned char)*p))
-		return 0;
-	while (isdigit((unsigned char)*p))
-		p++;
-	if (*p++ != ':' || *p == '\0')
-		return 0;
-	for (; *p != '\0'; p++)
-		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
-			return 0;
-	return 1;
-}
-
-/* Read the token file; on error print why (never its content) and exit 78. */
-static char *
-token_load(const struct conf *c)
-{
-	char path[4096], buf[TOKEN_MAX + 2];
-	const char *creds;
-	ssize_t n;
-	size_t len;
-	int fd;
-
-	if (c->token_file != NULL)
-		snprintf(path, sizeof(path), "%s", c->token_file);
-	else if ((creds = getenv("CREDENTIALS_DIRECTORY")) != NULL)
-		snprintf(path, sizeof(path), "%s/token", creds);
-	else
-		fatalx(EXIT_CONFIG, "%s: no bot token: set token_file, or run "
-		    "under systemd with LoadCredential=token:PATH", c->path);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		fatal(EXIT_CONFIG, "token file %s", path);
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		fatal(EXIT_CONFIG, "token file %s", path);
-	buf[n] = '\0';
-	if (memchr(buf, '\0', (size_t)n) != NULL)
-		fatalx(EXIT_CONFIG, "token file %s: does not hold a bot token "
-		    "(it contains a NUL byte)", path);
-	len = strlen(buf);
-	while (len > 0 && isspace((unsigned char)buf[len - 1]))
-		buf[--len] = '\0';
-	if (len == 0 || len > TOKEN_MAX || !token_valid(buf))
-		fatalx(EXIT_CONFIG, "token file %s: does not hold a bot token "
-		    "(expected digits, ':', then letters, digits, '_' or '-')",
-		    path);
-	log_add_secret(buf);
-	/* the part after ':' is the secret; redact it alone too */
-	log_add_secret(strchr(buf, ':') + 1);
-	return strdup(buf);
-}
-
 /* --- jobs ------------------------------------------------------------------ */
 
 /* Queue the journaled update id; the job shares the journal's JSON. */
@@ -144,16 +82,11 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 	struct rcstr *text;
 	struct job *job;
 
-	if ((text = journal_text(d->journal, id)) == NULL) {
-		log_errx("%s: update=%lld is not in the journal", __func__,
-		    (long long)id);
-		return;
-	}
-	if ((job = job_new_shared(id, text)) == NULL) {
-		log_errx("%s: out of memory for update=%lld", __func__,
-		    (long long)id);
-		return;
-	}
+	/* never dropped: it was journaled just now, or replayed from there */
+	if ((text = journal_text(d->journal, id)) == NULL)
+		fatalx(EXIT_SOFTWARE, "%s: update=%lld is not in the journal",
+		    __func__, (long long)id);
+	job = job_new_shared(id, text);
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
 	keys_derive_text(text->s, text->len, d->conf.session_key,
@@ -170,31 +103,6 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 	(void)len;
 	tgd_enqueue(d, id, attempt);
 	d->stats.replayed++;
-}
-
-/*
- * Done marks wait in the journal until the end of the event-loop pass:
- * one write() for every done frame read in the pass.  The event is made
- * active, so it runs after the callbacks already due in this pass and
- * before the loop waits again; calls attached to those updates leave on
- * a later pass, after their marks.
- */
-static void
-tgd_journal_dirty(struct tgd *d)
-{
-	if (journal_dirty(d->journal) && !event_pending(d->ev_flush,
-	    EV_TIMEOUT, NULL))
-		event_active(d->ev_flush, EV_TIMEOUT, 0);
-}
-
-static void
-tgd_flush(evutil_socket_t fd, short what, void *arg)
-{
-	struct tgd *d = arg;
-
-	(void)fd;
-	(void)what;
-	journal_flush(d->journal);
 }
 
 /* Stopped once no worker is alive and the replies they left are sent. */
@@ -249,38 +157,6 @@ tgd_finish(struct tgd *d, struct job *job, struct worker *w)
 	tgd_maybe_exit(d);
 }
 
-/* A call attached to done finished: nobody waits, only errors are worth a line. */
-static void
-tgd_done_call_result(void *arg, const struct api_result *r)
-{
-	if (!r->ok)
-		log_warnx("update=%lld: attached call failed: %d %s",
-		    (long long)(intptr_t)arg, r->error_code,
-		    r->description ? r->description : "");
-}
-
-/*
- * Calls attached to done run after the update, queued behind earlier calls
- * of the same key: the key itself is released at once (the next update of
- * the chat may start), while its replies still go out in order.
- */
-static void
-tgd_run_done_calls(struct tgd *d, const struct job *job, json_t *calls)
-{
-	const char *key = job->nkeys > 0 ? job_key(job, 0) : NULL;
-	json_t *c;
-	size_t i;
-
-	json_array_foreach(calls, i, c) {
-		/* owed since the update is done: never refused for room */
-		if (api_call(d->api, key, json_string_value(json_object_get(c,
-		    "method")), json_object_get(c, "params"), API_NOLIMIT,
-		    tgd_done_call_result, (void *)(intptr_t)job->id) == -1)
-			log_errx("update=%lld: attached call %zu dropped: out "
-			    "of memory", (long long)job->id, i);
-	}
-}
-
 static void
 tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 {
@@ -289,9 +165,9 @@ tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
 	journal_done(d->journal, job->id);
-	tgd_journal_dirty(d);
+	durable_dirty(d->durable);
 	if (calls != NULL)
-		tgd_run_done_calls(d, job, calls);
+		calls_after_done(d->api, job, calls);
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
 	    job->attempt);
 	tgd_finish(d, job, w);
@@ -318,7 +194,7 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 	if (deadletter_add(d->deadletter, job->id, job->attempt, why,
 	    job->text) == 0) {
 		journal_done(d->journal, job->id);
-		tgd_journal_dirty(d);
+		durable_dirty(d->durable);
 	}
 	tgd_finish(d, job, NULL);
 }
@@ -345,46 +221,13 @@ tgd_capacity(void *arg)
 	tgd_maybe_exit(arg);
 }
 
-struct call_ctx {
-	struct tgd	*d;
-	int		 worker_id;
-	json_t		*ref;
-};
-
-static void
-tgd_call_result(void *arg, const struct api_result *r)
-{
-	struct call_ctx *cc = arg;
-
-	pool_result(cc->d->pool, cc->worker_id, cc->ref, r->ok, r->result,
-	    r->error_code, r->description ? r->description : "(no description)",
-	    r->parameters, r->retry_after);
-	json_decref(cc->ref);
-	free(cc);
-}
-
 static void
 tgd_call(void *arg, int worker_id, json_t *ref, struct job *job,
     const char *method, json_t *params)
 {
 	struct tgd *d = arg;
-	struct call_ctx *cc;
 
-	if ((cc = calloc(1, sizeof(*cc))) == NULL) {
-		pool_result(d->pool, worker_id, ref, 0, NULL, 500,
-		    "out of memory", NULL, 0);
-		return;
-	}
-	cc->d = d;
-	cc->worker_id = worker_id;
-	cc->ref = json_incref(ref);
-	if (api_call(d->api, job && job->nkeys > 0 ? job_key(job, 0) : NULL,
-	    method, params, 0, tgd_call_result, cc) == -1) {
-		pool_result(d->pool, worker_id, ref, 0, NULL, 503,
-		    "call queue full", NULL, 0);
-		json_decref(cc->ref);
-		free(cc);
-	}
+	calls_frame(d->api, d->pool, worker_id, ref, job, method, params);
 }
 
 static const struct pool_ops tgd_pool_ops = {
@@ -395,7 +238,7 @@ static const struct pool_ops tgd_pool_ops = {
 };
 
 /* Give ready jobs to free slots: O(1) per dispatched job. */
-static void
+void
 tgd_dispatch(struct tgd *d)
 {
 	struct job *job;
@@ -418,11 +261,11 @@ tgd_dead_written(void *arg, int64_t id)
 	struct tgd *d = arg;
 
 	journal_done(d->journal, id);
-	tgd_journal_dirty(d);
+	durable_dirty(d->durable);
 }
 
 /* A dead letter goes round again: journaled anew, a first attempt. */
-static int
+int
 tgd_requeue(void *arg, int64_t id, const char *json, size_t len)
 {
 	struct tgd *d = arg;
@@ -458,8 +301,7 @@ tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
 	time_t now = time(NULL);
 	int rc = 0;
 
-	if ((u = calloc(n, sizeof(*u))) == NULL)
-		return -1;
+	u = xcalloc(n, sizeof(*u));
 	for (i = 0; i < n; i++) {
 		u[i].id = ids[i];
 		u[i].json = jsons[i];
@@ -487,58 +329,13 @@ tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
 	return rc;
 }
 
-/* The fetched updates are durable: the poller may confirm them. */
+/* The fetched updates are on disk: the poller may confirm them. */
 static void
-tgd_durable(struct tgd *d)
+tgd_durable(void *arg)
 {
-	if (d->resync_fails > 0)
-		log_notice("journal: durable again after %d failed attempt(s)",
-		    d->resync_fails);
-	d->resync_fails = 0;
+	struct tgd *d = arg;
+
 	poller_durable(d->poller);
-}
-
-/* Nothing new is fetched until the fetched updates are safe: retry. */
-static void
-tgd_not_durable(struct tgd *d)
-{
-	struct timeval tv;
-	int64_t ms;
-
-	d->resync_fails++;
-	ms = poller_backoff_ms(d->resync_fails, 100, 30000,
-	    (double)random() / ((double)RAND_MAX + 1.0));
-	log_errx("journal: the last batch is not durable; not fetching, "
-	    "retrying in %lld ms", (long long)ms);
-	tv = tv_ms(ms);
-	evtimer_add(d->ev_resync, &tv);
-}
-
-/* The sync thread finished the batch's fdatasync. */
-static void
-tgd_synced(evutil_socket_t fd, short what, void *arg)
-{
-	struct tgd *d = arg;
-
-	(void)fd;
-	(void)what;
-	if (journal_sync_finish(d->journal) == 0)
-		tgd_durable(d);
-	else
-		tgd_not_durable(d);
-}
-
-static void
-tgd_resync(evutil_socket_t fd, short what, void *arg)
-{
-	struct tgd *d = arg;
-
-	(void)fd;
-	(void)what;
-	if (journal_make_durable(d->journal) == 0)
-		tgd_durable(d);
-	else
-		tgd_not_durable(d);
 }
 
 static void
@@ -576,170 +373,6 @@ static const struct poller_ops tgd_poller_ops = {
 	.ready = tgd_ready,
 	.fatal = tgd_fatal,
 };
-
-/* --- the control socket and /metrics: each module renders its own ------- */
-
-static json_t *
-tgd_backlog(const struct tgd *d)
-{
-	return json_pack("{s:I, s:I, s:I, s:I, s:I}",
-	    "queued", (json_int_t)router_jobs(d->router),
-	    "ready", (json_int_t)router_ready(d->router),
-	    "running", (json_int_t)router_running(d->router),
-	    "keys_busy", (json_int_t)router_keys(d->router),
-	    "max_pending", (json_int_t)d->conf.max_pending);
-}
-
-static json_t *
-tgd_updates(const struct tgd *d)
-{
-	const struct tgd_stats *st = &d->stats;
-
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-	    "fetched", (json_int_t)st->fetched,
-	    "dispatched", (json_int_t)st->dispatched,
-	    "done", (json_int_t)st->done, "failed", (json_int_t)st->failed,
-	    "retried", (json_int_t)st->retried, "dead", (json_int_t)st->dead,
-	    "duplicates", (json_int_t)st->duplicates,
-	    "replayed", (json_int_t)st->replayed);
-}
-
-static json_t *
-tgd_cmd_status(void *arg, const char *args)
-{
-	struct tgd *d = arg;
-
-	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
-	    "ok", 1, "version", PACKAGE_VERSION,
-	    "state", tgd_state_str(d->state),
-	    "bot", json_string_value(json_object_get(d->bot, "username")),
-	    "uptime", (json_int_t)(time(NULL) - d->started),
-	    "session_key", d->conf.session_key_n > 0 ?
-	    keys_kind_name(d->conf.session_key[0]) : "none",
-	    "poll_state", poller_state_str(poller_state(d->poller)),
-	    "last_poll_ok", (json_int_t)poller_last_ok(d->poller),
-	    "offset", (json_int_t)poller_offset(d->poller),
-	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
-	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
-	    "api", api_status(d->api), "workers", pool_describe(d->pool),
-	    "problem", pool_problem(d->pool));
-}
-
-static json_t *
-tgd_cmd_workers(void *arg, const char *args)
-{
-	struct tgd *d = arg;
-
-	return json_pack("{s:b, s:o}", "ok", 1, "workers",
-	    pool_describe(d->pool));
-}
-
-static json_t *
-tgd_cmd_drain(void *arg, const char *args)
-{
-	struct tgd *d = arg;
-
-	log_notice("control: drain: no more updates are fetched");
-	d->state = TGD_DRAINING;
-	poller_pause(d->poller);
-	return json_pack("{s:b, s:s}", "ok", 1, "state", "draining");
-}
-
-static json_t *
-tgd_cmd_resume(void *arg, const char *args)
-{
-	struct tgd *d = arg;
-
-	log_notice("control: resume: fetching updates again");
-	d->state = TGD_RUNNING;
-	poller_resume(d->poller);
-	return json_pack("{s:b, s:s}", "ok", 1, "state", "running");
-}
-
-/* The reload runs from the loop, like `systemctl reload` (SIGHUP). */
-static json_t *
-tgd_cmd_reload(void *arg, const char *args)
-{
-	raise(SIGHUP);
-	return json_pack("{s:b}", "ok", 1);
-}
-
-static json_t *
-tgd_cmd_dead_letters(void *arg, const char *args)
-{
-	struct tgd *d = arg;
-	json_t *r;
-
-	if (strncmp(args, "retry", 5) != 0)
-		return deadletter_list(d->deadletter);
-	args += 5;
-	args += strspn(args, " \t");
-	if (*args == '\0')
-		return json_pack("{s:b, s:s}", "ok", 0, "error",
-		    "dead-letters retry: give an update_id or 'all'");
-	r = deadletter_retry(d->deadletter, args, tgd_requeue, d);
-	tgd_dispatch(d);
-	return r;
-}
-
-/* tgrunnerctl(1) documents these names and answers: never rename one. */
-static const struct control_cmd tgd_commands[] = {
-	{ "status",		tgd_cmd_status,		CONTROL_ANY },
-	{ "workers",		tgd_cmd_workers,	CONTROL_ANY },
-	{ "drain",		tgd_cmd_drain,	CONTROL_STATE(TGD_RUNNING) },
-	{ "resume",		tgd_cmd_resume,	CONTROL_STATE(TGD_DRAINING) },
-	{ "reload",		tgd_cmd_reload,		CONTROL_ANY },
-	{ "dead-letters",	tgd_cmd_dead_letters,	CONTROL_ANY },
-	{ NULL,			NULL,			0 }
-};
-
-static int
-tgd_control_state(void *arg, const char **name)
-{
-	struct tgd *d = arg;
-
-	*name = tgd_state_str(d->state);
-	return (int)d->state;
-}
-
-static void
-tgd_metrics(void *arg, struct evbuffer *out)
-{
-	struct tgd *d = arg;
-	const struct tgd_stats *st = &d->stats;
-
-	metrics_counter(out, "tgrunner_updates_fetched_total",
-	    "Updates fetched and journaled.", st->fetched);
-	metrics_counter(out, "tgrunner_updates_done_total",
-	    "Updates finished by a worker.", st->done);
-	metrics_counter(out, "tgrunner_updates_failed_total",
-	    "Update attempts that failed.", st->failed);
-	metrics_counter(out, "tgrunner_updates_retried_total",
-	    "Update attempts retried.", st->retried);
-	metrics_counter(out, "tgrunner_updates_dead_total",
-	    "Updates given up on (dead letters).", st->dead);
-	metrics_counter(out, "tgrunner_updates_duplicate_total",
-	    "Re-sent updates dropped as already journaled.", st->duplicates);
-	metrics_counter(out, "tgrunner_updates_replayed_total",
-	    "Unfinished updates replayed from the journal at start.",
-	    st->replayed);
-	metrics_gauge(out, "tgrunner_dead_letters_unwritten", "Dead letters "
-	    "waiting for the disk (their updates stay in the journal).",
-	    deadletter_pending(d->deadletter));
-	metrics_gauge(out, "tgrunner_backlog",
-	    "Updates queued, ready or running.", router_jobs(d->router));
-	metrics_gauge(out, "tgrunner_keys_busy",
-	    "Session keys with unfinished updates.", router_keys(d->router));
-	pool_metrics(d->pool, out);
-	poller_metrics(d->poller, out);
-	journal_metrics(d->journal, out);
-	api_metrics(d->api, out);
-	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
-	    "Time from fetch to dispatch of first attempts.");
-	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",
-	    "Time from dispatch to done.");
-}
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
@@ -897,13 +530,7 @@ tgd_open(struct tgd *d)
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
 		fatalx(EXIT_STATE, "journal: %s", err);
-	d->ev_flush = event_new(d->base, -1, 0, tgd_flush, d);
-	d->ev_resync = evtimer_new(d->base, tgd_resync, d);
-	if (journal_sync_fd(d->journal) != -1) {
-		d->ev_synced = event_new(d->base, journal_sync_fd(d->journal),
-		    EV_READ | EV_PERSIST, tgd_synced, d);
-		event_add(d->ev_synced, NULL);
-	}
+	d->durable = durable_new(d->base, d->journal, tgd_durable, d);
 	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
 	    tgd_dead_written, d);
 	if ((d->router = router_new()) == NULL ||
@@ -912,7 +539,7 @@ tgd_open(struct tgd *d)
 	    (d->pool = pool_new(d->base, &d->conf, &tgd_pool_ops, d)) == NULL ||
 	    (d->poller = poller_new(d->base, d->http, &d->conf, d->token,
 	    &tgd_poller_ops, d)) == NULL)
-		fatalx(1, "out of memory at start");
+		fatalx(EXIT_NOMEM, "out of memory at start");
 	if (d->conf.control_socket != NULL && (d->control = control_new(d->base,
 	    d->conf.control_socket, 0600, tgd_commands, tgd_control_state, d)) ==
 	    NULL)
@@ -946,20 +573,17 @@ tgd_close(struct tgd *d)
 	api_free(d->api);
 	http_free(d->http);
 	router_free(d->router);
-	if (d->ev_synced != NULL)
-		event_free(d->ev_synced);
-	event_free(d->ev_resync);
-	event_free(d->ev_flush);
+	durable_free(d->durable);
 	journal_close(d->journal);
 	for (i = 0; i < sizeof(d->ev_sig) / sizeof(d->ev_sig[0]); i++)
 		if (d->ev_sig[i] != NULL)
 			event_free(d->ev_sig[i]);
 	event_free(d->ev_shutdown);
 	event_free(d->ev_status);
-	event_base_free(d->base);
 	deadletter_free(d->deadletter);
+	event_base_free(d->base);
 	json_decref(d->bot);
-	free(d->token);
+	token_free(d->token);
 	conf_clear(&d->conf);
 	log_clear_secrets();
 }

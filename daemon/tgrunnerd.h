@@ -16,6 +16,7 @@
 struct api;
 struct control;
 struct deadletter;
+struct durable;
 struct metrics;
 struct event;
 struct event_base;
@@ -51,6 +52,7 @@ struct tgd {
 	struct deadletter	*deadletter;
 	struct metrics		*metrics;
 	struct journal		*journal;
+	struct durable		*durable;	/* the journal on the loop */
 	struct router		*router;
 	struct poller		*poller;
 	struct pool		*pool;
@@ -63,13 +65,23 @@ struct tgd {
 	struct event		*ev_sig[6];
 	struct event		*ev_shutdown;	/* shutdown_timeout */
 	struct event		*ev_status;	/* periodic STATUS= / watchdog */
-	struct event		*ev_flush;	/* done marks, once per loop pass */
-	struct event		*ev_synced;	/* the journal's sync thread */
-	struct event		*ev_resync;	/* retry after a failed sync */
-	int			 resync_fails;
 	struct tgd_stats	 stats;
 	struct hist		 h_dispatch;
 	struct hist		 h_handler;
 };
+
+/* tgrunnerd.c */
+const char	*tgd_state_str(enum tgd_state);
+/* Give ready jobs to free slots. */
+void		 tgd_dispatch(struct tgd *);
+/* Journal json[0..len) again as update id and queue it: 0, or -1. */
+int		 tgd_requeue(void *d, int64_t id, const char *json, size_t len);
+
+/* commands.c: the control socket's table, and /metrics */
+struct evbuffer;
+struct control_cmd;
+extern const struct control_cmd tgd_commands[];
+int		 tgd_control_state(void *d, const char **name);
+void		 tgd_metrics(void *d, struct evbuffer *);
 
 #endif

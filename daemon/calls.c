@@ -1,0 +1,88 @@
+/*
+ * Workers' Bot API calls (calls.h).
+ */
+#include "config.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "calls.h"
+#include "log.h"
+#include "pool.h"
+#include "router.h"
+#include "xmalloc.h"
+
+struct call_ctx {
+	struct pool	*pool;
+	int		 worker_id;
+	json_t		*ref;
+};
+
+/* The key whose order a job's calls keep: its first. */
+static const char *
+calls_key(const struct job *job)
+{
+	return job != NULL && job->nkeys > 0 ? job_key(job, 0) : NULL;
+}
+
+static void
+calls_result(void *arg, const struct api_result *r)
+{
+	struct call_ctx *cc = arg;
+
+	pool_result(cc->pool, cc->worker_id, cc->ref, r->ok, r->result,
+	    r->error_code, r->description ? r->description : "(no description)",
+	    r->parameters, r->retry_after);
+	json_decref(cc->ref);
+	free(cc);
+}
+
+void
+calls_frame(struct api *api, struct pool *pool, int worker_id, json_t *ref,
+    const struct job *job, const char *method, json_t *params)
+{
+	struct call_ctx *cc = xcalloc(1, sizeof(*cc));
+
+	cc->pool = pool;
+	cc->worker_id = worker_id;
+	cc->ref = json_incref(ref);
+	if (api_call(api, calls_key(job), method, params, 0, calls_result,
+	    cc) == -1) {
+		pool_result(pool, worker_id, ref, 0, NULL, 503,
+		    "call queue full", NULL, 0);
+		json_decref(cc->ref);
+		free(cc);
+	}
+}
+
+/* A call attached to done finished: nobody waits, only errors are worth a line. */
+static void
+calls_done_result(void *arg, const struct api_result *r)
+{
+	if (!r->ok)
+		log_warnx("update=%lld: attached call failed: %d %s",
+		    (long long)(intptr_t)arg, r->error_code,
+		    r->description ? r->description : "");
+}
+
+void
+calls_after_done(struct api *api, const struct job *job, json_t *calls)
+{
+	const char *method;
+	json_t *c;
+	size_t i;
+
+	json_array_foreach(calls, i, c) {
+		method = json_string_value(json_object_get(c, "method"));
+		/* owed since the update is done: never refused for room */
+		if (api_call(api, calls_key(job), method, json_object_get(c,
+		    "params"), API_NOLIMIT, calls_done_result,
+		    (void *)(intptr_t)job->id) == -1)
+			log_errx("update=%lld: attached call %zu (%s) dropped: "
+			    "not a method name", (long long)job->id, i,
+			    method != NULL ? method : "?");
+	}
+}

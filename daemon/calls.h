@@ -1,0 +1,28 @@
+/*
+ * Workers' Bot API calls, between the pool and the API client.  A call
+ * frame is answered by a result frame to the worker that sent it (named by
+ * id: it may be gone by then, and the result is dropped).  Calls attached
+ * to done go out after the update, queued behind earlier calls of its
+ * first key: the key itself is free at once, its replies still leave in
+ * order.  Both run in the key's order with the other calls (api.h).
+ */
+#ifndef TG_CALLS_H
+#define TG_CALLS_H
+
+#include <jansson.h>
+
+struct api;
+struct job;
+struct pool;
+
+/*
+ * A call frame from worker_id for job (NULL: outside any update).  ref,
+ * method and params are borrowed.  Refused at once (503) when the call
+ * queue is full.
+ */
+void	calls_frame(struct api *, struct pool *, int worker_id, json_t *ref,
+	    const struct job *, const char *method, json_t *params);
+/* The calls attached to job's done frame (borrowed): owed, never refused. */
+void	calls_after_done(struct api *, const struct job *, json_t *calls);
+
+#endif
