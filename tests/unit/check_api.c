@@ -1,19 +1,36 @@
 /*
- * Unit tests of flood control's pure parts (daemon/flood.c): the rate
- * syntax, token bucket arithmetic, which calls count as messages and which
- * chat they count for.  The scheduling in api.c that uses them is tested
- * end to end by tests/scenario/test_flood.py.
+ * The Bot API client of workers' calls.  First flood control's pure parts
+ * (daemon/flood.c): the rate syntax, token bucket arithmetic, which calls
+ * count as messages and which chat they count for.  Then the scheduler of
+ * api.c on a real event loop, against a Bot API server in the test's own
+ * process (evhttp on loopback) that answers when and how the test says:
+ * per-key order of calls, the in-flight bound, flood waits per chat, 429
+ * pauses of a chat or of the whole bot for retry_after, retries, and the
+ * bounded queue.  tests/scenario/test_flood.py holds the same rules end to
+ * end.
  */
 #include "config.h"
 
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
 #include <jansson.h>
 
+#include "api.h"
+#include "conf.h"
 #include "flood.h"
+#include "http.h"
+#include "testloop.h"
 
 static struct flood_rate
 rate(const char *s)
@@ -342,11 +359,464 @@ START_TEST(test_scope_null_params)
 }
 END_TEST
 
+/* --- the scheduler, against a Bot API server of the test's own ------------ */
+
+#define TOKEN		"123456:TEST"
+#define MAXREQ		256
+
+/* A request the server got. */
+struct sreq {
+	char			 method[64];
+	json_t			*params;
+	int64_t			 at;		/* mono ms */
+	struct evhttp_request	*r;		/* held, not answered yet */
+};
+
+/* A call's answer, as its callback got it. */
+struct got {
+	int			 tag;
+	int			 ok;
+	int			 code;
+	int			 retry_after;
+	int64_t			 at;
+};
+
+static struct event_base	*sbase;
+static struct evhttp		*server;
+static struct http		*client;
+static struct api		*api;
+static struct conf		 sconf;
+static struct sreq		 sreqs[MAXREQ];
+static int			 nsreqs;
+static struct got		 gots[MAXREQ];
+static int			 ngots;
+static int			 hold;		/* keep answers for answer() */
+/* Per request: the answer's HTTP status and body, or 0 for "ok". */
+static int			(*policy)(const struct sreq *, char *body,
+				    size_t size);
+
+static void
+reply(struct evhttp_request *r, int code, const char *body)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	evbuffer_add(b, body, strlen(body));
+	evhttp_add_header(evhttp_request_get_output_headers(r),
+	    "Content-Type", "application/json");
+	evhttp_send_reply(r, code, code == 200 ? "OK" : "Error", b);
+	evbuffer_free(b);
+}
+
+static void
+answer_ok(struct sreq *q)
+{
+	char body[256];
+
+	snprintf(body, sizeof(body), "{\"ok\":true,\"result\":{\"method\":"
+	    "\"%s\",\"tag\":%lld}}", q->method, (long long)json_integer_value(
+	    json_object_get(q->params, "tag")));
+	reply(q->r, 200, body);
+	q->r = NULL;
+}
+
+static void
+server_cb(struct evhttp_request *r, void *arg)
+{
+	const char	*uri = evhttp_request_get_uri(r);
+	struct evbuffer	*in = evhttp_request_get_input_buffer(r);
+	struct sreq	*q;
+	char		 body[512];
+	int		 code;
+
+	ck_assert_int_lt(nsreqs, MAXREQ);
+	ck_assert_msg(strncmp(uri, "/bot" TOKEN "/", strlen(TOKEN) + 5) == 0,
+	    "%s", uri);
+	q = &sreqs[nsreqs++];
+	snprintf(q->method, sizeof(q->method), "%s", uri + strlen(TOKEN) + 5);
+	q->params = json_loadb((const char *)evbuffer_pullup(in, -1),
+	    evbuffer_get_length(in), 0, NULL);
+	ck_assert_ptr_nonnull(q->params);
+	q->at = mono_ms();
+	q->r = r;
+	if (policy != NULL && (code = policy(q, body, sizeof(body))) != 0) {
+		reply(r, code, body);
+		q->r = NULL;
+	} else if (!hold)
+		answer_ok(q);
+}
+
+static void
+on_result(void *arg, const struct api_result *r)
+{
+	struct got *g = &gots[ngots++];
+
+	g->tag = (int)(intptr_t)arg;
+	g->ok = r->ok;
+	g->code = r->error_code;
+	g->retry_after = r->retry_after;
+	g->at = mono_ms();
+}
+
+static void
+sched_setup(void)
+{
+	struct evhttp_bound_socket	*bs;
+	struct sockaddr_in		 sin;
+	socklen_t			 len = sizeof(sin);
+	char				 url[64];
+
+	sbase = event_base_new();
+	server = evhttp_new(sbase);
+	bs = evhttp_bind_socket_with_handle(server, "127.0.0.1", 0);
+	ck_assert_ptr_nonnull(bs);
+	ck_assert_int_eq(getsockname(evhttp_bound_socket_get_fd(bs),
+	    (struct sockaddr *)&sin, &len), 0);
+	evhttp_set_gencb(server, server_cb, NULL);
+	conf_defaults(&sconf);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sin.sin_port));
+	free(sconf.api_url);
+	sconf.api_url = strdup(url);
+	sconf.flood_control = 0;
+	client = http_new(sbase, 16);
+	nsreqs = ngots = hold = 0;
+	policy = NULL;
+}
+
+static void
+sched_teardown(void)
+{
+	int i;
+
+	api_free(api);
+	http_free(client);
+	evhttp_free(server);
+	event_base_free(sbase);
+	for (i = 0; i < nsreqs; i++)
+		json_decref(sreqs[i].params);
+	conf_clear(&sconf);
+}
+
+static void
+start_api(void)
+{
+	api = api_new(sbase, client, &sconf, TOKEN);
+	ck_assert_ptr_nonnull(api);
+}
+
+/* Call method with {"chat_id": chat (0: none), "tag": tag}, under key. */
+static void
+call(const char *key, const char *method, int64_t chat, int tag)
+{
+	json_t *params = json_pack("{s:i}", "tag", tag);
+
+	if (chat != 0)
+		json_object_set_new(params, "chat_id", json_integer(chat));
+	ck_assert_int_eq(api_call(api, key, method, params, 0, on_result,
+	    (void *)(intptr_t)tag), 0);
+	json_decref(params);
+}
+
+static int
+tag_of(int i)
+{
+	return (int)json_integer_value(json_object_get(sreqs[i].params,
+	    "tag"));
+}
+
+/* The index of the first request with tag, or -1. */
+static int
+sreq_of(int tag)
+{
+	int i;
+
+	for (i = 0; i < nsreqs; i++)
+		if (tag_of(i) == tag)
+			return i;
+	return -1;
+}
+
+static int
+got_of(int tag)
+{
+	int i;
+
+	for (i = 0; i < ngots; i++)
+		if (gots[i].tag == tag)
+			return i;
+	return -1;
+}
+
+static int want_reqs, want_gots;
+
+static int
+have_reqs(void *arg)
+{
+	return nsreqs >= want_reqs;
+}
+
+static int
+have_gots(void *arg)
+{
+	return ngots >= want_gots;
+}
+
+static void
+wait_reqs(int n)
+{
+	want_reqs = n;
+	TESTLOOP_UNTIL(sbase, have_reqs, NULL, 30000, "requests at the server");
+}
+
+static void
+wait_gots(int n)
+{
+	want_gots = n;
+	TESTLOOP_UNTIL(sbase, have_gots, NULL, 30000, "results of calls");
+}
+
+static void
+answer_tag(int tag)
+{
+	int i = sreq_of(tag);
+
+	ck_assert_int_ge(i, 0);
+	ck_assert_ptr_nonnull(sreqs[i].r);
+	answer_ok(&sreqs[i]);
+}
+
+START_TEST(test_key_order)
+{
+	start_api();
+	hold = 1;
+	/* three calls of one chat's key, one of another key, one unkeyed */
+	call("chat:1", "sendMessage", 1, 11);
+	call("chat:1", "sendMessage", 1, 12);
+	call("chat:1", "sendMessage", 1, 13);
+	call("chat:2", "sendMessage", 2, 21);
+	call(NULL, "getMe", 0, 31);
+	wait_reqs(3);
+	/* while 11 is out, 12 must not be: give it every chance */
+	testloop_for(sbase, 200);
+	ck_assert_int_eq(nsreqs, 3);
+	ck_assert_int_ge(sreq_of(11), 0);
+	ck_assert_int_ge(sreq_of(21), 0);
+	ck_assert_int_ge(sreq_of(31), 0);
+	ck_assert_uint_eq(api_queued(api), 5);
+	ck_assert_uint_eq(api_inflight(api), 3);
+	/* other keys finishing changes nothing for chat:1 */
+	answer_tag(21);
+	answer_tag(31);
+	wait_gots(2);
+	testloop_for(sbase, 100);
+	ck_assert_int_eq(nsreqs, 3);
+	/* each answer lets the next call of the key go, in order */
+	answer_tag(11);
+	wait_reqs(4);
+	ck_assert_int_eq(tag_of(3), 12);
+	ck_assert_int_lt(got_of(11), 3);	/* its result came first */
+	answer_tag(12);
+	wait_reqs(5);
+	ck_assert_int_eq(tag_of(4), 13);
+	answer_tag(13);
+	wait_gots(5);
+	ck_assert_int_eq(gots[2].tag, 11);
+	ck_assert_int_eq(gots[3].tag, 12);
+	ck_assert_int_eq(gots[4].tag, 13);
+	ck_assert(gots[4].ok);
+	ck_assert_uint_eq(api_queued(api), 0);
+}
+END_TEST
+
+START_TEST(test_inflight_bound)
+{
+	int i;
+
+	sconf.api_max_inflight = 2;
+	start_api();
+	hold = 1;
+	for (i = 1; i <= 5; i++)
+		call(NULL, "getChat", i, i);
+	wait_reqs(2);
+	testloop_for(sbase, 200);
+	ck_assert_int_eq(nsreqs, 2);
+	ck_assert_uint_eq(api_inflight(api), 2);
+	answer_tag(tag_of(0));
+	wait_reqs(3);
+	ck_assert_int_eq(tag_of(2), 3);
+	testloop_for(sbase, 100);
+	ck_assert_int_eq(nsreqs, 3);
+}
+END_TEST
+
+START_TEST(test_flood_wait)
+{
+	int64_t t0;
+	int i, a, b;
+
+	sconf.flood_control = 1;
+	ck_assert_int_eq(flood_rate_parse("5/s burst 1",
+	    &sconf.flood_chat_rate), 0);
+	start_api();
+	t0 = mono_ms();
+	/* unkeyed: only flood control keeps them apart */
+	for (i = 1; i <= 4; i++)
+		call(NULL, "sendMessage", 42, i);
+	call(NULL, "sendMessage", 43, 10);
+	call(NULL, "getChat", 42, 20);
+	wait_gots(6);
+	/* one message each 200 ms to chat 42 */
+	for (i = 2; i <= 4; i++) {
+		a = sreq_of(i - 1);
+		b = sreq_of(i);
+		ck_assert_msg(sreqs[b].at - sreqs[a].at >= 200 -
+		    TESTLOOP_SLACK_MS, "messages %d and %d to one chat %lld ms "
+		    "apart", i - 1, i, (long long)(sreqs[b].at - sreqs[a].at));
+	}
+	/* another chat's message, and a call that is no message, do not wait */
+	ck_assert_int_lt(sreqs[sreq_of(10)].at - t0, 150);
+	ck_assert_int_lt(sreqs[sreq_of(20)].at - t0, 150);
+	ck_assert_uint_ge(api_stats(api)->throttled, 3);
+}
+END_TEST
+
+/* The first message to chat 7 gets a 429 with retry_after 2. */
+static int
+policy_429_once(const struct sreq *q, char *body, size_t size)
+{
+	static int done;
+
+	if (q == &sreqs[0])
+		done = 0;
+	if (done || json_integer_value(json_object_get(q->params,
+	    "chat_id")) != 7)
+		return 0;
+	done = 1;
+	snprintf(body, size, "{\"ok\":false,\"error_code\":429,\"description\":"
+	    "\"Too Many Requests: retry after 2\",\"parameters\":"
+	    "{\"retry_after\":2}}");
+	return 429;
+}
+
+START_TEST(test_429_pauses_chat)
+{
+	int64_t t429;
+
+	start_api();
+	policy = policy_429_once;
+	call("chat:7", "sendMessage", 7, 1);
+	wait_reqs(1);
+	t429 = sreqs[0].at;
+	/* chat 7 is paused; chat 8 is not */
+	call(NULL, "sendMessage", 8, 2);
+	call(NULL, "sendMessage", 7, 3);
+	wait_gots(1);
+	ck_assert_int_eq(gots[0].tag, 2);
+	wait_gots(3);
+	ck_assert_int_eq(sreq_of(1), 0);
+	/*
+	 * The retry of 1 and the other call to chat 7 both wait out the
+	 * pause (they may reach the server in either order: two connections).
+	 */
+	ck_assert_int_eq(nsreqs, 4);
+	ck_assert_msg(sreqs[2].at - t429 >= 2000 - TESTLOOP_SLACK_MS,
+	    "a call to chat 7 %lld ms after a 429 with retry_after 2",
+	    (long long)(sreqs[2].at - t429));
+	ck_assert_int_ge(sreqs[3].at - t429, 2000 - TESTLOOP_SLACK_MS);
+	ck_assert((tag_of(2) == 1 && tag_of(3) == 3) ||
+	    (tag_of(2) == 3 && tag_of(3) == 1));
+	/* the worker sees the retried call's success, not the 429 */
+	ck_assert(gots[got_of(1)].ok);
+	ck_assert(gots[got_of(3)].ok);
+	ck_assert_uint_eq(api_stats(api)->got_429, 1);
+	ck_assert_uint_ge(api_stats(api)->retries, 1);
+}
+END_TEST
+
+/* Every call gets a 429 with retry_after 1. */
+static int
+policy_429_always(const struct sreq *q, char *body, size_t size)
+{
+	snprintf(body, size, "{\"ok\":false,\"error_code\":429,\"description\":"
+	    "\"Too Many Requests: retry after 1\",\"parameters\":"
+	    "{\"retry_after\":1}}");
+	return 429;
+}
+
+START_TEST(test_429_gives_up)
+{
+	sconf.max_call_retries = 1;
+	start_api();
+	policy = policy_429_always;
+	call("chat:9", "sendMessage", 9, 1);
+	wait_gots(1);
+	/* tried, paused, tried once more: then the worker gets the 429 */
+	ck_assert_int_eq(nsreqs, 2);
+	ck_assert_int_ge(sreqs[1].at - sreqs[0].at, 1000 - TESTLOOP_SLACK_MS);
+	ck_assert(!gots[0].ok);
+	ck_assert_int_eq(gots[0].code, 429);
+	ck_assert_int_eq(gots[0].retry_after, 1);
+	ck_assert_uint_eq(api_stats(api)->got_429, 2);
+}
+END_TEST
+
+/* A call without a chat (getMe) gets a 429: the whole bot waits. */
+static int
+policy_429_getme(const struct sreq *q, char *body, size_t size)
+{
+	if (strcmp(q->method, "getMe") != 0 || q != &sreqs[0])
+		return 0;
+	snprintf(body, size, "{\"ok\":false,\"error_code\":429,\"description\":"
+	    "\"Too Many Requests: retry after 1\",\"parameters\":"
+	    "{\"retry_after\":1}}");
+	return 429;
+}
+
+START_TEST(test_429_pauses_bot)
+{
+	start_api();
+	policy = policy_429_getme;
+	call(NULL, "getMe", 0, 1);
+	wait_reqs(1);
+	call(NULL, "sendMessage", 5, 2);
+	call(NULL, "getChat", 6, 3);
+	wait_gots(3);
+	ck_assert_int_eq(nsreqs, 4);
+	ck_assert_int_ge(sreqs[sreq_of(2)].at - sreqs[0].at,
+	    1000 - TESTLOOP_SLACK_MS);
+	ck_assert_int_ge(sreqs[sreq_of(3)].at - sreqs[0].at,
+	    1000 - TESTLOOP_SLACK_MS);
+	ck_assert(gots[got_of(1)].ok);
+}
+END_TEST
+
+START_TEST(test_queue_bound)
+{
+	json_t *p = json_object();
+
+	sconf.api_max_queued = 2;
+	start_api();
+	hold = 1;
+	call(NULL, "getChat", 1, 1);
+	call(NULL, "getChat", 2, 2);
+	ck_assert_int_eq(api_call(api, NULL, "getChat", p, 0, on_result,
+	    NULL), -1);
+	/* a reply already owed is never refused for room */
+	ck_assert_int_eq(api_call(api, NULL, "getChat", p, API_NOLIMIT,
+	    on_result, (void *)3), 0);
+	ck_assert_uint_eq(api_queued(api), 3);
+	/* nor is a method name a worker made up taken */
+	ck_assert_int_eq(api_call(api, NULL, "get/../Me", p, API_NOLIMIT,
+	    on_result, NULL), -1);
+	json_decref(p);
+}
+END_TEST
+
 static Suite *
 api_suite(void)
 {
 	Suite	*s = suite_create("flood");
 	TCase	*tc = tcase_create("core");
+	TCase	*sc = tcase_create("scheduler");
 
 	tcase_add_test(tc, test_rate_parse);
 	tcase_add_test(tc, test_rate_reject);
@@ -361,6 +831,16 @@ api_suite(void)
 	tcase_add_test(tc, test_scope);
 	tcase_add_test(tc, test_scope_null_params);
 	suite_add_tcase(s, tc);
+	tcase_add_checked_fixture(sc, sched_setup, sched_teardown);
+	tcase_set_timeout(sc, 120);
+	tcase_add_test(sc, test_key_order);
+	tcase_add_test(sc, test_inflight_bound);
+	tcase_add_test(sc, test_flood_wait);
+	tcase_add_test(sc, test_429_pauses_chat);
+	tcase_add_test(sc, test_429_gives_up);
+	tcase_add_test(sc, test_429_pauses_bot);
+	tcase_add_test(sc, test_queue_bound);
+	suite_add_tcase(s, sc);
 	return s;
 }
 

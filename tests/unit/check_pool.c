@@ -1,0 +1,777 @@
+/*
+ * The worker pool on a real event loop.  Most workers here are of a
+ * connection type of the test's own (struct worker_ops, as a relay's
+ * remote workers will be): its frames are handed to worker_input() and
+ * what the pool sends is decoded back, so every step is under the test's
+ * control.  That the pool runs them proves a new connection type needs no
+ * change to it.  Then real children, spawned and reaped.
+ *
+ * What is held: dispatch and free slots, affinity, what done/fail/call
+ * mean, protocol errors, deadlines (cancel, then terminate), that a job is
+ * given back only once its worker is gone, draining and recycling.
+ */
+#include "config.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <check.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "conf.h"
+#include "pool.h"
+#include "proto.h"
+#include "router.h"
+#include "testloop.h"
+#include "worker.h"
+
+#define MAXF	8
+#define MAXJ	64
+
+/* --- a connection type of the test's own ----------------------------------- */
+
+struct fake {
+	struct worker	*w;
+	json_t		*sent;		/* frames the pool sent, decoded */
+	int		 closes, close_sig;
+	int		 terms, term_sig;
+	int		 alive;
+	int		 freed;
+};
+
+static int
+fake_send(struct worker *w, const char *line, size_t len)
+{
+	struct fake *f = w->conn;
+	struct frame fr;
+	json_t *o;
+
+	ck_assert(len > 0 && line[len - 1] == '\n');
+	/* never a frame a worker would have to refuse */
+	ck_assert_int_eq(proto_decode(line, len - 1, PROTO_D2W, &fr, NULL, 0),
+	    0);
+	frame_clear(&fr);
+	ck_assert_ptr_nonnull(o = json_loadb(line, len - 1, 0, NULL));
+	json_array_append_new(f->sent, o);
+	return 0;
+}
+
+static void
+fake_close(struct worker *w, int sig)
+{
+	struct fake *f = w->conn;
+
+	f->closes++;
+	f->close_sig = sig;
+}
+
+static void
+fake_terminate(struct worker *w, int sig)
+{
+	struct fake *f = w->conn;
+
+	f->terms++;
+	f->term_sig = sig;
+}
+
+static int
+fake_alive(const struct worker *w)
+{
+	const struct fake *f = w->conn;
+
+	return f->alive;
+}
+
+static void
+fake_describe(const struct worker *w, json_t *o)
+{
+	json_object_set_new(o, "kind", json_string("fake"));
+}
+
+static void
+fake_free(struct worker *w)
+{
+	struct fake *f = w->conn;
+
+	f->freed = 1;
+	f->w = NULL;
+}
+
+static const struct worker_ops fake_ops = {
+	.kind = "fake",
+	.send = fake_send,
+	.close = fake_close,
+	.terminate = fake_terminate,
+	.alive = fake_alive,
+	.describe = fake_describe,
+	.free = fake_free,
+};
+
+/* --- what the pool reports ------------------------------------------------- */
+
+struct ev {
+	char		 what;		/* 'd' done, 'f' failed, 'c' call */
+	int64_t		 id;
+	struct worker	*w;
+	int		 retry;
+	int		 worker_id;
+	char		 text[128];
+};
+
+static struct event_base	*base;
+static struct conf		 conf;
+static struct pool		*pool;
+static struct fake		 fakes[MAXF];
+static struct ev		 evs[256];
+static int			 nevs, ncapacity;
+static struct job		*jobs[MAXJ];
+
+static void
+on_done(void *arg, struct job *job, struct worker *w, json_t *calls)
+{
+	struct ev *e = &evs[nevs++];
+
+	e->what = 'd';
+	e->id = job->id;
+	e->w = w;
+	snprintf(e->text, sizeof(e->text), "%s", calls ? "calls" : "");
+}
+
+static void
+on_failed(void *arg, struct job *job, const char *why, int retry)
+{
+	struct ev *e = &evs[nevs++];
+
+	e->what = 'f';
+	e->id = job->id;
+	e->retry = retry;
+	snprintf(e->text, sizeof(e->text), "%s", why);
+}
+
+static void
+on_capacity(void *arg)
+{
+	ncapacity++;
+}
+
+static void
+on_call(void *arg, int worker_id, json_t *ref, struct job *job,
+    const char *method, json_t *params)
+{
+	struct ev *e = &evs[nevs++];
+
+	e->what = 'c';
+	e->id = job != NULL ? job->id : 0;
+	e->worker_id = worker_id;
+	snprintf(e->text, sizeof(e->text), "%s", method);
+}
+
+static const struct pool_ops ops = {
+	.done = on_done,
+	.failed = on_failed,
+	.capacity = on_capacity,
+	.call = on_call,
+};
+
+static void
+setup(void)
+{
+	json_t *bot = json_pack("{s:i, s:s}", "id", 1, "username", "testbot");
+
+	signal(SIGPIPE, SIG_IGN);
+	base = event_base_new();
+	conf_defaults(&conf);
+	conf.workers = 0;
+	conf.update_timeout = 60000;
+	conf.kill_grace = 100;
+	conf.hello_timeout = 5000;
+	memset(fakes, 0, sizeof(fakes));
+	memset(jobs, 0, sizeof(jobs));
+	nevs = ncapacity = 0;
+	pool = pool_new(base, &conf, &ops, NULL);
+	pool_start(pool, bot);
+	json_decref(bot);
+}
+
+static void
+teardown(void)
+{
+	int i;
+
+	pool_free(pool);
+	for (i = 0; i < MAXF; i++)
+		json_decref(fakes[i].sent);
+	for (i = 0; i < MAXJ; i++)
+		job_free(jobs[i]);
+	event_base_free(base);
+	conf_clear(&conf);
+}
+
+/* A frame from the peer, as its JSON text. */
+static void
+input(struct worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+input(struct worker *w, const char *fmt, ...)
+{
+	char line[1024], err[256];
+	struct frame f;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	ck_assert_msg(proto_decode(line, (size_t)n, PROTO_W2D, &f, err,
+	    sizeof(err)) == 0, "%s: %s", line, err);
+	worker_input(w, &f);
+	frame_clear(&f);
+}
+
+/* Fake worker i, connected (not yet said hello). */
+static struct fake *
+connect_fake(int i)
+{
+	struct fake *f = &fakes[i];
+
+	f->sent = json_array();
+	f->alive = 1;
+	f->w = pool_worker_new(pool, &fake_ops, f, 1000 + i);
+	ck_assert_ptr_nonnull(f->w);
+	return f;
+}
+
+static struct fake *
+ready_fake(int i, int slots)
+{
+	struct fake *f = connect_fake(i);
+
+	input(f->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":%d}",
+	    PROTO_VERSION, slots);
+	ck_assert_int_eq(f->w->state, W_READY);
+	return f;
+}
+
+static struct job *
+job(int64_t id)
+{
+	char json[128];
+	int n;
+
+	n = snprintf(json, sizeof(json), "{\"update_id\":%lld,\"message\":"
+	    "{\"text\":\"u%lld\"}}", (long long)id, (long long)id);
+	ck_assert_int_lt(id, MAXJ);
+	jobs[id] = job_new(id, json, (size_t)n);
+	return jobs[id];
+}
+
+/* The n-th frame sent to f (negative: from the end). */
+static json_t *
+sent(struct fake *f, int n)
+{
+	size_t len = json_array_size(f->sent);
+
+	return json_array_get(f->sent, n < 0 ? len + n : (size_t)n);
+}
+
+static const char *
+sent_type(struct fake *f, int n)
+{
+	return json_string_value(json_object_get(sent(f, n), "type"));
+}
+
+/* The ids of the update frames f was sent, in order, as "1,2,3". */
+static const char *
+updates_of(struct fake *f)
+{
+	static char buf[256];
+	json_t *o;
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	json_array_foreach(f->sent, i, o)
+		if (strcmp(json_string_value(json_object_get(o, "type")),
+		    "update") == 0)
+			n += snprintf(buf + n, sizeof(buf) - n, "%s%lld",
+			    n > 0 ? "," : "", (long long)json_integer_value(
+			    json_object_get(o, "id")));
+	return buf;
+}
+
+static int
+count_evs(char what)
+{
+	int i, n = 0;
+
+	for (i = 0; i < nevs; i++)
+		n += evs[i].what == what;
+	return n;
+}
+
+/* The pool has not described a worker yet: its id and its kind say which. */
+static int
+described(int id)
+{
+	json_t *a = pool_describe(pool), *o;
+	size_t i;
+	int found = 0;
+
+	json_array_foreach(a, i, o)
+		if (json_integer_value(json_object_get(o, "id")) == id) {
+			ck_assert_str_eq(json_string_value(json_object_get(o,
+			    "kind")), "fake");
+			found = 1;
+		}
+	json_decref(a);
+	return found;
+}
+
+/* --- tests --------------------------------------------------------------- */
+
+START_TEST(test_hello_and_dispatch)
+{
+	struct fake *a, *b;
+	json_t *u;
+
+	a = connect_fake(0);
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), -1);
+	input(a->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
+	    PROTO_VERSION);
+	ck_assert_str_eq(sent_type(a, 0), "welcome");
+	ck_assert_int_eq(json_integer_value(json_object_get(sent(a, 0),
+	    "worker_id")), a->w->id);
+	ck_assert_int_eq(ncapacity, 1);
+	b = ready_fake(1, 2);
+	ck_assert_int_eq(ncapacity, 2);
+	ck_assert_uint_eq(pool_free_slots(pool), 3);
+
+	ck_assert_int_eq(pool_dispatch(pool, jobs[1], NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(3), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(4), NULL), -1);
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+	ck_assert_uint_eq(pool_running(pool), 3);
+	ck_assert_str_eq(updates_of(a), "1");
+	ck_assert_str_eq(updates_of(b), "2,3");
+	/* the update frame: the job as the protocol says */
+	u = sent(a, -1);
+	ck_assert_int_eq(json_integer_value(json_object_get(u, "attempt")), 1);
+	ck_assert_int_gt(json_integer_value(json_object_get(u, "deadline")),
+	    wall_ms());
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(
+	    json_object_get(u, "update"), "message"), "text")), "u1");
+	ck_assert_ptr_nonnull(jobs[1]->owner);
+	ck_assert(described(a->w->id) && described(b->w->id));
+}
+END_TEST
+
+START_TEST(test_round_robin)
+{
+	struct fake *a, *b;
+	int i;
+
+	a = ready_fake(0, 4);
+	b = ready_fake(1, 4);
+	/* one-slot-at-a-time fairness: the workers take turns */
+	for (i = 1; i <= 4; i++)
+		ck_assert_int_eq(pool_dispatch(pool, job(i), NULL), 0);
+	ck_assert_str_eq(updates_of(a), "1,3");
+	ck_assert_str_eq(updates_of(b), "2,4");
+}
+END_TEST
+
+START_TEST(test_affinity)
+{
+	struct fake *a, *b;
+
+	a = ready_fake(0, 2);
+	b = ready_fake(1, 2);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_str_eq(updates_of(a), "1");
+	/* b is first in line now; a key busy on a stays on a */
+	ck_assert_int_eq(pool_dispatch(pool, job(2), a->w), 0);
+	ck_assert_str_eq(updates_of(a), "1,2");
+	ck_assert_str_eq(updates_of(b), "");
+	/* a is full: the preference gives way */
+	ck_assert_int_eq(pool_dispatch(pool, job(3), a->w), 0);
+	ck_assert_str_eq(updates_of(b), "3");
+	/* the done says where its successor should go */
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(nevs, 1);
+	ck_assert_int_eq(evs[0].what, 'd');
+	ck_assert_ptr_eq(evs[0].w, a->w);
+}
+END_TEST
+
+START_TEST(test_done_frees_slot)
+{
+	struct fake *a, *b;
+
+	a = ready_fake(0, 1);
+	b = ready_fake(1, 1);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), a->w), 0);
+	ck_assert_uint_eq(pool_free_slots(pool), 1);
+	input(a->w, "{\"type\":\"done\",\"id\":1,\"calls\":[{\"method\":"
+	    "\"sendMessage\",\"params\":{\"chat_id\":1}}]}");
+	ck_assert_int_eq(nevs, 1);
+	ck_assert_int_eq(evs[0].what, 'd');
+	ck_assert_int_eq(evs[0].id, 1);
+	ck_assert_str_eq(evs[0].text, "calls");
+	ck_assert_ptr_null(jobs[1]->owner);
+	ck_assert_uint_eq(pool_free_slots(pool), 2);
+	ck_assert_uint_eq(pool_running(pool), 0);
+
+	/* another worker's update, or one already done: cut off */
+	ck_assert_int_eq(pool_dispatch(pool, job(2), a->w), 0);
+	input(b->w, "{\"type\":\"done\",\"id\":2}");
+	ck_assert_int_eq(b->closes, 1);
+	ck_assert_int_eq(b->close_sig, SIGKILL);
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
+	ck_assert_int_eq(nevs, 1);
+}
+END_TEST
+
+START_TEST(test_protocol_state)
+{
+	struct fake *a = connect_fake(0), *b;
+
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(a->close_sig, SIGKILL);
+	b = ready_fake(1, 1);
+	input(b->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
+	    PROTO_VERSION);
+	ck_assert_int_eq(b->closes, 1);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
+	/* another protocol version is not an error: it is told to go */
+	a = connect_fake(2);
+	input(a->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
+	    PROTO_VERSION + 1);
+	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(a->close_sig, SIGTERM);
+	ck_assert_int_eq(a->w->state, W_STARTING);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
+}
+END_TEST
+
+START_TEST(test_given_back_only_when_gone)
+{
+	struct fake *a;
+
+	a = ready_fake(0, 2);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	/* cut off, but the process may still be working on both */
+	input(a->w, "{\"type\":\"done\",\"id\":7}");
+	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(count_evs('f'), 0);
+	ck_assert_uint_eq(pool_running(pool), 2);
+	/* gone: now they may run elsewhere */
+	pool_worker_gone(a->w, "peer lost", WORKER_CRASHED);
+	ck_assert(a->freed);
+	ck_assert_int_eq(count_evs('f'), 2);
+	ck_assert_int_eq(evs[0].id, 1);
+	ck_assert_int_eq(evs[1].id, 2);
+	ck_assert_str_eq(evs[0].text, "peer lost");
+	ck_assert_int_eq(evs[0].retry, 1);
+	ck_assert_uint_eq(pool_running(pool), 0);
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+	ck_assert_int_eq(pool_stats(pool)->crashed, 1);
+	ck_assert_int_eq(pool_stats(pool)->exited, 1);
+	ck_assert(!described(1));
+}
+END_TEST
+
+START_TEST(test_fail_frame)
+{
+	struct fake *a = ready_fake(0, 2);
+
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	input(a->w, "{\"type\":\"fail\",\"id\":1,\"error\":\"boom\","
+	    "\"retry\":false}");
+	input(a->w, "{\"type\":\"fail\",\"id\":2,\"error\":\"later\","
+	    "\"retry\":true}");
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(evs[0].what, 'f');
+	ck_assert_str_eq(evs[0].text, "worker failed it: boom");
+	ck_assert_int_eq(evs[0].retry, 0);
+	ck_assert_int_eq(evs[1].retry, 1);
+	ck_assert_uint_eq(pool_free_slots(pool), 2);
+	input(a->w, "{\"type\":\"fail\",\"id\":2,\"error\":\"again\"}");
+	ck_assert_int_eq(a->closes, 1);
+}
+END_TEST
+
+static struct fake *wanted;
+
+static int
+sent_cancel(void *arg)
+{
+	return json_array_size(wanted->sent) > 0 &&
+	    strcmp(sent_type(wanted, -1), "cancel") == 0;
+}
+
+static int
+was_terminated(void *arg)
+{
+	return wanted->terms > 0;
+}
+
+START_TEST(test_deadline)
+{
+	struct fake *a;
+	int64_t t0, t1, t2;
+
+	conf.update_timeout = 150;
+	conf.kill_grace = 150;
+	a = ready_fake(0, 1);
+	wanted = a;
+	t0 = mono_ms();
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, sent_cancel, NULL, 10000, "cancel");
+	t1 = mono_ms();
+	ck_assert_int_ge(t1 - t0, 150 - TESTLOOP_SLACK_MS);
+	ck_assert_int_eq(json_integer_value(json_object_get(sent(a, -1),
+	    "id")), 1);
+	ck_assert_int_eq(pool_stats(pool)->timeouts, 1);
+	TESTLOOP_UNTIL(base, was_terminated, NULL, 10000, "terminate");
+	t2 = mono_ms();
+	ck_assert_int_ge(t2 - t1, 150 - TESTLOOP_SLACK_MS);
+	ck_assert_int_eq(a->term_sig, SIGTERM);
+	/* told to go, not gone: the update is still its own */
+	ck_assert_int_eq(count_evs('f'), 0);
+	pool_worker_gone(a->w, "worker exited on signal 15", WORKER_CRASHED);
+	ck_assert_int_eq(count_evs('f'), 1);
+	ck_assert_str_eq(evs[0].text, "timed out");
+}
+END_TEST
+
+START_TEST(test_late_done_counts)
+{
+	struct fake *a;
+
+	conf.update_timeout = 100;
+	conf.kill_grace = 60000;
+	a = ready_fake(0, 1);
+	wanted = a;
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, sent_cancel, NULL, 10000, "cancel");
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(nevs, 1);
+	ck_assert_int_eq(evs[0].what, 'd');
+	ck_assert_int_eq(a->closes + a->terms, 0);
+}
+END_TEST
+
+START_TEST(test_call_frames)
+{
+	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
+	json_t *ref = json_string("r1"), *res = json_pack("{s:i}", "x", 5);
+	json_t *r;
+
+	ck_assert_int_eq(pool_dispatch(pool, job(1), a->w), 0);
+	input(a->w, "{\"type\":\"call\",\"id\":1,\"ref\":\"r1\",\"method\":"
+	    "\"sendMessage\",\"params\":{\"chat_id\":1}}");
+	input(a->w, "{\"type\":\"call\",\"id\":0,\"ref\":2,\"method\":"
+	    "\"getMe\"}");
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(evs[0].what, 'c');
+	ck_assert_int_eq(evs[0].id, 1);
+	ck_assert_int_eq(evs[0].worker_id, a->w->id);
+	ck_assert_str_eq(evs[0].text, "sendMessage");
+	ck_assert_int_eq(evs[1].id, 0);
+	/* a call for someone else's update */
+	input(b->w, "{\"type\":\"call\",\"id\":1,\"ref\":3,\"method\":"
+	    "\"getMe\"}");
+	ck_assert_int_eq(b->closes, 1);
+	ck_assert_int_eq(nevs, 2);
+
+	pool_result(pool, a->w->id, ref, 1, res, 0, NULL, NULL, 0);
+	r = sent(a, -1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "type")),
+	    "result");
+	ck_assert_str_eq(json_string_value(json_object_get(r, "ref")), "r1");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(r,
+	    "result"), "x")), 5);
+	/* a worker that is gone gets nothing, and nothing breaks */
+	pool_result(pool, 999, ref, 0, NULL, 400, "bad", NULL, 0);
+	json_decref(ref);
+	json_decref(res);
+}
+END_TEST
+
+START_TEST(test_shutdown_when_idle)
+{
+	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
+
+	ck_assert_int_eq(pool_dispatch(pool, job(1), a->w), 0);
+	pool_shutdown(pool, wall_ms() + 5000);
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), -1);
+	/* the idle one is told at once, the busy one once it is idle */
+	ck_assert_str_eq(sent_type(b, -1), "shutdown");
+	ck_assert_str_eq(sent_type(a, -1), "update");
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_str_eq(sent_type(a, -1), "shutdown");
+	ck_assert_int_eq(a->w->state, W_DRAINING);
+	/* nobody joins a pool that is stopping */
+	ck_assert_ptr_null(pool_worker_new(pool, &fake_ops, &fakes[5], 1));
+}
+END_TEST
+
+START_TEST(test_recycle)
+{
+	struct fake *a = ready_fake(0, 1);
+
+	a->w->limit = 2;
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(a->w->state, W_READY);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	input(a->w, "{\"type\":\"done\",\"id\":2}");
+	ck_assert_int_eq(a->w->state, W_DRAINING);
+	ck_assert_str_eq(sent_type(a, -1), "shutdown");
+	ck_assert_int_eq(pool_stats(pool)->recycled, 1);
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+}
+END_TEST
+
+START_TEST(test_kill_and_alive)
+{
+	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
+
+	ck_assert_uint_eq(pool_alive(pool), 2);
+	b->alive = 0;
+	ck_assert_uint_eq(pool_alive(pool), 1);
+	pool_kill(pool);
+	ck_assert_int_eq(a->terms, 1);
+	ck_assert_int_eq(a->term_sig, SIGKILL);
+	ck_assert_int_eq(b->terms, 0);
+}
+END_TEST
+
+/* --- real children ---------------------------------------------------------- */
+
+static void
+on_sigchld(evutil_socket_t sig, short ev, void *arg)
+{
+	pool_reap(pool);
+}
+
+static int
+have_capacity(void *arg)
+{
+	return pool_free_slots(pool) > 0;
+}
+
+static int
+have_failed(void *arg)
+{
+	return count_evs('f') > 0;
+}
+
+static int
+have_problem(void *arg)
+{
+	return pool_problem(pool) != NULL;
+}
+
+/*
+ * A worker in sh: hello on fd 3, read the welcome and one update, then
+ * exit 3 without answering.
+ */
+#define SH_WORKER "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' " \
+	">&3; read -r l <&3; read -r l <&3; exit 3"
+
+START_TEST(test_child_dies_with_update)
+{
+	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+	json_t *a;
+
+	evsignal_add(sig, NULL);
+	conf.workers = 1;
+	conf.worker_command = strdup(SH_WORKER);
+	pool_reconfigure(pool, &conf, 0);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	ck_assert_int_eq(pool_stats(pool)->spawned, 1);
+	a = pool_describe(pool);
+	ck_assert_int_gt(json_integer_value(json_object_get(json_array_get(a,
+	    0), "pid")), 0);
+	ck_assert(json_is_false(json_object_get(json_array_get(a, 0),
+	    "external")));
+	json_decref(a);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, have_failed, NULL, 20000, "the update back");
+	ck_assert_int_eq(evs[0].id, 1);
+	ck_assert_str_eq(evs[0].text, "worker exited with status 3");
+	ck_assert_int_eq(evs[0].retry, 1);
+	ck_assert_int_eq(pool_stats(pool)->crashed, 1);
+	/* and a new one takes its place */
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "a new child");
+	ck_assert_int_eq(pool_stats(pool)->spawned, 2);
+	ck_assert_ptr_null(pool_problem(pool));
+	pool_free(pool);
+	pool = NULL;
+	event_free(sig);
+}
+END_TEST
+
+START_TEST(test_child_dies_before_hello)
+{
+	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+
+	evsignal_add(sig, NULL);
+	conf.workers = 1;
+	conf.worker_command = strdup("exit 1");
+	pool_reconfigure(pool, &conf, 0);
+	TESTLOOP_UNTIL(base, have_problem, NULL, 20000, "a problem");
+	ck_assert_ptr_nonnull(strstr(pool_problem(pool),
+	    "workers exit before hello (worker exited with status 1"));
+	ck_assert_uint_eq(pool_free_slots(pool), 0);
+	pool_free(pool);
+	pool = NULL;
+	event_free(sig);
+}
+END_TEST
+
+static Suite *
+pool_suite(void)
+{
+	Suite	*s = suite_create("pool");
+	TCase	*tc = tcase_create("fake");
+	TCase	*ch = tcase_create("children");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_hello_and_dispatch);
+	tcase_add_test(tc, test_round_robin);
+	tcase_add_test(tc, test_affinity);
+	tcase_add_test(tc, test_done_frees_slot);
+	tcase_add_test(tc, test_protocol_state);
+	tcase_add_test(tc, test_given_back_only_when_gone);
+	tcase_add_test(tc, test_fail_frame);
+	tcase_add_test(tc, test_deadline);
+	tcase_add_test(tc, test_late_done_counts);
+	tcase_add_test(tc, test_call_frames);
+	tcase_add_test(tc, test_shutdown_when_idle);
+	tcase_add_test(tc, test_recycle);
+	tcase_add_test(tc, test_kill_and_alive);
+	suite_add_tcase(s, tc);
+	tcase_add_checked_fixture(ch, setup, teardown);
+	tcase_add_test(ch, test_child_dies_with_update);
+	tcase_add_test(ch, test_child_dies_before_hello);
+	suite_add_tcase(s, ch);
+	return s;
+}
+
+#define TEST_SUITE	pool_suite
+#include "testmain.h"
