@@ -53,6 +53,7 @@
 #include "timeutil.h"
 #include "token.h"
 #include "upload.h"
+#include "xmalloc.h"
 
 #define API_HTTP_TIMEOUT_MS	60000
 #define API_RETRY_AFTER_MAX	3600
@@ -330,16 +331,12 @@ scope_get(struct api *a, enum flood_scope kind, const char *name)
 		return s;
 	if (a->nscopes + 2 > a->heapcap) {
 		cap = a->heapcap * 2;
-		if ((h = realloc(a->heap, cap * sizeof(*h))) == NULL)
-			return NULL;
+		h = xreallocarray(a->heap, cap, sizeof(*h));
 		a->heap = h;
 		a->heapcap = cap;
 	}
-	if ((s = calloc(1, sizeof(*s))) == NULL ||
-	    (s->name = strdup(name)) == NULL) {
-		free(s);
-		return NULL;
-	}
+	s = xcalloc(1, sizeof(*s));
+	s->name = xstrdup(name);
 	scope_init(s, kind);
 	HASH_ADD_KEYPTR(hh, a->scopes, s->name, strlen(s->name), s);
 	a->nscopes++;
@@ -439,7 +436,7 @@ api_park(struct api *a, struct acall *c, struct ascope *s, int64_t now)
 		c->throttled = 1;
 		a->stats.throttled++;
 	}
-	log_debug("call %s: waits for %s", c->method, scope_name(a, s));
+	log_debug("method=%s: waits for %s", c->method, scope_name(a, s));
 	scope_update(a, s, now);
 }
 
@@ -547,9 +544,7 @@ api_updir_open(struct api *a)
 	if (a->updir_errno != 0)
 		log_notice("upload_dir %s: open", path);
 	a->updir_errno = 0;
-	a->updir_path = strdup(path);
-	if (a->updir_path == NULL)
-		api_updir_close(a);
+	a->updir_path = xstrdup(path);
 }
 
 /* upload_dir's fd for a new call, or -1 if none is set or it cannot open. */
@@ -576,8 +571,7 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 {
 	struct api *a;
 
-	if ((a = calloc(1, sizeof(*a))) == NULL)
-		return NULL;
+	a = xcalloc(1, sizeof(*a));
 	a->base = base;
 	a->http = http;
 	a->conf = conf;
@@ -588,14 +582,9 @@ api_new(struct event_base *base, struct http *http, const struct conf *conf,
 	a->global.name = (char *)"";
 	a->heapcap = API_HEAP_INIT;
 	a->updir = -1;
-	if ((a->heap = calloc(a->heapcap, sizeof(*a->heap))) == NULL ||
-	    (a->timer = evtimer_new(base, api_timer_cb, a)) == NULL) {
-		if (a->timer != NULL)
-			event_free(a->timer);
-		free(a->heap);
-		free(a);
-		return NULL;
-	}
+	a->heap = xcalloc(a->heapcap, sizeof(*a->heap));
+	if ((a->timer = evtimer_new(base, api_timer_cb, a)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
 	a->prefix = token_url(conf->api_url, token);
 	api_updir_open(a);
 	return a;
@@ -781,7 +770,7 @@ api_pause(struct api *a, struct acall *c, int retry_after, int64_t now)
 	if (until > s->paused_until)
 		s->paused_until = until;
 	flood_drain(&s->bucket, scope_rate(a, s), now);
-	log_info("call %s: 429 (try %d), pausing calls to %s for %d s",
+	log_info("method=%s: 429 (try %d), pausing calls to %s for %d s",
 	    c->method, c->tries, scope_name(a, s), retry_after);
 	scope_update(a, s, now);
 	return s;
@@ -793,8 +782,9 @@ api_log_migrated(const struct acall *c, const json_t *params)
 	json_t *to = json_object_get(params, "migrate_to_chat_id");
 
 	if (json_is_integer(to))
-		log_notice("call %s: chat %s was upgraded to supergroup %lld; "
-		    "the worker gets the error and must use the new id",
+		log_notice("method=%s chat=%s migrate_to_chat_id=%lld: the chat "
+		    "became a supergroup; the worker gets the error and must "
+		    "use the new id",
 		    c->method, c->scope != NULL ? c->scope->name + 2 : "?",
 		    (long long)json_integer_value(to));
 }
@@ -922,7 +912,7 @@ api_pump(struct api *a)
 }
 
 /* Behind the calls of the same key; the scope of its chat_id. */
-static int
+static void
 api_enqueue(struct api *a, struct acall *c, const char *key, json_t *params)
 {
 	char		 name[FLOOD_SCOPE_MAX];
@@ -930,17 +920,13 @@ api_enqueue(struct api *a, struct acall *c, const char *key, json_t *params)
 	struct akey	*k = NULL;
 
 	kind = flood_scope(params, name, sizeof(name));
-	if (kind != FLOOD_SCOPE_NONE &&
-	    (c->scope = scope_get(a, kind, name)) == NULL)
-		return -1;
+	if (kind != FLOOD_SCOPE_NONE)
+		c->scope = scope_get(a, kind, name);
 	if (key != NULL) {
 		HASH_FIND_STR(a->keys, key, k);
 		if (k == NULL) {
-			if ((k = calloc(1, sizeof(*k))) == NULL ||
-			    (k->name = strdup(key)) == NULL) {
-				free(k);
-				return -1;
-			}
+			k = xcalloc(1, sizeof(*k));
+			k->name = xstrdup(key);
 			TAILQ_INIT(&k->calls);
 			HASH_ADD_KEYPTR(hh, a->keys, k->name, strlen(k->name), k);
 		}
@@ -955,7 +941,6 @@ api_enqueue(struct api *a, struct acall *c, const char *key, json_t *params)
 		TAILQ_INSERT_TAIL(&a->runnable, c, rentry);
 	} else
 		c->state = AC_QUEUED;
-	return 0;
 }
 
 void
@@ -969,14 +954,14 @@ api_on_release(struct api *a, void (*cb)(void *), void *arg)
  * A call the daemon refuses itself (its files): delivered from the loop at
  * once, outside its key's order since it never reaches Telegram.
  */
-static int
+static void
 api_refuse(struct api *a, struct acall *c, int code, const char *desc)
 {
 	struct timeval tv = { 0, 0 };
 
-	if ((c->fail_desc = strdup(desc)) == NULL ||
-	    (c->retry = evtimer_new(a->base, api_retry_cb, c)) == NULL)
-		return -1;
+	c->fail_desc = xstrdup(desc);
+	if ((c->retry = evtimer_new(a->base, api_retry_cb, c)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
 	c->fail_code = code;
 	c->failed = 1;
 	c->state = AC_BACKOFF;
@@ -985,7 +970,6 @@ api_refuse(struct api *a, struct acall *c, int code, const char *desc)
 	evtimer_add(c->retry, &tv);
 	a->queued++;
 	a->stats.calls++;
-	return 0;
 }
 
 /* Files in params: 0 (c->upload set if there are any), or -1 with err. */
@@ -997,7 +981,7 @@ api_upload(struct api *a, struct acall *c, json_t *params, char *err,
 		return 0;
 	if (upload_prepare(params, api_updir(a), a->conf->upload_max_size,
 	    &c->upload, err, errsz) == -1) {
-		log_info("call %s: refused: %s", c->method, err);
+		log_info("method=%s: refused: %s", c->method, err);
 		return -1;
 	}
 	if (c->upload != NULL) {
@@ -1020,31 +1004,22 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 		a->stats.rejected++;
 		return -1;
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		return -1;
+	c = xcalloc(1, sizeof(*c));
 	c->api = a;
 	snprintf(c->method, sizeof(c->method), "%s", method);
 	c->body = params != NULL ? json_dumps(params, JSON_COMPACT) :
-	    strdup("{}");
+	    xstrdup("{}");
+	if (c->body == NULL)
+		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	c->cost = flood_cost(method, params);
 	c->cb = cb;
 	c->arg = arg;
-	if (c->body == NULL) {
-		acall_free(c);
-		return -1;
-	}
 	c->len = strlen(c->body);
 	if (api_upload(a, c, params, err, sizeof(err)) == -1) {
-		if (api_refuse(a, c, 400, err) == -1) {
-			acall_free(c);
-			return -1;
-		}
+		api_refuse(a, c, 400, err);
 		return 0;
 	}
-	if (api_enqueue(a, c, key, params) == -1) {
-		acall_free(c);
-		return -1;
-	}
+	api_enqueue(a, c, key, params);
 	a->queued++;
 	a->stats.calls++;
 	api_sweep(a, mono_ms());

@@ -81,8 +81,8 @@ calls_after_done(struct api *api, const struct job *job, json_t *calls)
 		if (api_call(api, calls_key(job), method, json_object_get(c,
 		    "params"), API_NOLIMIT, calls_done_result,
 		    (void *)(intptr_t)job->id) == -1)
-			log_errx("update=%lld: attached call %zu (%s) dropped: "
-			    "not a method name", (long long)job->id, i,
-			    method != NULL ? method : "?");
+			log_errx("update=%lld call=%zu method=%s: attached call "
+			    "dropped: not a method name", (long long)job->id,
+			    i, method != NULL ? method : "?");
 	}
 }

@@ -36,13 +36,13 @@
 #include "flood.h"
 #include "keys.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #define CONF_LINE_MAX	4096	/* bytes of one line, without the newline */
 #define CONF_ITEM_MAX	64	/* one item of a list value */
 #define CONF_SHOW_MAX	60	/* bytes of a bad value quoted in an error */
 #define CONF_NAME_MAX	64	/* longest name worth a "did you mean" */
 #define CONF_SUGGEST	2	/* edit distance of a "did you mean" */
-#define CONF_EX_SOFTWARE 70	/* sysexits' EX_SOFTWARE */
 
 #define MSECS(x)	((int64_t)(x))
 #define SECS(x)		((int64_t)(x) * 1000)
@@ -332,7 +332,7 @@ conf_index(const char *name)
 	const struct conf_opt *o;
 
 	if ((o = conf_find(name)) == NULL)
-		fatalx(CONF_EX_SOFTWARE, "%s: no option %s", __func__, name);
+		fatalx(EXIT_SOFTWARE, "%s: no option %s", __func__, name);
 	return (int)(o - conf_opts);
 }
 
@@ -748,10 +748,8 @@ conf_jsonlist_add(json_t *arr, const char *name, char *why, size_t whysz)
 		if (strcmp(json_string_value(e), name) == 0)
 			return conf_expect(why, whysz, name,
 			    "each update type once");
-	if (json_array_append_new(arr, json_string(name)) == -1) {
-		snprintf(why, whysz, "out of memory");
-		return -1;
-	}
+	if (json_array_append_new(arr, json_string(name)) == -1)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	return 0;
 }
 
@@ -806,21 +804,16 @@ conf_set_jsonlist(struct conf *c, const struct conf_opt *o, const char *v,
 	json_t	 *arr;
 	int	  r;
 
-	if ((arr = json_array()) == NULL) {
-		snprintf(why, whysz, "out of memory");
-		return -1;
-	}
+	if ((arr = json_array()) == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (*v == '[')
 		r = conf_jsonlist_json(arr, v, why, whysz);
 	else
 		r = conf_jsonlist_words(arr, v, why, whysz);
 	if (r == 0) {
 		free(*dst);
-		*dst = json_dumps(arr, JSON_COMPACT);
-		if (*dst == NULL) {
-			snprintf(why, whysz, "out of memory");
-			r = -1;
-		}
+		if ((*dst = json_dumps(arr, JSON_COMPACT)) == NULL)
+			fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	}
 	json_decref(arr);
 	return r;
@@ -855,10 +848,7 @@ conf_set_string(struct conf *c, const struct conf_opt *o, const char *v,
 
 	if (o->type == CT_PATH && conf_check_path(o, v, why, whysz) == -1)
 		return -1;
-	if ((s = strdup(v)) == NULL) {
-		snprintf(why, whysz, "out of memory");
-		return -1;
-	}
+	s = xstrdup(v);
 	if (o->check != NULL && o->check->fn(s, why, whysz) == -1) {
 		free(s);
 		return -1;
@@ -912,7 +902,7 @@ conf_set(struct conf *c, const struct conf_opt *o, const char *v, char *why,
 	case CT_RATE:
 		return conf_set_rate(c, o, v, why, whysz);
 	}
-	fatalx(CONF_EX_SOFTWARE, "%s: bad type of %s", __func__, o->name);
+	fatalx(EXIT_SOFTWARE, "%s: bad type of %s", __func__, o->name);
 }
 
 static int
@@ -1036,7 +1026,7 @@ conf_defaults(struct conf *c)
 	for (i = 0; i < CONF_NOPTS; i++)
 		if (conf_set(c, &conf_opts[i], conf_opts[i].def, why,
 		    sizeof(why)) == -1)
-			fatalx(CONF_EX_SOFTWARE, "%s: default of %s: %s",
+			fatalx(EXIT_SOFTWARE, "%s: default of %s: %s",
 			    __func__, conf_opts[i].name, why);
 }
 
@@ -1341,7 +1331,7 @@ conf_parse_file(struct conf_parse *p)
 	free(p->buf);
 	p->buf = NULL;
 	if (r == -2)
-		conf_fail(p, 0, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	else if (r != 0)
 		conf_fail(p, r, "expected 'option = value'");
 	if (!p->failed)
@@ -1361,9 +1351,8 @@ conf_load(const char *path, struct conf *c, struct conf_error *err)
 	p.err = err;
 	p.lines = lines;
 	conf_defaults(c);
-	if ((c->path = strdup(path)) == NULL)
-		conf_fail(&p, 0, "out of memory");
-	else if ((p.fp = fopen(path, "re")) == NULL)
+	c->path = xstrdup(path);
+	if ((p.fp = fopen(path, "re")) == NULL)
 		conf_fail(&p, 0, "cannot open: %s", strerror(errno));
 	else {
 		conf_parse_file(&p);
@@ -1498,7 +1487,7 @@ conf_swap(struct conf *a, struct conf *b, const struct conf_opt *o)
 		b->session_key_n = k;
 		break;
 	default:
-		fatalx(CONF_EX_SOFTWARE, "%s: bad type of %s", __func__,
+		fatalx(EXIT_SOFTWARE, "%s: bad type of %s", __func__,
 		    o->name);
 	}
 	_Static_assert(sizeof(t) >= sizeof(struct flood_rate) &&

@@ -24,6 +24,7 @@
 #include "control.h"
 #include "log.h"
 #include "unixsock.h"
+#include "xmalloc.h"
 
 #define CONTROL_IDLE_SEC	10
 
@@ -168,12 +169,8 @@ control_new(struct event_base *base, const char *path, mode_t mode,
 
 	if ((fd = unixsock_listen(path, mode)) == -1)
 		return NULL;
-	if ((c = calloc(1, sizeof(*c))) == NULL ||
-	    (c->path = strdup(path)) == NULL) {
-		free(c);
-		close(fd);
-		return NULL;
-	}
+	c = xcalloc(1, sizeof(*c));
+	c->path = xstrdup(path);
 	c->cmds = cmds;
 	c->state = state;
 	c->arg = arg;

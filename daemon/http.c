@@ -24,6 +24,7 @@
 #include "http.h"
 #include "log.h"
 #include "timeutil.h"
+#include "xmalloc.h"
 
 /* A hostile server must not be able to make us buffer more than this. */
 #define HTTP_BODY_MAX	(64UL * 1024 * 1024)
@@ -204,10 +205,7 @@ http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *harg, void *sarg)
 		return 0;
 	}
 	if (s == NULL) {
-		if ((s = calloc(1, sizeof(*s))) == NULL) {
-			log_warnx("%s: out of memory", __func__);
-			return -1;
-		}
+		s = xcalloc(1, sizeof(*s));
 		s->fd = fd;
 		LIST_INSERT_HEAD(&h->socks, s, entry);
 		curl_multi_assign(h->multi, fd, s);
@@ -236,7 +234,6 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct http_req *r = arg;
 	size_t n = size * nmemb, ncap;
-	char *p;
 
 	if (n > HTTP_BODY_MAX - r->len) {
 		r->too_big = 1;
@@ -246,11 +243,7 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 		ncap = r->cap ? r->cap : 4096;
 		while (ncap < r->len + n + 1)
 			ncap *= 2;
-		if ((p = realloc(r->buf, ncap)) == NULL) {
-			r->too_big = 1;
-			return 0;
-		}
-		r->buf = p;
+		r->buf = xreallocarray(r->buf, ncap, 1);
 		r->cap = ncap;
 	}
 	memcpy(r->buf + r->len, data, n);
@@ -358,10 +351,7 @@ http_new(struct event_base *base, long max_connections)
 		}
 		http_global_done = 1;
 	}
-	if ((h = calloc(1, sizeof(*h))) == NULL) {
-		log_warnx("%s: out of memory", __func__);
-		return NULL;
-	}
+	h = xcalloc(1, sizeof(*h));
 	h->base = base;
 	TAILQ_INIT(&h->running);
 	TAILQ_INIT(&h->done);
@@ -511,9 +501,9 @@ http_req_form(struct http_req *r, const struct http_part *parts,
 {
 	size_t i;
 
-	if ((r->mime = curl_mime_init(r->easy)) == NULL ||
-	    (r->srcs = calloc(nparts + 1, sizeof(*r->srcs))) == NULL)
+	if ((r->mime = curl_mime_init(r->easy)) == NULL)
 		return -1;
+	r->srcs = xcalloc(nparts + 1, sizeof(*r->srcs));
 	for (i = 0; i < nparts; i++)
 		if (http_part_add(r, &parts[i], &r->srcs[i]) == -1)
 			return -1;
@@ -528,10 +518,7 @@ http_req_new(struct http *h, http_cb cb, void *arg)
 
 	if (h->dying)
 		return NULL;
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		log_warnx("%s: out of memory", __func__);
-		return NULL;
-	}
+	r = xcalloc(1, sizeof(*r));
 	r->http = h;
 	r->cb = cb;
 	r->arg = arg;

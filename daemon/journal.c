@@ -36,6 +36,7 @@
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
+#include "xmalloc.h"
 
 #define JOURNAL_FILE		"journal"
 #define JOURNAL_TMP		"journal.tmp"
@@ -134,8 +135,7 @@ jbuf_reserve(struct jbuf *b, size_t n)
 	cap = b->cap ? b->cap : 4096;
 	while (cap < b->len + n)
 		cap *= 2;
-	if ((b->p = realloc(b->p, cap)) == NULL)
-		fatalx(1, "%s: out of memory", __func__);
+	b->p = xreallocarray(b->p, cap, 1);
 	b->cap = cap;
 }
 
@@ -264,9 +264,8 @@ journal_remember(struct journal *j, int64_t id, const char *json, size_t len)
 	HASH_FIND(hh, j->entries, &id, sizeof(id), e);
 	if (e != NULL)
 		journal_forget(j, e);
-	if ((e = calloc(1, sizeof(*e))) == NULL ||
-	    (e->text = rcstr_new(json, len)) == NULL)
-		fatalx(1, "%s: out of memory", __func__);
+	e = xcalloc(1, sizeof(*e));
+	e->text = rcstr_new(json, len);
 	e->id = id;
 	e->attempt = 1;
 	HASH_ADD(hh, j->entries, id, sizeof(e->id), e);
@@ -454,8 +453,7 @@ jsyncer_start(struct journal *j)
 	sigset_t all, old;
 	int saved;
 
-	if ((y = calloc(1, sizeof(*y))) == NULL)
-		return -1;
+	y = xcalloc(1, sizeof(*y));
 	y->fd = -1;
 	if (pipe2(y->pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
 		saved = errno;
@@ -904,12 +902,8 @@ journal_open(const char *dir, enum fsync_mode mode, char *err, size_t errlen)
 {
 	struct journal *j;
 
-	if ((j = calloc(1, sizeof(*j))) == NULL ||
-	    (j->dir = strdup(dir)) == NULL) {
-		free(j);
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
+	j = xcalloc(1, sizeof(*j));
+	j->dir = xstrdup(dir);
 	j->mode = mode;
 	j->dirfd = j->fd = j->lockfd = -1;
 	if (mode != FSYNC_OFF && journal_open_disk(j, err, errlen) == -1) {
@@ -975,8 +969,7 @@ journal_replay(struct journal *j, void (*cb)(void *, int64_t, const char *,
 	size_t i, n = 0;
 	int rc = 0;
 
-	if ((ids = calloc(j->npending + 1, sizeof(*ids))) == NULL)
-		fatalx(1, "%s: out of memory", __func__);
+	ids = xcalloc(j->npending + 1, sizeof(*ids));
 	HASH_ITER(hh, j->entries, e, tmp) {
 		if (!e->replay)
 			continue;
@@ -1027,8 +1020,8 @@ journal_filter(struct journal *j, struct jupdate *u, size_t *n, time_t now)
 	for (i = 0; i < *n; i++) {
 		if (journal_is_dup(j, u[i].id, now) ||
 		    (k > 0 && u[i].id <= u[k - 1].id)) {
-			log_debug("journal: dropping duplicate update %" PRId64,
-			    u[i].id);
+			log_debug("journal: update=%" PRId64 ": dropping a "
+			    "duplicate", u[i].id);
 			continue;
 		}
 		u[k++] = u[i];
@@ -1069,7 +1062,7 @@ journal_write_batch(struct journal *j, const struct jupdate *u, size_t n,
 
 	for (i = 0; i < n; i++) {
 		if (u[i].len > JOURNAL_REC_MAX - 9) {
-			log_errx("%s: update %" PRId64 " too large (%zu bytes)",
+			log_errx("%s: update=%" PRId64 " bytes=%zu: too large",
 			    __func__, u[i].id, u[i].len);
 			errno = EFBIG;
 			return -1;

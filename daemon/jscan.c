@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "jscan.h"
+#include "xmalloc.h"
 
 static const char *
 ws(const char *p, const char *e)
@@ -406,8 +407,7 @@ jscan_decode(struct jspan v, char *sbuf, size_t size, size_t *len)
 	if (jscan_kind(v) != '"')
 		return NULL;
 	if (cap > size) {
-		if ((buf = malloc(cap)) == NULL)
-			return NULL;
+		buf = xmalloc(cap);
 		size = cap;
 	}
 	if (jscan_string(v, buf, size, len) == -1) {

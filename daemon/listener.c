@@ -118,8 +118,8 @@ listener_accept(struct evconnlistener *l, evutil_socket_t fd,
 
 	if (!unixsock_peer_allowed(fd, pool_conf(ls->pool)->listen_allow,
 	    &uid, &pid)) {
-		log_warnx("listen: refused a worker (uid %d not in "
-		    "listen_allow)", (int)uid);
+		log_warnx("listen: refused a worker uid=%d pid=%d (not in "
+		    "listen_allow)", (int)uid, (int)pid);
 		close(fd);
 		return;
 	}

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "xmalloc.h"
 
 #define LOG_LINE_MAX	4096
 #define LOG_SECRETS_MAX	4
@@ -37,7 +38,7 @@ log_add_secret(const char *secret)
 		return;
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
 		if (log_secrets[i] == NULL) {
-			log_secrets[i] = strdup(secret);
+			log_secrets[i] = xstrdup(secret);
 			return;
 		}
 	}

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "xmalloc.h"
 
 /* 1 ms .. 60 s; the last bucket is +Inf */
 static const double hist_bounds[HIST_BUCKETS - 1] = {
@@ -142,8 +143,7 @@ metrics_new(struct event_base *base, const char *listen, metrics_fn fn,
 		return NULL;
 	}
 	/* loopback unless metrics_public: conf.c has checked it */
-	if ((m = calloc(1, sizeof(*m))) == NULL)
-		return NULL;
+	m = xcalloc(1, sizeof(*m));
 	m->fn = fn;
 	m->arg = arg;
 	if ((m->http = evhttp_new(base)) == NULL ||

@@ -29,6 +29,7 @@
 #include "poller.h"
 #include "timeutil.h"
 #include "token.h"
+#include "xmalloc.h"
 
 #define POLLER_LIMIT_MAX	100	/* Telegram's own cap on limit */
 #define POLLER_ELEMS_MAX	1000	/* more than this is not a real reply */
@@ -404,7 +405,6 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 	const char *it = NULL;
 	size_t n = 0, cap = 0;
 	int64_t x;
-	void *p;
 
 	if (r->status != 200 || !jscan_check(r->body, r->len))
 		return -1;
@@ -417,14 +417,9 @@ poller_parse_fast(const struct http_response *r, struct poller_reply *rp)
 			goto slow;
 		if (n == cap) {
 			cap = cap ? cap * 2 : POLLER_LIMIT_MAX;
-			if ((p = reallocarray(rp->ids, cap,
-			    sizeof(*rp->ids))) == NULL)
-				goto slow;
-			rp->ids = p;
-			if ((p = reallocarray(rp->slices, cap,
-			    sizeof(*rp->slices))) == NULL)
-				goto slow;
-			rp->slices = p;
+			rp->ids = xreallocarray(rp->ids, cap, sizeof(*rp->ids));
+			rp->slices = xreallocarray(rp->slices, cap,
+			    sizeof(*rp->slices));
 		}
 		/* as poller_update_ok(): id + 1 becomes the offset */
 		if (jscan_member(u, "update_id", &id) == -1 ||
@@ -462,9 +457,9 @@ poller_slice_reply(struct poller_reply *rp, const struct http_response *r)
 
 	rp->n = n;
 	/* dropped elements would shift the match: encode them all then */
-	if (n == 0 || rp->bad > 0 ||
-	    (rp->slices = calloc(n, sizeof(*rp->slices))) == NULL)
+	if (n == 0 || rp->bad > 0)
 		return;
+	rp->slices = xcalloc(n, sizeof(*rp->slices));
 	if (poller_slices(r->body, r->len, rp->slices, n) != (int)n) {
 		free(rp->slices);
 		rp->slices = NULL;
@@ -759,7 +754,7 @@ poller_update_text(const struct poller_reply *rp, size_t i, json_t *u,
 		return rp->body + rp->slices[i].off;
 	}
 	if ((*owned = json_dumps(u, JSON_COMPACT)) == NULL)
-		return NULL;
+		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	*len = strlen(*owned);
 	return *owned;
 }
@@ -776,19 +771,15 @@ poller_deliver(struct poller *p, const struct poller_reply *rp)
 	json_t *u;
 	int rc = -1;
 
-	ids = calloc(n, sizeof(*ids));
-	jsons = calloc(n, sizeof(*jsons));
-	owned = calloc(n, sizeof(*owned));
-	lens = calloc(n, sizeof(*lens));
-	if (ids == NULL || jsons == NULL || owned == NULL || lens == NULL)
-		goto out;
+	ids = xcalloc(n, sizeof(*ids));
+	jsons = xcalloc(n, sizeof(*jsons));
+	owned = xcalloc(n, sizeof(*owned));
+	lens = xcalloc(n, sizeof(*lens));
 	for (i = 0; i < n; i++) {
 		u = rp->result != NULL ? json_array_get(rp->result, i) : NULL;
 		ids[i] = rp->ids != NULL ? rp->ids[i] :
 		    json_integer_value(json_object_get(u, "update_id"));
 		jsons[i] = poller_update_text(rp, i, u, &lens[i], &owned[i]);
-		if (jsons[i] == NULL)
-			goto out;
 		/* Telegram: offset = highest id received + 1 */
 		if (i == 0 || ids[i] + 1 > next)
 			next = ids[i] + 1;
@@ -799,10 +790,8 @@ poller_deliver(struct poller *p, const struct poller_reply *rp)
 		if (rc == 1)
 			p->unsynced = 1;
 	}
-out:
-	if (owned != NULL)
-		for (i = 0; i < n; i++)
-			free(owned[i]);
+	for (i = 0; i < n; i++)
+		free(owned[i]);
 	free(ids);
 	free(jsons);
 	free(owned);
@@ -887,13 +876,13 @@ poller_allowed_text(const struct conf *c)
 	char *s;
 
 	if (c->allowed_updates == NULL)
-		return strdup(poller_default_allowed);
+		return xstrdup(poller_default_allowed);
 	a = json_loads(c->allowed_updates, 0, NULL);
 	if (!json_is_array(a)) {
 		log_warnx("%s: allowed_updates is not a JSON array; using "
 		    "Telegram's default set", __func__);
 		json_decref(a);
-		return strdup(poller_default_allowed);
+		return xstrdup(poller_default_allowed);
 	}
 	s = json_dumps(a, JSON_COMPACT);
 	json_decref(a);
@@ -913,10 +902,7 @@ poller_new(struct event_base *base, struct http *http, const struct conf *conf,
 	struct poller *p;
 	struct timespec ts;
 
-	if ((p = calloc(1, sizeof(*p))) == NULL) {
-		log_warnx("%s: out of memory", __func__);
-		return NULL;
-	}
+	p = xcalloc(1, sizeof(*p));
 	p->base = base;
 	p->http = http;
 	p->conf = conf;
@@ -929,11 +915,8 @@ poller_new(struct event_base *base, struct http *http, const struct conf *conf,
 	p->url = token_url(conf->api_url, token);
 	p->allowed = poller_allowed_text(conf);
 	p->timer = evtimer_new(base, poller_timer_event, p);
-	if (p->url == NULL || p->allowed == NULL || p->timer == NULL) {
-		log_warnx("%s: out of memory", __func__);
-		poller_free(p);
-		return NULL;
-	}
+	if (p->allowed == NULL || p->timer == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	return p;
 }
 

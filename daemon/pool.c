@@ -239,8 +239,8 @@ pool_run_start(struct worker *w, struct job *job)
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
 	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
 	    &len);
-	if (line == NULL)
-		return -1;
+	if (line == NULL)	/* proto/ returns NULL when memory runs out */
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (len > PROTO_MAX_FRAME) {
 		/* cannot happen for a real Update; never send what a peer must reject */
 		free(line);

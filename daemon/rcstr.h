@@ -11,20 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "xmalloc.h"
+
 struct rcstr {
 	size_t		 len;		/* bytes before the NUL */
 	unsigned	 ref;
 	char		 s[];
 };
 
-/* A new string holding a copy of p[0..len), one reference; NULL if no memory. */
+/* A new string holding a copy of p[0..len), one reference. */
 static inline struct rcstr *
 rcstr_new(const char *p, size_t len)
 {
-	struct rcstr *r;
+	struct rcstr *r = xmalloc(sizeof(*r) + len + 1);
 
-	if ((r = malloc(sizeof(*r) + len + 1)) == NULL)
-		return NULL;
 	if (len > 0)
 		memcpy(r->s, p, len);
 	r->s[len] = '\0';

@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "router.h"
+#include "xmalloc.h"
 
 TAILQ_HEAD(jobq, job);
 
@@ -44,18 +45,14 @@ struct router {
 };
 
 /*
- * The caller owns the job until router_add(); NULL (logged) if out of
- * memory.  The job takes a reference to text (the update's JSON).
+ * The caller owns the job until router_add().  The job takes a reference
+ * to text (the update's JSON).
  */
 struct job *
 job_new_shared(int64_t id, struct rcstr *text)
 {
-	struct job *job;
+	struct job *job = xcalloc(1, sizeof(*job));
 
-	if ((job = calloc(1, sizeof(*job))) == NULL) {
-		log_errx("%s: out of memory", __func__);
-		return NULL;
-	}
 	job->text = rcstr_ref(text);
 	job->id = id;
 	job->attempt = 1;
@@ -67,13 +64,9 @@ job_new_shared(int64_t id, struct rcstr *text)
 struct job *
 job_new(int64_t id, const char *json, size_t len)
 {
-	struct rcstr *text;
+	struct rcstr *text = rcstr_new(json, len);
 	struct job *job;
 
-	if ((text = rcstr_new(json, len)) == NULL) {
-		log_errx("%s: out of memory", __func__);
-		return NULL;
-	}
 	job = job_new_shared(id, text);
 	rcstr_unref(text);
 	return job;
@@ -97,16 +90,12 @@ job_key(const struct job *job, int i)
 	return job->key[i]->name;
 }
 
-/* The caller owns the router: router_free().  NULL (logged) if out of memory. */
+/* The caller owns the router: router_free(). */
 struct router *
 router_new(void)
 {
-	struct router *r;
+	struct router *r = xcalloc(1, sizeof(*r));
 
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		log_errx("%s: out of memory", __func__);
-		return NULL;
-	}
 	TAILQ_INIT(&r->ready);
 	TAILQ_INIT(&r->running);
 	return r;
@@ -121,7 +110,7 @@ router_kidx(const struct job *job, const struct rkey *k)
 	for (i = 0; i < job->nkeys; i++)
 		if (job->key[i] == k)
 			return i;
-	fatalx(1, "%s: job %lld not in key %s", __func__,
+	fatalx(EXIT_SOFTWARE, "%s: job %lld not in key %s", __func__,
 	    (long long)job->id, k->name);
 }
 
@@ -148,8 +137,7 @@ router_intern(struct router *r, const char *name)
 	HASH_FIND(hh, r->keys, name, len, k);
 	if (k != NULL)
 		return k;
-	if ((k = calloc(1, sizeof(*k) + len + 1)) == NULL)
-		fatalx(1, "%s: out of memory", __func__);
+	k = xcalloc(1, sizeof(*k) + len + 1);
 	memcpy(k->name, name, len);
 	TAILQ_INIT(&k->fifo);
 	HASH_ADD_KEYPTR(hh, r->keys, k->name, len, k);
@@ -270,7 +258,7 @@ router_finish(struct router *r, struct job *job)
 	int		 i, n;
 
 	if (job->state != JOB_RUNNING)
-		fatalx(1, "%s: job %lld is not running", __func__,
+		fatalx(EXIT_SOFTWARE, "%s: job %lld is not running", __func__,
 		    (long long)job->id);
 	TAILQ_REMOVE(&r->running, job, rq);
 	r->nrunning--;
@@ -291,7 +279,7 @@ void
 router_retry(struct router *r, struct job *job)
 {
 	if (job->state != JOB_RUNNING)
-		fatalx(1, "%s: job %lld is not running", __func__,
+		fatalx(EXIT_SOFTWARE, "%s: job %lld is not running", __func__,
 		    (long long)job->id);
 	TAILQ_REMOVE(&r->running, job, rq);
 	r->nrunning--;

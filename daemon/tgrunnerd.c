@@ -522,7 +522,7 @@ tgd_open(struct tgd *d)
 	char err[512];
 
 	if ((d->base = event_base_new()) == NULL)
-		fatalx(1, "cannot create the event loop");
+		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
 	if (d->conf.journal_fsync == FSYNC_OFF)
 		log_warnx("journal_fsync = off: updates are kept in memory only; "

@@ -33,7 +33,9 @@
 #include <jansson.h>
 
 #include "http.h"
+#include "log.h"
 #include "upload.h"
+#include "xmalloc.h"
 
 #define UPLOAD_NAME_MAX		64	/* a parameter (part) name */
 #define UPLOAD_FILENAME_MAX	255
@@ -119,10 +121,7 @@ upload_keep(struct upload *u, char *s)
 		return NULL;
 	if (u->nstrs == u->strcap) {
 		cap = u->strcap ? u->strcap * 2 : 16;
-		if ((n = realloc(u->strs, cap * sizeof(*n))) == NULL) {
-			free(s);
-			return NULL;
-		}
+		n = xreallocarray(u->strs, cap, sizeof(*n));
 		u->strs = n;
 		u->strcap = cap;
 	}
@@ -135,8 +134,7 @@ upload_strndup(struct upload *u, const char *s, size_t n)
 {
 	char *p;
 
-	if ((p = malloc(n + 1)) == NULL)
-		return NULL;
+	p = xmalloc(n + 1);
 	memcpy(p, s, n);
 	p[n] = '\0';
 	return upload_keep(u, p);
@@ -150,10 +148,7 @@ upload_part(struct upload *u, const char *where)
 
 	if (u->nparts == u->cap) {
 		cap = u->cap ? u->cap * 2 : 8;
-		if ((n = realloc(u->parts, cap * sizeof(*n))) == NULL) {
-			upload_fail(u, where, "out of memory");
-			return NULL;
-		}
+		n = xreallocarray(u->parts, cap, sizeof(*n));
 		u->parts = n;
 		u->cap = cap;
 	}
@@ -172,7 +167,7 @@ upload_text(struct upload *u, const char *name, const char *text, size_t len)
 		return -1;
 	p->name = name;
 	if ((p->data = upload_strndup(u, text, len)) == NULL)
-		return upload_fail(u, name, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	p->len = len;
 	return 0;
 }
@@ -492,15 +487,14 @@ upload_from_data(struct upload *u, const char *where, struct http_part *p,
 	unsigned char	*out;
 	ssize_t		 n;
 
-	if ((out = malloc(len / 4 * 3 + 3)) == NULL)
-		return upload_fail(u, where, "out of memory");
+	out = xmalloc(len / 4 * 3 + 3);
 	if ((n = upload_b64_decode(s, len, out, &bad)) == -1) {
 		free(out);
 		return upload_fail(u, where, "@data is not valid base64 "
 		    "(at offset %zu)", bad);
 	}
 	if (upload_keep(u, (char *)out) == NULL)
-		return upload_fail(u, where, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	p->data = (const char *)out;
 	p->len = (size_t)n;
 	if (p->filename == NULL)
@@ -542,7 +536,7 @@ upload_file(struct upload *u, const char *where, const char *name, json_t *v)
 	    "@data")) == -1)
 		return -1;
 	if (p->filename == NULL)
-		return upload_fail(u, where, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	u->bytes += (int64_t)p->len;
 	return 0;
 }
@@ -565,10 +559,8 @@ upload_nested(struct upload *u, json_t *v, const char *where)
 {
 	const char *name;
 
-	if ((name = upload_attach_name(u)) == NULL) {
-		upload_fail(u, where, "out of memory");
-		return NULL;
-	}
+	if ((name = upload_attach_name(u)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (upload_file(u, where, name, v) == -1)
 		return NULL;
 	return json_sprintf("attach://%s", name);
@@ -600,7 +592,7 @@ upload_slot(struct upload *u, json_t *j, const char *key, size_t idx,
 	/* v is freed here: nothing of the upload points into it */
 	if ((key != NULL ? json_object_set_new(j, key, ref) :
 	    json_array_set_new(j, idx, ref)) == -1)
-		return upload_fail(u, where, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	return 0;
 }
 
@@ -636,14 +628,14 @@ upload_json_param(struct upload *u, const char *name, json_t *v)
 	int	 rc;
 
 	if ((copy = json_deep_copy(v)) == NULL)
-		return upload_fail(u, name, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	rc = upload_replace(u, copy, name, 1);
 	text = rc == 0 ? json_dumps(copy, JSON_COMPACT) : NULL;
 	json_decref(copy);
 	if (rc == -1)
 		return -1;
 	if (upload_keep(u, text) == NULL)
-		return upload_fail(u, name, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	return upload_text(u, name, text, strlen(text));
 }
 
@@ -658,7 +650,7 @@ upload_scalar_param(struct upload *u, const char *name, json_t *v)
 		    json_string_length(v));
 	if ((text = upload_keep(u, json_dumps(v, JSON_COMPACT |
 	    JSON_ENCODE_ANY))) == NULL)
-		return upload_fail(u, name, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	return upload_text(u, name, text, strlen(text));
 }
 
@@ -672,7 +664,7 @@ upload_param(struct upload *u, const char *k, json_t *v)
 		    "be sent as multipart (1 to %d of [A-Za-z0-9_])", k,
 		    UPLOAD_NAME_MAX);
 	if ((name = upload_strndup(u, k, strlen(k))) == NULL)
-		return upload_fail(u, k, "out of memory");
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (upload_is_file(v))
 		return upload_file(u, name, name, v);
 	if (json_is_object(v) || json_is_array(v))
@@ -719,10 +711,7 @@ upload_prepare(json_t *params, int dirfd, int64_t max_size,
 			break;
 	if (!any)
 		return 0;
-	if ((u = calloc(1, sizeof(*u))) == NULL) {
-		snprintf(err, errsz, "tgrunner: out of memory");
-		return -1;
-	}
+	u = xcalloc(1, sizeof(*u));
 	u->params = params;
 	u->dirfd = dirfd;
 	u->max_size = max_size;
