@@ -82,26 +82,31 @@ tgd_cmd_workers(void *arg, const char *args)
 	    pool_describe(d->pool));
 }
 
+/* drain and resume: stop or start fetching; the workers run on. */
+static json_t *
+tgd_fetching(struct tgd *d, int on)
+{
+	log_notice("control: %s", on ? "resume: fetching updates again" :
+	    "drain: no more updates are fetched");
+	d->state = on ? TGD_RUNNING : TGD_DRAINING;
+	if (on)
+		poller_resume(d->poller);
+	else
+		poller_pause(d->poller);
+	return json_pack("{s:b, s:s}", "ok", 1, "state",
+	    tgd_state_str(d->state));
+}
+
 static json_t *
 tgd_cmd_drain(void *arg, const char *args)
 {
-	struct tgd *d = arg;
-
-	log_notice("control: drain: no more updates are fetched");
-	d->state = TGD_DRAINING;
-	poller_pause(d->poller);
-	return json_pack("{s:b, s:s}", "ok", 1, "state", "draining");
+	return tgd_fetching(arg, 0);
 }
 
 static json_t *
 tgd_cmd_resume(void *arg, const char *args)
 {
-	struct tgd *d = arg;
-
-	log_notice("control: resume: fetching updates again");
-	d->state = TGD_RUNNING;
-	poller_resume(d->poller);
-	return json_pack("{s:b, s:s}", "ok", 1, "state", "running");
+	return tgd_fetching(arg, 1);
 }
 
 /* The reload runs from the loop, like `systemctl reload` (SIGHUP). */

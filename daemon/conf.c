@@ -36,6 +36,7 @@
 #include "flood.h"
 #include "keys.h"
 #include "log.h"
+#include "parse.h"
 #include "xmalloc.h"
 
 #define CONF_LINE_MAX	4096	/* bytes of one line, without the newline */
@@ -132,18 +133,6 @@ static const struct conf_enum conf_log_levels[] = {
 	{ "info",	LOG_LVL_INFO },
 	{ "debug",	LOG_LVL_DEBUG },
 	{ NULL,		0 }
-};
-
-/* Telegram's Update fields (Bot API 9), valid in allowed_updates. */
-static const char *const conf_update_types[] = {
-	"message", "edited_message", "channel_post", "edited_channel_post",
-	"business_connection", "business_message", "edited_business_message",
-	"deleted_business_messages", "message_reaction",
-	"message_reaction_count", "inline_query", "chosen_inline_result",
-	"callback_query", "shipping_query", "pre_checkout_query",
-	"purchased_paid_media", "poll", "poll_answer", "my_chat_member",
-	"chat_member", "chat_join_request", "chat_boost", "removed_chat_boost",
-	NULL
 };
 
 #define O(f)	offsetof(struct conf, f)
@@ -425,25 +414,6 @@ conf_fmt_bounds(const struct conf_opt *o, char *buf, size_t bufsz)
 	snprintf(buf, bufsz, "%s and %s", lo, hi);
 }
 
-/* Digits only (no sign, no blanks): strtoll alone accepts too much. */
-static int
-conf_parse_uint(const char **sp, int64_t *out)
-{
-	const char	*s = *sp;
-	int64_t		 v = 0;
-
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	for (; isdigit((unsigned char)*s); s++) {
-		if (v > (INT64_MAX - (*s - '0')) / 10)
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	*sp = s;
-	*out = v;
-	return 0;
-}
-
 static int
 conf_parse_int(const char *s, int64_t *out)
 {
@@ -451,33 +421,10 @@ conf_parse_int(const char *s, int64_t *out)
 
 	if (*s == '-' || *s == '+')
 		neg = *s++ == '-';
-	if (conf_parse_uint(&s, out) == -1 || *s != '\0')
+	if (parse_uint(&s, INT64_MAX, out) == -1 || *s != '\0')
 		return -1;
 	if (neg)
 		*out = -*out;
-	return 0;
-}
-
-static int64_t
-conf_duration_unit(const char **sp)
-{
-	const char *s = *sp;
-
-	if (strncmp(s, "ms", 2) == 0) {
-		*sp = s + 2;
-		return 1;
-	}
-	switch (*s) {
-	case 's':
-		*sp = s + 1;
-		return SECS(1);
-	case 'm':
-		*sp = s + 1;
-		return MINS(1);
-	case 'h':
-		*sp = s + 1;
-		return HOURS(1);
-	}
 	return 0;
 }
 
@@ -488,7 +435,7 @@ conf_parse_duration(const char *s, int64_t *out)
 	const char	*bare = s;
 	int64_t		 v, unit, total = 0;
 
-	if (conf_parse_uint(&bare, &v) == 0 && *bare == '\0') {
+	if (parse_uint(&bare, INT64_MAX, &v) == 0 && *bare == '\0') {
 		if (v > INT64_MAX / SECS(1))
 			return -1;
 		*out = SECS(v);
@@ -499,11 +446,11 @@ conf_parse_duration(const char *s, int64_t *out)
 	while (*s != '\0') {
 		while (*s == ' ')
 			s++;
-		if (conf_parse_uint(&s, &v) == -1)
+		if (parse_uint(&s, INT64_MAX, &v) == -1)
 			return -1;
 		while (*s == ' ')
 			s++;
-		if ((unit = conf_duration_unit(&s)) == 0)
+		if ((unit = parse_unit_ms(&s)) == 0)
 			return -1;
 		if (v > (INT64_MAX - total) / unit)
 			return -1;
@@ -521,7 +468,7 @@ conf_parse_size(const char *s, int64_t *out)
 {
 	int64_t	 v, mult = 1;
 
-	if (conf_parse_uint(&s, &v) == -1)
+	if (parse_uint(&s, INT64_MAX, &v) == -1)
 		return -1;
 	switch (*s) {
 	case '\0':
@@ -726,10 +673,11 @@ conf_set_keylist(struct conf *c, const struct conf_opt *o, const char *v,
 static int
 conf_is_update_type(const char *name)
 {
-	int i;
+	const char *t;
+	size_t i;
 
-	for (i = 0; conf_update_types[i] != NULL; i++)
-		if (strcmp(conf_update_types[i], name) == 0)
+	for (i = 0; (t = keys_update_type_at(i, NULL)) != NULL; i++)
+		if (strcmp(t, name) == 0)
 			return 1;
 	return 0;
 }
@@ -931,7 +879,7 @@ conf_port_ok(const char *s)
 {
 	int64_t port;
 
-	return conf_parse_uint(&s, &port) == 0 && *s == '\0' &&
+	return parse_uint(&s, INT64_MAX, &port) == 0 && *s == '\0' &&
 	    port >= 1 && port <= 65535;
 }
 
@@ -1002,7 +950,7 @@ conf_check_allow(char *v, char *why, size_t whysz)
 		if (strncmp(item, "uid:", 4) == 0 ||
 		    strncmp(item, "gid:", 4) == 0) {
 			num = item + 4;
-			if (conf_parse_uint(&num, &id) == 0 && *num == '\0' &&
+			if (parse_uint(&num, INT64_MAX, &id) == 0 && *num == '\0' &&
 			    id <= UINT32_MAX)
 				continue;
 		} else if (conf_name_ok(item))

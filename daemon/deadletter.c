@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "deadletter.h"
+#include "fileio.h"
 #include "log.h"
 #include "rcstr.h"
 #include "timeutil.h"
@@ -141,23 +142,6 @@ dl_line(const struct letter *l, size_t *len)
 	return line;
 }
 
-static int
-dl_write_all(int fd, const char *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Append and fsync one letter.  A failed write leaves no partial line: the
  * file is cut back to its old size, so the next append starts a fresh line.
@@ -177,7 +161,7 @@ dl_append(struct deadletter *dl, const struct letter *l)
 	    0600)) == -1)
 		goto fail;
 	line = dl_line(l, &len);
-	if (fstat(fd, &st) == -1 || dl_write_all(fd, line, len) == -1 ||
+	if (fstat(fd, &st) == -1 || fileio_write_all(fd, line, len, -1) == -1 ||
 	    fsync(fd) == -1) {
 		saved = errno;
 		if (ftruncate(fd, st.st_size) == 0)
@@ -333,8 +317,8 @@ dl_rewrite(struct deadletter *dl, json_t *keep)
 	json_array_foreach(keep, i, o) {
 		if ((text = json_dumps(o, JSON_COMPACT)) == NULL)
 			fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
-		if (dl_write_all(fd, text, strlen(text)) == -1 ||
-		    dl_write_all(fd, "\n", 1) == -1)
+		if (fileio_write_all(fd, text, strlen(text), -1) == -1 ||
+		    fileio_write_all(fd, "\n", 1, -1) == -1)
 			rc = -1;
 		free(text);
 		if (rc == -1)

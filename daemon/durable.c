@@ -53,27 +53,32 @@ durable_failed(struct durable *du)
 	evtimer_add(du->ev_resync, &tv);
 }
 
+/* A sync of the fetched batch returned rc. */
+static void
+durable_verdict(struct durable *du, int rc)
+{
+	if (rc == 0)
+		durable_ok(du);
+	else
+		durable_failed(du);
+}
+
 /* The sync thread finished the batch's fdatasync. */
 static void
 durable_synced(evutil_socket_t fd, short what, void *arg)
 {
 	struct durable *du = arg;
 
-	if (journal_sync_finish(du->journal) == 0)
-		durable_ok(du);
-	else
-		durable_failed(du);
+	durable_verdict(du, journal_sync_finish(du->journal));
 }
 
+/* The retry after a failed sync: on the loop this time. */
 static void
 durable_resync(evutil_socket_t fd, short what, void *arg)
 {
 	struct durable *du = arg;
 
-	if (journal_make_durable(du->journal) == 0)
-		durable_ok(du);
-	else
-		durable_failed(du);
+	durable_verdict(du, journal_make_durable(du->journal));
 }
 
 static void

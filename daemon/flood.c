@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "flood.h"
+#include "parse.h"
 
 #define FLOOD_MS	1LL
 #define FLOOD_S		1000LL
@@ -31,54 +32,12 @@ static const char *const flood_methods[] = {
 	"forwardMessages", NULL
 };
 
-/* Digits only, bounded: no sign, no blanks. */
-static int
-flood_uint(const char **sp, int64_t max, int64_t *out)
-{
-	const char	*s = *sp;
-	int64_t		 v = 0;
-
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	for (; isdigit((unsigned char)*s); s++) {
-		if (v > (max - (*s - '0')) / 10)
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	*sp = s;
-	*out = v;
-	return 0;
-}
-
 static const char *
 flood_blanks(const char *s)
 {
 	while (*s == ' ' || *s == '\t')
 		s++;
 	return s;
-}
-
-static int64_t
-flood_unit(const char **sp)
-{
-	const char *s = *sp;
-
-	if (strncmp(s, "ms", 2) == 0) {
-		*sp = s + 2;
-		return FLOOD_MS;
-	}
-	switch (*s) {
-	case 's':
-		*sp = s + 1;
-		return FLOOD_S;
-	case 'm':
-		*sp = s + 1;
-		return FLOOD_M;
-	case 'h':
-		*sp = s + 1;
-		return FLOOD_H;
-	}
-	return 0;
 }
 
 /* "s", "10s", "500ms", "m", "h". */
@@ -89,9 +48,9 @@ flood_period(const char **sp, int64_t *out)
 	int64_t		 count = 1, unit;
 
 	if (isdigit((unsigned char)*s) &&
-	    (flood_uint(&s, FLOOD_PER_MAX, &count) == -1 || count == 0))
+	    (parse_uint(&s, FLOOD_PER_MAX, &count) == -1 || count == 0))
 		return -1;
-	if ((unit = flood_unit(&s)) == 0 || count > FLOOD_PER_MAX / unit)
+	if ((unit = parse_unit_ms(&s)) == 0 || count > FLOOD_PER_MAX / unit)
 		return -1;
 	*sp = s;
 	*out = count * unit;
@@ -104,7 +63,7 @@ flood_rate_parse(const char *s, struct flood_rate *r)
 	struct flood_rate v;
 
 	s = flood_blanks(s);
-	if (flood_uint(&s, FLOOD_N_MAX, &v.n) == -1 || v.n == 0)
+	if (parse_uint(&s, FLOOD_N_MAX, &v.n) == -1 || v.n == 0)
 		return -1;
 	s = flood_blanks(s);
 	if (*s++ != '/')
@@ -116,7 +75,7 @@ flood_rate_parse(const char *s, struct flood_rate *r)
 	s = flood_blanks(s);
 	if (strncasecmp(s, "burst", 5) == 0 && (s[5] == ' ' || s[5] == '\t')) {
 		s = flood_blanks(s + 5);
-		if (flood_uint(&s, FLOOD_BURST_MAX, &v.burst) == -1 ||
+		if (parse_uint(&s, FLOOD_BURST_MAX, &v.burst) == -1 ||
 		    v.burst == 0)
 			return -1;
 		s = flood_blanks(s);
@@ -275,7 +234,7 @@ flood_int_text(const char *s, int64_t *out)
 
 	if (neg)
 		s++;
-	if (flood_uint(&s, INT64_MAX, &v) == -1 || *s != '\0')
+	if (parse_uint(&s, INT64_MAX, &v) == -1 || *s != '\0')
 		return -1;
 	*out = neg ? -v : v;
 	return 0;

@@ -33,6 +33,7 @@
 #include <uthash.h>
 #include <zlib.h>
 
+#include "fileio.h"
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
@@ -293,40 +294,6 @@ journal_sync(struct journal *j, int fd)
 	return 0;
 }
 
-static int
-write_all(int fd, const uint8_t *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int
-pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = pwrite(fd, p, len, (off_t)off)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
 
 /*
  * Make room for len more bytes of records by writing zeros ahead of them.
@@ -352,7 +319,7 @@ journal_reserve(struct journal *j, size_t len)
 	for (off = j->alloc; off < end; off += n) {
 		n = end - off < sizeof(zeros) ? (size_t)(end - off) :
 		    sizeof(zeros);
-		if (pwrite_all(j->fd, zeros, n, off) == -1) {
+		if (fileio_write_all(j->fd, zeros, n, (int64_t)off) == -1) {
 			/* keep what was there; the records extend the file */
 			if (ftruncate(j->fd, (off_t)j->alloc) == -1)
 				j->broken = 1;
@@ -398,7 +365,7 @@ journal_write(struct journal *j, const struct jbuf *b, int sync,
 	if (j->broken && journal_repair(j) == -1)
 		return -1;
 	journal_reserve(j, b->len);
-	if (pwrite_all(j->fd, b->p, b->len, j->size) == -1) {
+	if (fileio_write_all(j->fd, b->p, b->len, (int64_t)j->size) == -1) {
 		saved = errno;
 		log_err("journal: %s: write %s/%s", what, j->dir, JOURNAL_FILE);
 		journal_repair(j);
@@ -543,7 +510,7 @@ jsyncer_stop(struct journal *j)
 static int
 jbuf_write(int fd, struct jbuf *b)
 {
-	if (write_all(fd, b->p, b->len) == -1)
+	if (fileio_write_all(fd, b->p, b->len, -1) == -1)
 		return -1;
 	b->len = 0;
 	return 0;

@@ -42,6 +42,7 @@
 /* Row flags. */
 #define KF_BIZ		0x01	/* business update: connection id required */
 #define KF_BCONN	0x02	/* business_connection: chat is the connection */
+#define KF_OPTIN	0x04	/* not in Telegram's default allowed_updates */
 
 struct keys_row {
 	const char	*type;	/* Update member name */
@@ -73,9 +74,10 @@ static const struct keys_row keys_table[] = {
 	KEYS_MSG("edited_business_message", KF_BIZ),
 	{ "deleted_business_messages", KF_BIZ, "chat.id", NULL, NULL, NULL,
 	    "business_connection_id" },
-	{ "message_reaction", 0, "chat.id", "user.id", "actor_chat.id",
+	{ "message_reaction", KF_OPTIN, "chat.id", "user.id", "actor_chat.id",
 	    NULL, NULL },
-	{ "message_reaction_count", 0, "chat.id", NULL, NULL, NULL, NULL },
+	{ "message_reaction_count", KF_OPTIN, "chat.id", NULL, NULL, NULL,
+	    NULL },
 	{ "inline_query", 0, NULL, "from.id", NULL, NULL, NULL },
 	{ "chosen_inline_result", 0, NULL, "from.id", NULL, NULL, NULL },
 	/* Without "message" (an inline message) there is no chat. */
@@ -87,7 +89,7 @@ static const struct keys_row keys_table[] = {
 	{ "poll", 0, NULL, NULL, NULL, NULL, NULL },
 	{ "poll_answer", 0, NULL, "user.id", "voter_chat.id", NULL, NULL },
 	{ "my_chat_member", 0, "chat.id", "from.id", NULL, NULL, NULL },
-	{ "chat_member", 0, "chat.id", "from.id", NULL, NULL, NULL },
+	{ "chat_member", KF_OPTIN, "chat.id", "from.id", NULL, NULL, NULL },
 	{ "chat_join_request", 0, "chat.id", "from.id", NULL, NULL, NULL },
 	{ "chat_boost", 0, "chat.id", "boost.source.user.id", NULL, NULL,
 	    NULL },
@@ -232,6 +234,16 @@ keys_row_find(struct jspan update, struct jspan *payload)
 		}
 	}
 	return NULL;
+}
+
+const char *
+keys_update_type_at(size_t i, int *by_default)
+{
+	if (i >= sizeof(keys_table) / sizeof(keys_table[0]))
+		return NULL;
+	if (by_default != NULL)
+		*by_default = !(keys_table[i].flags & KF_OPTIN);
+	return keys_table[i].type;
 }
 
 /* A static string from the table: unknown types give NULL, never peer bytes. */

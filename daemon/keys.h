@@ -41,6 +41,14 @@ void		 keys_derive(const json_t *update, const enum key_kind *kinds,
 void		 keys_derive_text(const char *json, size_t len,
 		    const enum key_kind *kinds, int nkinds, struct keyset *out);
 
+/*
+ * The update types of the Bot API (the members of an Update), one table
+ * for key derivation, the check of allowed_updates and the default set
+ * asked for: type i, or NULL past the end.  *by_default (may be NULL)
+ * says whether Telegram sends it when allowed_updates is empty.
+ */
+const char	*keys_update_type_at(size_t i, int *by_default);
+
 /* The name of the update's payload member ("message", ...), or NULL. */
 const char	*keys_update_type(const json_t *update);
 const char	*keys_update_type_text(const char *json, size_t len);

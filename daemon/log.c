@@ -142,24 +142,17 @@ LOG_FN(log_notice, LOG_LVL_NOTICE, 0)
 LOG_FN(log_info, LOG_LVL_INFO, 0)
 LOG_FN(log_debug, LOG_LVL_DEBUG, 0)
 
-void
-fatal(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_line(LOG_LVL_ERR, 1, fmt, ap);
-	va_end(ap);
-	exit(status);
+#define FATAL_FN(name, with_errno)				\
+void								\
+name(int status, const char *fmt, ...)				\
+{								\
+	va_list ap;						\
+								\
+	va_start(ap, fmt);					\
+	log_line(LOG_LVL_ERR, with_errno, fmt, ap);		\
+	va_end(ap);						\
+	exit(status);						\
 }
 
-void
-fatalx(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_line(LOG_LVL_ERR, 0, fmt, ap);
-	va_end(ap);
-	exit(status);
-}
+FATAL_FN(fatal, 1)
+FATAL_FN(fatalx, 0)

@@ -24,6 +24,7 @@
 #include "conf.h"
 #include "http.h"
 #include "jscan.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 #include "poller.h"
@@ -37,15 +38,6 @@
 #define POLLER_HTTP_SLACK	15000	/* ms added to the long-poll timeout */
 #define POLLER_CALL_TIMEOUT	30000	/* ms for getMe / deleteWebhook */
 #define POLLER_SNIPPET		100	/* bytes of a bad body that are logged */
-
-/* What Telegram sends when allowed_updates is empty, spelled out. */
-static const char poller_default_allowed[] =
-    "[\"message\",\"edited_message\",\"channel_post\",\"edited_channel_post\","
-    "\"business_connection\",\"business_message\",\"edited_business_message\","
-    "\"deleted_business_messages\",\"inline_query\",\"chosen_inline_result\","
-    "\"callback_query\",\"shipping_query\",\"pre_checkout_query\","
-    "\"purchased_paid_media\",\"poll\",\"poll_answer\",\"my_chat_member\","
-    "\"chat_join_request\",\"chat_boost\",\"removed_chat_boost\"]";
 
 enum poller_phase { PHASE_GETME, PHASE_WEBHOOK, PHASE_POLL };
 
@@ -869,22 +861,39 @@ poller_on_reply(void *arg, const struct http_response *r)
 
 /* --- public -------------------------------------------------------------- */
 
+/* What Telegram sends when allowed_updates is empty, spelled out. */
+static json_t *
+poller_default_allowed(void)
+{
+	json_t *a = json_array();
+	const char *t;
+	size_t i;
+	int by_default;
+
+	for (i = 0; (t = keys_update_type_at(i, &by_default)) != NULL; i++)
+		if (by_default)
+			json_array_append_new(a, json_string(t));
+	return a;
+}
+
+/* allowed_updates as sent with every getUpdates: compact JSON text. */
 static char *
 poller_allowed_text(const struct conf *c)
 {
-	json_t *a;
+	json_t *a = NULL;
 	char *s;
 
-	if (c->allowed_updates == NULL)
-		return xstrdup(poller_default_allowed);
-	a = json_loads(c->allowed_updates, 0, NULL);
-	if (!json_is_array(a)) {
+	if (c->allowed_updates != NULL &&
+	    !json_is_array(a = json_loads(c->allowed_updates, 0, NULL))) {
 		log_warnx("%s: allowed_updates is not a JSON array; using "
 		    "Telegram's default set", __func__);
 		json_decref(a);
-		return xstrdup(poller_default_allowed);
+		a = NULL;
 	}
-	s = json_dumps(a, JSON_COMPACT);
+	if (a == NULL)
+		a = poller_default_allowed();
+	if ((s = json_dumps(a, JSON_COMPACT)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	json_decref(a);
 	return s;
 }

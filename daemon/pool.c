@@ -330,35 +330,40 @@ pool_worker_ready(struct worker *w)
 	p->ops->capacity(p->arg);
 }
 
-int
-pool_run_done(struct worker *w, int64_t id, json_t *calls)
+/* w answered update id (done or fail): the job, or NULL if w does not hold it. */
+static struct job *
+pool_run_answered(struct worker *w, int64_t id)
 {
-	struct pool *p = w->pool;
 	struct run *r;
 	struct job *job;
 
 	if ((r = pool_run_find(w, id)) == NULL)
-		return -1;
+		return NULL;
 	job = run_end(r);
 	w->served++;
 	worker_maybe_recycle(w);
-	p->ops->done(p->arg, job, w, calls);
+	return job;
+}
+
+int
+pool_run_done(struct worker *w, int64_t id, json_t *calls)
+{
+	struct job *job;
+
+	if ((job = pool_run_answered(w, id)) == NULL)
+		return -1;
+	w->pool->ops->done(w->pool->arg, job, w, calls);
 	return 0;
 }
 
 int
 pool_run_failed(struct worker *w, int64_t id, const char *why, int retry)
 {
-	struct pool *p = w->pool;
-	struct run *r;
 	struct job *job;
 
-	if ((r = pool_run_find(w, id)) == NULL)
+	if ((job = pool_run_answered(w, id)) == NULL)
 		return -1;
-	job = run_end(r);
-	w->served++;
-	worker_maybe_recycle(w);
-	p->ops->failed(p->arg, job, why, retry);
+	w->pool->ops->failed(w->pool->arg, job, why, retry);
 	return 0;
 }
 

@@ -312,32 +312,6 @@ router_keys(const struct router *r)
 	return r->nkeys;
 }
 
-/*
- * Queued jobs are only in key FIFOs; each is visited from the FIFO of its
- * first key so that a multi-key job is seen once.
- */
-void
-router_foreach(struct router *r, void (*cb)(struct job *, void *), void *arg)
-{
-	struct rkey	*k, *ktmp;
-	struct job	*job, *next;
-
-	for (job = TAILQ_FIRST(&r->running); job != NULL; job = next) {
-		next = TAILQ_NEXT(job, rq);
-		cb(job, arg);
-	}
-	for (job = TAILQ_FIRST(&r->ready); job != NULL; job = next) {
-		next = TAILQ_NEXT(job, rq);
-		cb(job, arg);
-	}
-	HASH_ITER(hh, r->keys, k, ktmp) {
-		for (job = TAILQ_FIRST(&k->fifo); job != NULL; job = next) {
-			next = job->kq[router_kidx(job, k)].tqe_next;
-			if (job->state == JOB_QUEUED && job->key[0] == k)
-				cb(job, arg);
-		}
-	}
-}
 
 /* Unlink a job from all its keys, wherever it sits in their FIFOs. */
 static void

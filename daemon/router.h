@@ -73,7 +73,5 @@ size_t		 router_jobs(const struct router *);	/* queued + ready + running */
 size_t		 router_ready(const struct router *);
 size_t		 router_running(const struct router *);
 size_t		 router_keys(const struct router *);	/* keys with unfinished jobs */
-/* Visit every job (for shutdown accounting); cb must not modify the router. */
-void		 router_foreach(struct router *, void (*cb)(struct job *, void *), void *);
 
 #endif

@@ -109,22 +109,25 @@ upload_is_file(const json_t *v)
 	    json_object_get(v, "@data") != NULL);
 }
 
+/* arr with room for element n: its capacity *cap doubles from init. */
+static void *
+upload_grow(void *arr, size_t n, size_t *cap, size_t size, size_t init)
+{
+	if (n < *cap)
+		return arr;
+	*cap = *cap > 0 ? *cap * 2 : init;
+	return xreallocarray(arr, *cap, size);
+}
+
 /* --- owned strings and parts ---------------------------------------------- */
 
 static char *
 upload_keep(struct upload *u, char *s)
 {
-	char **n;
-	size_t cap;
-
 	if (s == NULL)
 		return NULL;
-	if (u->nstrs == u->strcap) {
-		cap = u->strcap ? u->strcap * 2 : 16;
-		n = xreallocarray(u->strs, cap, sizeof(*n));
-		u->strs = n;
-		u->strcap = cap;
-	}
+	u->strs = upload_grow(u->strs, u->nstrs, &u->strcap,
+	    sizeof(*u->strs), 16);
 	u->strs[u->nstrs++] = s;
 	return s;
 }
@@ -144,14 +147,9 @@ static struct http_part *
 upload_part(struct upload *u, const char *where)
 {
 	struct http_part *n;
-	size_t cap;
 
-	if (u->nparts == u->cap) {
-		cap = u->cap ? u->cap * 2 : 8;
-		n = xreallocarray(u->parts, cap, sizeof(*n));
-		u->parts = n;
-		u->cap = cap;
-	}
+	u->parts = upload_grow(u->parts, u->nparts, &u->cap, sizeof(*u->parts),
+	    8);
 	n = &u->parts[u->nparts++];
 	memset(n, 0, sizeof(*n));
 	n->fd = -1;

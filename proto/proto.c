@@ -77,20 +77,36 @@ pdec_fail(struct pdec *d, const char *fmt, ...)
 	return -1;
 }
 
+/*
+ * Member key, if it has the JSON type want (JSON_TRUE stands for either
+ * boolean): 1 with *out set; 0 when absent and opt; else -1 with the
+ * error, "missing member" or "is not <what>".
+ */
+static int
+pdec_member(struct pdec *d, const char *key, int opt, json_type want,
+    const char *what, json_t **out)
+{
+	json_t *v = json_object_get(d->obj, key);
+
+	if (v == NULL)
+		return opt ? 0 : pdec_fail(d, "missing member \"%s\"", key);
+	if (json_typeof(v) != want &&
+	    !(want == JSON_TRUE && json_typeof(v) == JSON_FALSE))
+		return pdec_fail(d, "\"%s\" is not %s", key, what);
+	*out = v;
+	return 1;
+}
+
 /* An integer member within [min, max]; absent is an error unless opt. */
 static int
 pdec_int(struct pdec *d, const char *key, int opt, int64_t min, int64_t max,
     int64_t *out)
 {
-	json_t *v = json_object_get(d->obj, key);
+	json_t *v = NULL;
+	int r;
 
-	if (v == NULL) {
-		if (opt)
-			return 0;
-		return pdec_fail(d, "missing member \"%s\"", key);
-	}
-	if (!json_is_integer(v))
-		return pdec_fail(d, "\"%s\" is not an integer", key);
+	if ((r = pdec_member(d, key, opt, JSON_INTEGER, "an integer", &v)) < 1)
+		return r;
 	if (json_integer_value(v) < min || json_integer_value(v) > max)
 		return pdec_fail(d, "\"%s\" out of range", key);
 	*out = json_integer_value(v);
@@ -114,15 +130,11 @@ static int
 pdec_string(struct pdec *d, const char *key, int opt, size_t maxlen,
     const char **out)
 {
-	json_t *v = json_object_get(d->obj, key);
+	json_t *v = NULL;
+	int r;
 
-	if (v == NULL) {
-		if (opt)
-			return 0;
-		return pdec_fail(d, "missing member \"%s\"", key);
-	}
-	if (!json_is_string(v))
-		return pdec_fail(d, "\"%s\" is not a string", key);
+	if ((r = pdec_member(d, key, opt, JSON_STRING, "a string", &v)) < 1)
+		return r;
 	if (maxlen > 0 && json_string_length(v) > maxlen)
 		return pdec_fail(d, "\"%s\" too long", key);
 	*out = json_string_value(v);
@@ -132,15 +144,11 @@ pdec_string(struct pdec *d, const char *key, int opt, size_t maxlen,
 static int
 pdec_bool(struct pdec *d, const char *key, int opt, int *out)
 {
-	json_t *v = json_object_get(d->obj, key);
+	json_t *v = NULL;
+	int r;
 
-	if (v == NULL) {
-		if (opt)
-			return 0;
-		return pdec_fail(d, "missing member \"%s\"", key);
-	}
-	if (!json_is_boolean(v))
-		return pdec_fail(d, "\"%s\" is not a boolean", key);
+	if ((r = pdec_member(d, key, opt, JSON_TRUE, "a boolean", &v)) < 1)
+		return r;
 	*out = json_is_true(v);
 	return 0;
 }
@@ -148,17 +156,8 @@ pdec_bool(struct pdec *d, const char *key, int opt, int *out)
 static int
 pdec_object(struct pdec *d, const char *key, int opt, json_t **out)
 {
-	json_t *v = json_object_get(d->obj, key);
-
-	if (v == NULL) {
-		if (opt)
-			return 0;
-		return pdec_fail(d, "missing member \"%s\"", key);
-	}
-	if (!json_is_object(v))
-		return pdec_fail(d, "\"%s\" is not an object", key);
-	*out = v;
-	return 0;
+	return pdec_member(d, key, opt, JSON_OBJECT, "an object", out) < 0 ?
+	    -1 : 0;
 }
 
 /* Bot API method names: 1..64 of [A-Za-z0-9_]. */
