@@ -1332,6 +1332,32 @@ conf_format_jsonlist(const char *json, char *buf, size_t bufsz)
 	json_decref(arr);
 }
 
+/*
+ * v as a file would spell it.  inih strips blanks around a value and
+ * conf_unquote() the quotes around one quoted string, so a value with a
+ * blank at either end, or that is itself one quoted string ('...' or
+ * "..."), can only have come from quotes: it is quoted again, with a
+ * character it does not contain (it lacks one: conf_unquote() made it).
+ * So is a value that starts with '#': after "name = " it would be a
+ * comment.
+ */
+static void
+conf_quote(const char *v, char *buf, size_t bufsz)
+{
+	size_t	n = strlen(v);
+	int	q;
+
+	if (n > 0 && !isspace((unsigned char)v[0]) && v[0] != '#' &&
+	    !isspace((unsigned char)v[n - 1]) &&
+	    !(n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0] &&
+	    memchr(v + 1, v[0], n - 2) == NULL)) {
+		snprintf(buf, bufsz, "%s", v);
+		return;
+	}
+	q = strchr(v, '"') == NULL ? '"' : '\'';
+	snprintf(buf, bufsz, "%c%s%c", q, v, q);
+}
+
 /* The value of o in c, spelled as the file would spell it. */
 static void
 conf_format(const struct conf *c, const struct conf_opt *o, char *buf,
@@ -1345,7 +1371,7 @@ conf_format(const struct conf *c, const struct conf_opt *o, char *buf,
 	case CT_STRING:
 	case CT_PATH:
 		if (*(char *const *)f != NULL)
-			snprintf(buf, bufsz, "%s", *(char *const *)f);
+			conf_quote(*(char *const *)f, buf, bufsz);
 		break;
 	case CT_INT:
 		snprintf(buf, bufsz, "%" PRId64, *(const int64_t *)f);

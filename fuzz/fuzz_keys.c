@@ -1,7 +1,9 @@
 /*
  * Fuzz session-key derivation: the input is an Update as the Bot API might
  * send it (JSON text).  Every subset of kinds, plus a list with repeats, must
- * yield at most KEYS_MAX distinct, bounded keys made of safe bytes only.
+ * yield at most KEYS_MAX distinct, bounded keys made of safe bytes only,
+ * and, where the text is JSON the daemon's scanner takes, the very keys
+ * of the independent reference derivation (tests/unit/keys_ref.c).
  */
 #include "config.h"
 
@@ -11,7 +13,9 @@
 
 #include <jansson.h>
 
+#include "jscan.h"
 #include "keys.h"
+#include "keys_ref.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
@@ -37,6 +41,23 @@ fuzz_check(const struct keyset *ks)
 	}
 }
 
+/* The daemon's derivation from the bytes against the reference's. */
+static void
+fuzz_oracle(const uint8_t *data, size_t size, const json_t *update,
+    const enum key_kind *kinds, int n)
+{
+	struct keyset a, b;
+	int i;
+
+	keys_derive_text((const char *)data, size, kinds, n, &a);
+	keys_ref_derive(update, kinds, n, &b);
+	if (a.n != b.n)
+		abort();
+	for (i = 0; i < a.n; i++)
+		if (strcmp(a.k[i], b.k[i]) != 0)
+			abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -46,13 +67,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	enum key_kind			 kinds[KEY_KIND_MAX];
 	struct keyset			 ks;
 	json_t				*update;
-	int				 set, n, k;
+	int				 set, n, k, scans;
 
 	update = json_loadb((const char *)data, size,
 	    JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	if (update == NULL)
 		return 0;
 	(void)keys_update_type(update);
+	scans = jscan_check((const char *)data, size);
 	for (set = 0; set < (1 << KEY_KIND_MAX); set++) {
 		for (n = 0, k = 0; k < KEY_KIND_MAX; k++)
 			if (set & (1 << k))
@@ -61,6 +83,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_check(&ks);
 		if (n == 0 && ks.n != 0)
 			abort();
+		if (scans)
+			fuzz_oracle(data, size, update, kinds, n);
 	}
 	keys_derive(update, repeats, (int)(sizeof(repeats) /
 	    sizeof(repeats[0])), &ks);

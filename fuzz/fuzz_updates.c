@@ -7,8 +7,10 @@
  * The same bytes also hold jscan (the tree-less scanner of the hot path)
  * to jansson: whatever jscan_check() accepts jansson must accept; every
  * member jscan finds must equal jansson's (last duplicate, escaped names);
- * integers and strings must read the same; keys derived from the raw
- * bytes must equal those derived from jansson's re-encoding.
+ * integers and strings must read the same.  And the keys the daemon
+ * derives from the raw bytes (keys_derive_text) must equal those of an
+ * independent derivation from jansson's tree (tests/unit/keys_ref.c),
+ * for the whole body and for each update in it.
  */
 #include "config.h"
 
@@ -20,6 +22,7 @@
 
 #include "jscan.h"
 #include "keys.h"
+#include "keys_ref.h"
 #include "poller.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
@@ -73,30 +76,47 @@ fuzz_jscan_member(struct jspan obj, const char *name, json_t *want)
 		__builtin_trap();
 }
 
-/* keys_derive_text(the bytes of each update) == keys_derive(its tree) */
+/* The daemon's keys from the bytes == the reference's from the tree. */
 static void
-fuzz_jscan_updates(struct jspan root, json_t *res)
+fuzz_same_keys(const char *text, size_t len, const json_t *tree)
 {
 	static const enum key_kind all[] = { KEY_CHAT, KEY_USER,
 	    KEY_CHAT_USER, KEY_CHAT_TOPIC };
-	struct jspan r, u;
 	struct keyset a, b;
-	const char *it = NULL;
-	size_t n = 0;
-	int i;
+	const char *ta, *tb;
+	int i, k;
 
-	if (!json_is_array(res) || jscan_member(root, "result", &r) == -1)
-		return;
-	while (jscan_next(r, &it, &u)) {
-		keys_derive(json_array_get(res, n++), all, KEY_KIND_MAX, &a);
-		keys_derive_text(u.p, (size_t)(u.e - u.p), all, KEY_KIND_MAX,
-		    &b);
+	for (k = 0; k <= KEY_KIND_MAX; k++) {
+		/* each kind alone, then all of them */
+		keys_ref_derive(tree, k < KEY_KIND_MAX ? all + k : all,
+		    k < KEY_KIND_MAX ? 1 : KEY_KIND_MAX, &a);
+		keys_derive_text(text, len, k < KEY_KIND_MAX ? all + k : all,
+		    k < KEY_KIND_MAX ? 1 : KEY_KIND_MAX, &b);
 		if (a.n != b.n)
 			__builtin_trap();
 		for (i = 0; i < a.n; i++)
 			if (strcmp(a.k[i], b.k[i]) != 0)
 				__builtin_trap();
 	}
+	ta = keys_ref_update_type(tree);
+	tb = keys_update_type_text(text, len);
+	if ((ta == NULL) != (tb == NULL) || (ta != NULL && strcmp(ta, tb) != 0))
+		__builtin_trap();
+}
+
+/* Each update of the result: its own bytes against its own tree. */
+static void
+fuzz_jscan_updates(struct jspan root, json_t *res)
+{
+	struct jspan r, u;
+	const char *it = NULL;
+	size_t n = 0;
+
+	if (!json_is_array(res) || jscan_member(root, "result", &r) == -1)
+		return;
+	while (jscan_next(r, &it, &u))
+		fuzz_same_keys(u.p, (size_t)(u.e - u.p),
+		    json_array_get(res, n++));
 	if (n != json_array_size(res))
 		__builtin_trap();
 }
@@ -104,13 +124,9 @@ fuzz_jscan_updates(struct jspan root, json_t *res)
 static void
 fuzz_jscan(const char *data, size_t size)
 {
-	static const enum key_kind all[] = { KEY_CHAT, KEY_USER,
-	    KEY_CHAT_USER, KEY_CHAT_TOPIC };
-	struct keyset a, b;
 	struct jspan root;
 	const char *k;
 	json_t *j, *v;
-	int i;
 
 	if (!jscan_check(data, size))
 		return;
@@ -120,13 +136,7 @@ fuzz_jscan(const char *data, size_t size)
 	if (json_is_object(j)) {
 		json_object_foreach(j, k, v)
 			fuzz_jscan_member(root, k, v);
-		keys_derive(j, all, KEY_KIND_MAX, &a);
-		keys_derive_text(data, size, all, KEY_KIND_MAX, &b);
-		if (a.n != b.n)
-			__builtin_trap();
-		for (i = 0; i < a.n; i++)
-			if (strcmp(a.k[i], b.k[i]) != 0)
-				__builtin_trap();
+		fuzz_same_keys(data, size, j);
 		fuzz_jscan_updates(root, json_object_get(j, "result"));
 	}
 	json_decref(j);

@@ -103,6 +103,49 @@ class Listen(ScenarioCase):
         d.wait_log(r"listen: refused a worker", timeout=10)
         self.assertEqual(d.stop(), 0)
 
+    def _hello_as(self, sock, uid, gid, groups):
+        """Connect as uid/gid with supplementary groups, say hello; the
+        first bytes the daemon answers (b"" when it hangs up)."""
+        def become():
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+
+        code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); "
+                "s.connect(sys.argv[1]); "
+                "s.sendall(b'{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n'); "
+                "s.settimeout(10); print(repr(s.recv(100)))")
+        out = subprocess.run(["/usr/bin/python3", "-c", code, sock],
+                             preexec_fn=become, capture_output=True,
+                             text=True, timeout=20)
+        return out.stdout
+
+    def test_allow_by_supplementary_group(self):
+        """listen_allow = gid:N lets in a peer that has N among its
+        supplementary groups (not as its primary group), as the kernel
+        recorded them at connect time; a peer without N stays out."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to connect as another user")
+        if not os.access("/usr/bin/python3", os.X_OK):
+            self.skipTest("no /usr/bin/python3 to run as nobody")
+        fake = self.start_fake()
+        sock = os.path.join(self.tmp, "workers.sock")
+        d = self.start_daemon(fake, workers=0, listen=sock,
+                              listen_allow="gid:4242",
+                              update_timeout="5s", hello_timeout="5s")
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.tmp, 0o755)
+        os.chmod(sock, 0o666)	# the file mode is not what is tested
+        got = self._hello_as(sock, nobody.pw_uid, nobody.pw_gid,
+                             [4242, 4343])
+        self.assertIn("welcome", got)
+        d.wait_log(r"uid=%d: external worker connected" % nobody.pw_uid,
+                   timeout=10)
+        got = self._hello_as(sock, nobody.pw_uid, nobody.pw_gid, [4343])
+        self.assertNotIn("welcome", got)
+        d.wait_log(r"listen: refused a worker uid=%d" % nobody.pw_uid,
+                   timeout=10)
+        self.assertEqual(d.stop(), 0)
 
 if __name__ == "__main__":
     tgtest.main()

@@ -500,6 +500,43 @@ print_to_string(const struct conf *cf)
 	return buf;
 }
 
+/* A value that is itself one quoted string prints so that it reads back. */
+START_TEST(test_print_round_trip_quotes)
+{
+	char *text;
+
+	load_ok("worker_command = \"'/opt/my bot/run'\"\n"
+	    "worker_user = bot\nlisten_allow = 'uid:5'\n");
+	ck_assert_str_eq(c.worker_command, "'/opt/my bot/run'");
+	ck_assert_str_eq(c.listen_allow, "uid:5");
+	text = print_to_string(&c);
+	load_ok(text);
+	ck_assert_str_eq(c.worker_command, "'/opt/my bot/run'");
+	ck_assert_str_eq(c.listen_allow, "uid:5");
+	free(text);
+	/* a leading '#' is no comment after "=" without a blank */
+	load_ok("worker_command =#!/bin/sh x\n");
+	ck_assert_str_eq(c.worker_command, "#!/bin/sh x");
+	text = print_to_string(&c);
+	load_ok(text);
+	ck_assert_str_eq(c.worker_command, "#!/bin/sh x");
+	free(text);
+	/* blanks at an end survive only in quotes (found by fuzz_conf) */
+	load_ok("worker_command = \"p mand = \"\n");
+	ck_assert_str_eq(c.worker_command, "p mand = ");
+	text = print_to_string(&c);
+	load_ok(text);
+	ck_assert_str_eq(c.worker_command, "p mand = ");
+	free(text);
+	load_ok("worker_command = '\"a\" \"b\"'\n");
+	ck_assert_str_eq(c.worker_command, "\"a\" \"b\"");
+	text = print_to_string(&c);
+	load_ok(text);
+	ck_assert_str_eq(c.worker_command, "\"a\" \"b\"");
+	free(text);
+}
+END_TEST
+
 START_TEST(test_print_round_trip)
 {
 	char *first, *second, *body;
@@ -774,6 +811,7 @@ conf_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_reload);
+	tcase_add_test(tc, test_print_round_trip_quotes);
 	tcase_add_test(tc, test_man_page_reload);
 	tcase_add_test(tc, test_minimal_file_gets_defaults);
 	tcase_add_test(tc, test_empty_file);

@@ -14,6 +14,7 @@
 
 #include "jscan.h"
 #include "keys.h"
+#include "keys_ref.h"
 
 struct vector {
 	const char	*type;		/* expected keys_update_type(), NULL = unknown */
@@ -193,10 +194,16 @@ static void
 check_kind(const json_t *j, enum key_kind kind, const char *want)
 {
 	char got[KEY_STRLEN];
+	struct keyset ks;
 
 	derive1(j, kind, got, sizeof(got));
 	ck_assert_msg(strcmp(got, want) == 0, "kind %s: got \"%s\", want \"%s\"",
 	    keys_kind_name(kind), got, want);
+	/* the fuzzers' reference must agree with the vectors too */
+	keys_ref_derive(j, &kind, 1, &ks);
+	ck_assert_msg(strcmp(ks.n == 1 ? ks.k[0] : "", want) == 0,
+	    "reference, kind %s: got \"%s\", want \"%s\"",
+	    keys_kind_name(kind), ks.n == 1 ? ks.k[0] : "", want);
 }
 
 START_TEST(test_vector)
@@ -653,10 +660,14 @@ START_TEST(test_keys_text_spellings)
 		ck_assert_str_eq(a.k[0], "chat:5");
 		ck_assert_str_eq(a.k[1], "user:7");
 		ck_assert_str_eq(a.k[2], "chat:5/user:7");
+		/* and the reference, from jansson's reading of the same text */
 		j = json_loads(same[i], 0, NULL);
 		ck_assert_ptr_nonnull(j);
-		keys_derive(j, all, 4, &b);
+		keys_ref_derive(j, all, 4, &b);
 		ck_assert_int_eq(b.n, a.n);
+		ck_assert_str_eq(b.k[0], a.k[0]);
+		ck_assert_str_eq(b.k[1], a.k[1]);
+		ck_assert_str_eq(b.k[2], a.k[2]);
 		json_decref(j);
 	}
 	/* garbage bytes are safe and give no keys */
