@@ -574,6 +574,20 @@ wait_gots(int n)
 	TESTLOOP_UNTIL(sbase, have_gots, NULL, 30000, "results of calls");
 }
 
+static int
+have_429s(void *arg)
+{
+	return api_stats(api)->got_429 >= (uint64_t)want_reqs;
+}
+
+/* The client has taken in n 429 answers (not only the server sent them). */
+static void
+wait_429(int n)
+{
+	want_reqs = n;
+	TESTLOOP_UNTIL(sbase, have_429s, NULL, 30000, "the 429 taken in");
+}
+
 static void
 answer_tag(int tag)
 {
@@ -664,17 +678,27 @@ START_TEST(test_flood_wait)
 	call(NULL, "sendMessage", 43, 10);
 	call(NULL, "getChat", 42, 20);
 	wait_gots(6);
-	/* one message each 200 ms to chat 42 */
+	/*
+	 * One message each 200 ms to chat 42.  The server sees them later
+	 * than they leave, by a varying delay (a new connection, a loaded
+	 * machine): each gap is held loosely, the whole span closely.
+	 */
 	for (i = 2; i <= 4; i++) {
 		a = sreq_of(i - 1);
 		b = sreq_of(i);
-		ck_assert_msg(sreqs[b].at - sreqs[a].at >= 200 -
-		    TESTLOOP_SLACK_MS, "messages %d and %d to one chat %lld ms "
-		    "apart", i - 1, i, (long long)(sreqs[b].at - sreqs[a].at));
+		ck_assert_msg(sreqs[b].at - sreqs[a].at >= 100, "messages %d "
+		    "and %d to one chat %lld ms apart", i - 1, i,
+		    (long long)(sreqs[b].at - sreqs[a].at));
 	}
-	/* another chat's message, and a call that is no message, do not wait */
-	ck_assert_int_lt(sreqs[sreq_of(10)].at - t0, 150);
-	ck_assert_int_lt(sreqs[sreq_of(20)].at - t0, 150);
+	ck_assert_int_ge(sreqs[sreq_of(4)].at - sreqs[sreq_of(1)].at,
+	    600 - 50);
+	/*
+	 * Another chat's message, and a call that is no message, do not wait
+	 * behind chat 42's tokens: they are there before its second message.
+	 */
+	ck_assert_int_lt(sreqs[sreq_of(10)].at, sreqs[sreq_of(2)].at);
+	ck_assert_int_lt(sreqs[sreq_of(20)].at, sreqs[sreq_of(2)].at);
+	ck_assert_int_lt(sreqs[sreq_of(10)].at - t0, 10000);
 	ck_assert_uint_ge(api_stats(api)->throttled, 3);
 }
 END_TEST
@@ -704,7 +728,7 @@ START_TEST(test_429_pauses_chat)
 	start_api();
 	policy = policy_429_once;
 	call("chat:7", "sendMessage", 7, 1);
-	wait_reqs(1);
+	wait_429(1);
 	t429 = sreqs[0].at;
 	/* chat 7 is paused; chat 8 is not */
 	call(NULL, "sendMessage", 8, 2);
@@ -776,7 +800,7 @@ START_TEST(test_429_pauses_bot)
 	start_api();
 	policy = policy_429_getme;
 	call(NULL, "getMe", 0, 1);
-	wait_reqs(1);
+	wait_429(1);
 	call(NULL, "sendMessage", 5, 2);
 	call(NULL, "getChat", 6, 3);
 	wait_gots(3);
