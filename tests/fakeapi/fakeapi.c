@@ -24,6 +24,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -2172,12 +2173,25 @@ fa_request(struct evhttp_request *req, void *arg)
 
 /* --- start-up ------------------------------------------------------------- */
 
+static const char fa_usage_text[] =
+    "usage: tgrunner-fakeapi [-hvV] [-l 127.0.0.1:PORT] [-t TOKEN] "
+    "[-p PORTFILE] [-s SEED]\n"
+    "                        [-f FIRST_UPDATE_ID]\n"
+    "  -l ADDR   listen address (default 127.0.0.1:8081; port 0: any free)\n"
+    "  -t TOKEN  bot token accepted (default " FA_DEFAULT_TOKEN ")\n"
+    "  -p FILE   write the port there once listening\n"
+    "  -s SEED   default seed of /_ctl/generate (default 1)\n"
+    "  -f ID     first update_id (default 1000)\n"
+    "  -v        log every request to stderr\n"
+    "  -h, --help     print this help and exit\n"
+    "  -V, --version  print the version and exit\n";
+
+/* A usage error: sysexits' EX_USAGE, help on stderr. */
 static void
 fa_usage(void)
 {
-	fprintf(stderr, "usage: tgrunner-fakeapi [-v] [-l 127.0.0.1:PORT] "
-	    "[-t TOKEN] [-p PORTFILE] [-s SEED] [-f FIRST_UPDATE_ID]\n");
-	exit(2);
+	fputs(fa_usage_text, stderr);
+	exit(64);
 }
 
 static int
@@ -2270,10 +2284,20 @@ static void
 fa_options(int argc, char *argv[], const char **listen_addr,
     const char **portfile, long long *first)
 {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	int ch;
 
-	while ((ch = getopt(argc, argv, "l:t:p:s:f:v")) != -1) {
+	while ((ch = getopt_long(argc, argv, "hl:t:p:s:f:vV", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
+		case 'h': fputs(fa_usage_text, stdout); exit(0);
+		case 'V':
+			printf("tgrunner-fakeapi %s\n", PACKAGE_VERSION);
+			exit(0);
 		case 'l': *listen_addr = optarg; break;
 		case 't': fa.token = optarg; break;
 		case 'p': *portfile = optarg; break;

@@ -591,16 +591,21 @@ class Service(ScenarioCase):
             time.sleep(0.1)
         self.assertEqual(d.records().missing(later), later)
         self.assertEqual(ctl(sock, "status")["updates"]["fetched"], 100)
+        # a second drain is not an error: the daemon is where it was asked
         rc, out, err = self.tgrunnerctl(sock, "drain")
-        self.assertEqual(rc, 1)
-        self.assertIn("not possible in this state", err)
+        self.assertEqual((rc, out), (0, "drain: ok (already draining)\n"),
+                         err)
+        self.assertEqual(ctl(sock, "status")["state"], "draining")
 
         rc, out, err = self.tgrunnerctl(sock, "resume")
         self.assertEqual((rc, out), (0, "resume: ok\n"), err)
         d.records().wait_ended(later, 30, daemon=d)
         self.assertEqual(ctl(sock, "status")["state"], "running")
+        rc, out, err = self.tgrunnerctl(sock, "resume")
+        self.assertEqual((rc, out), (0, "resume: ok (already running)\n"),
+                         err)
         rc, out, err = self.tgrunnerctl(sock, "frobnicate")
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 64)		# EX_USAGE
         self.assertIn("unknown command", err)
         self.assertEqual(d.stop(), 0)
         self.assertFalse(os.path.exists(sock), "socket left after exit")
