@@ -1,7 +1,7 @@
 /*
  * Unit tests of daemon/conf.c: every value type, every error class with its
  * file:line, and the agreement of the option table with tgrunner.conf(5)
- * and examples/tgrunner.conf (found through $TG_SRCDIR).
+ * and examples/tgrunner.conf, as installed (inst/ under $TG_BUILDDIR).
  */
 #include "config.h"
 
@@ -92,7 +92,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.drop_pending_updates, 0);
 	ck_assert_int_eq(c.backoff_min, 100);
 	ck_assert_int_eq(c.backoff_max, 30000);
-	ck_assert_str_eq(c.state_dir, "/var/lib/tgrunner");
+	ck_assert_str_eq(c.state_dir, LOCALSTATEDIR "/lib/tgrunner");
 	ck_assert_int_eq(c.journal_fsync, FSYNC_BATCH);
 	ck_assert_int_eq(c.session_key_n, 1);
 	ck_assert_int_eq(c.session_key[0], KEY_CHAT);
@@ -109,7 +109,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.hello_timeout, 10000);
 	ck_assert_ptr_null(c.listen);
 	ck_assert_ptr_null(c.listen_allow);
-	ck_assert_ptr_null(c.control_socket);
+	/* the same path as tgrunnerctl's default */
+	ck_assert_str_eq(c.control_socket, RUNSTATEDIR "/tgrunner/control.sock");
 	ck_assert_ptr_null(c.metrics_listen);
 	ck_assert_int_eq(c.shutdown_timeout, 30000);
 	ck_assert_int_eq(c.log_level, LOG_LVL_INFO);
@@ -561,18 +562,23 @@ table_rows(struct row *rows, int max)
 	return n;
 }
 
+/*
+ * A file as installed: the build tree's inst/ has the man pages and the
+ * configuration with the configured paths (so with this build's defaults).
+ */
 static char *
 slurp(const char *rel)
 {
-	const char	*srcdir = getenv("TG_SRCDIR");
+	const char	*builddir = getenv("TG_BUILDDIR");
 	char		 file[1024], *buf = NULL;
 	size_t		 cap = 0;
 	FILE		*fp;
 	ssize_t		 n;
 
-	snprintf(file, sizeof(file), "%s/%s", srcdir ? srcdir : ".", rel);
+	snprintf(file, sizeof(file), "%s/inst/%s", builddir ? builddir : ".",
+	    rel);
 	fp = fopen(file, "r");
-	ck_assert_msg(fp != NULL, "%s: %s (set TG_SRCDIR)", file,
+	ck_assert_msg(fp != NULL, "%s: %s (set TG_BUILDDIR, run make)", file,
 	    strerror(errno));
 	n = getdelim(&buf, &cap, '\0', fp);
 	ck_assert_int_gt(n, 0);
@@ -661,7 +667,7 @@ START_TEST(test_example_complete)
 	char		 want[32768], *ex, *line;
 	int		 i, n;
 
-	ex = slurp("examples/tgrunner.conf");
+	ex = slurp("tgrunner.conf");
 	n = table_rows(rows, 64);
 	for (i = 0; i < n; i++) {
 		/* Commented out at its default, or set. */
@@ -671,7 +677,7 @@ START_TEST(test_example_complete)
 			continue;
 		snprintf(want, sizeof(want), "\n%s = ", rows[i].name);
 		line = strstr(ex, want);
-		ck_assert_msg(line != NULL, "examples/tgrunner.conf lacks %s "
+		ck_assert_msg(line != NULL, "tgrunner.conf lacks %s "
 		    "(or has a default other than '%s')", rows[i].name,
 		    rows[i].def);
 	}
@@ -679,7 +685,7 @@ START_TEST(test_example_complete)
 	conf_clear(&c);
 	write_bytes(ex, strlen(ex));
 	if (conf_load(path, &c, &err) != 0)
-		ck_abort_msg("examples/tgrunner.conf:%d: %s", err.line,
+		ck_abort_msg("inst/tgrunner.conf:%d: %s", err.line,
 		    err.msg);
 	free(ex);
 }
