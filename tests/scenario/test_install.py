@@ -7,16 +7,21 @@ talks to it without a socket argument.  Also: the installed configuration
 is valid as installed and runs the installed worker, the daemon's and
 tgrunnerctl's default sockets are the same path, a second install keeps
 an edited configuration, uninstall removes an unchanged one only, and
-the installed man pages name installed files only."""
+the installed man pages name installed files only.  The worker libraries
+install as their READMEs say: the Python one offline with Debian's
+setuptools (pip --no-build-isolation), the Node.js one's npm pack has the
+LICENSE and README."""
 
+import filecmp
 import glob
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
@@ -210,6 +215,66 @@ class Install(ScenarioCase):
             for path in re.findall(r"(/usr/\S*/tgrunner/[\w./-]+\w)", text):
                 if not re.search(r"/(etc|var|run)/", path):
                     self.assertIn(path, staged, os.path.basename(page))
+
+    def test_python_library_installs_offline(self):
+        # the README's way on Debian 12: a venv that sees Debian's
+        # setuptools and wheel, no build isolation, no package index
+        py = "/usr/bin/python3"
+        if subprocess.run([py, "-c", "import setuptools, wheel, venv, "
+                           "ensurepip"], capture_output=True).returncode:
+            self.skipTest("needs python3-setuptools python3-wheel "
+                          "python3-venv (tests/install-deps.sh)")
+        # a copy: pip builds in the directory, the source tree may be
+        # read-only (make distcheck)
+        src = os.path.join(self.tmp, "python")
+        shutil.copytree(os.path.join(tgtest.SRCDIR, "worker-sdk", "python"),
+                        src, ignore=shutil.ignore_patterns("__pycache__"))
+        venv = os.path.join(self.tmp, "venv")
+        subprocess.run([py, "-m", "venv", "--system-site-packages", venv],
+                       check=True, timeout=120)
+        env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        env.pop("PYTHONPATH", None)
+        p = subprocess.run([os.path.join(venv, "bin", "pip"), "install",
+                            "--no-build-isolation", "--no-index", src],
+                           capture_output=True, text=True, timeout=300,
+                           env=env)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                            "import tgrunner_worker as t; print(t.__file__)"],
+                           capture_output=True, text=True, env=env,
+                           cwd=self.tmp)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout.startswith(venv), p.stdout)
+        p = subprocess.run([os.path.join(venv, "bin", "pip"), "show",
+                            "tgrunner-worker"], capture_output=True,
+                           text=True, env=env)
+        self.assertIn("License: ISC", p.stdout)
+
+    def test_node_library_pack(self):
+        npm = shutil.which("npm")
+        if npm is None:
+            self.skipTest("npm is not installed")
+        sdk = os.path.join(tgtest.SRCDIR, "worker-sdk", "node")
+        p = subprocess.run([npm, "pack", "--dry-run", "--json"], cwd=sdk,
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, npm_config_offline="true",
+                                    npm_config_cache=self.subdir("npm")))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        files = {f["path"] for f in json.loads(p.stdout)[0]["files"]}
+        for f in ("LICENSE", "README.md", "index.js", "index.d.ts",
+                  "package.json"):
+            self.assertIn(f, files)
+        self.assertFalse(any(f.startswith("test/") for f in files), files)
+        self.assertEqual(json.load(open(os.path.join(sdk, "package.json")))
+                         ["license"], "ISC")
+
+    def test_one_licence(self):
+        top = os.path.join(tgtest.SRCDIR, "LICENSE")
+        self.assertIn("ISC License", open(top).read())
+        for copy in ("worker-sdk/python/LICENSE", "worker-sdk/node/LICENSE"):
+            self.assertTrue(filecmp.cmp(top, os.path.join(tgtest.SRCDIR,
+                                                          copy),
+                                        shallow=False), copy)
 
 
 if __name__ == "__main__":

@@ -348,7 +348,8 @@ class Worker:
     `slots` at once.
 
     handler   async def handler(ctx): ... (or register with @worker.handler)
-    slots     updates handled at once (1..1024)
+    slots     updates handled at once (1..1024, default 1 as in the C
+              and Node.js libraries)
     name      shown by the daemon in logs and status (default: the
               program's name)
     trace     optional callable(direction, line): sees every frame, ">"
@@ -358,7 +359,7 @@ class Worker:
     max_frame.
     """
 
-    def __init__(self, handler=None, *, slots=16, name=None, trace=None):
+    def __init__(self, handler=None, *, slots=1, name=None, trace=None):
         if type(slots) is not int or not 1 <= slots <= MAX_SLOTS:
             raise ValueError("slots must be an integer in 1..%d" % MAX_SLOTS)
         if name is None:
