@@ -37,14 +37,6 @@
 #include "keys.h"
 #include "log.h"
 
-/* configure's directories: the defaults of state_dir and control_socket */
-#ifndef LOCALSTATEDIR
-#define LOCALSTATEDIR	"/var"
-#endif
-#ifndef RUNSTATEDIR
-#define RUNSTATEDIR	"/run"
-#endif
-
 #define CONF_LINE_MAX	4096	/* bytes of one line, without the newline */
 #define CONF_ITEM_MAX	64	/* one item of a list value */
 #define CONF_SHOW_MAX	60	/* bytes of a bad value quoted in an error */
@@ -220,7 +212,7 @@ static const struct conf_opt conf_opts[] = {
 	    "Largest file a file reference may upload." },
 
 	/* state */
-	{ "state_dir", CT_PATH, 0, 0, 0, LOCALSTATEDIR "/lib/tgrunner",
+	{ "state_dir", CT_PATH, 0, 0, 0, CONF_STATE_DIR,
 	    O(state_dir), NULL, NULL,
 	    "Directory of the update journal." },
 	{ "journal_fsync", CT_ENUM, 0, 0, 0, "batch",
@@ -280,7 +272,7 @@ static const struct conf_opt conf_opts[] = {
 
 	/* operation */
 	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0,
-	    RUNSTATEDIR "/tgrunner/control.sock",
+	    CONF_CONTROL_SOCKET,
 	    O(control_socket), NULL, NULL,
 	    "Unix socket of tgrunnerctl; empty: none." },
 	{ "metrics_listen", CT_STRING, CF_OPTIONAL, 0, 0, "",

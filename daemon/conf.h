@@ -16,6 +16,17 @@
 
 #define EXIT_CONFIG	78	/* EX_CONFIG from sysexits.h */
 
+/* configure's directories (-D in Makefile.am) and the defaults from them */
+#ifndef LOCALSTATEDIR
+#define LOCALSTATEDIR	"/var"
+#endif
+#ifndef RUNSTATEDIR
+#define RUNSTATEDIR	"/run"
+#endif
+#define CONF_STATE_DIR		LOCALSTATEDIR "/lib/tgrunner"
+/* the daemon's control_socket and tgrunnerctl's socket, both */
+#define CONF_CONTROL_SOCKET	RUNSTATEDIR "/tgrunner/control.sock"
+
 enum fsync_mode { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
 
 struct conf {

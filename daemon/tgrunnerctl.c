@@ -27,10 +27,9 @@
 
 #include <jansson.h>
 
-#ifndef RUNSTATEDIR
-#define RUNSTATEDIR "/run"
-#endif
-#define DEFAULT_SOCKET	RUNSTATEDIR "/tgrunner/control.sock"
+#include "conf.h"		/* CONF_CONTROL_SOCKET, the daemon's default */
+
+#define DEFAULT_SOCKET	CONF_CONTROL_SOCKET
 #define SOCKET_ENV	"TGRUNNER_CONTROL_SOCKET"
 #define REPLY_MAX	(4 * 1024 * 1024)
 #define TIMEOUT_DEF	10	/* seconds for connect + answer */

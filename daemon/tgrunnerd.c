@@ -1085,9 +1085,14 @@ tgd_open(struct tgd *d)
 	    &tgd_poller_ops, d)) == NULL)
 		fatalx(1, "out of memory at start");
 	if (d->conf.control_socket != NULL && (d->control = control_new(d->base,
-	    d->conf.control_socket, 0600, tgd_control, d)) == NULL)
-		fatalx(EXIT_STATE, "cannot open control_socket %s",
-		    d->conf.control_socket);
+	    d->conf.control_socket, 0600, tgd_control, d)) == NULL) {
+		/* the default's directory exists under the unit only */
+		if (strcmp(d->conf.control_socket, CONF_CONTROL_SOCKET) != 0)
+			fatalx(EXIT_STATE, "cannot open control_socket %s",
+			    d->conf.control_socket);
+		log_warn("no control socket: tgrunnerctl cannot reach this "
+		    "daemon (set control_socket to a usable path, or empty)");
+	}
 	api_on_release(d->api, tgd_api_released, d);
 	if (d->conf.listen != NULL && pool_listen(d->pool, d->conf.listen) == -1)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
