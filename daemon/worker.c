@@ -53,6 +53,7 @@
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 #define OUTPUT_LINE_MAX		4096
+#define WORKER_COMPLAINTS_MAX	10	/* warnings logged per connection */
 
 extern char **environ;
 
@@ -94,6 +95,7 @@ struct worker {
 	int			 retired;	/* the daemon asked it to go */
 	int			 signalled;	/* the daemon sent it a signal */
 	int			 external;	/* joined through `listen`: not our child */
+	int			 complaints;	/* frames tolerated, not obeyed */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
 	TAILQ_ENTRY(worker)	 entry;		/* pool->workers */
@@ -710,7 +712,7 @@ handle_hello(struct worker *w, struct frame *f)
 	p->ops->capacity(p->arg);
 }
 
-/* The run of update id held by w, or NULL (a protocol error). */
+/* The run of update id held by w, or NULL. */
 static struct run *
 worker_find_run(struct worker *w, int64_t id)
 {
@@ -718,6 +720,47 @@ worker_find_run(struct worker *w, int64_t id)
 
 	HASH_FIND(hh, w->pool->runs, &id, sizeof(id), r);
 	return r != NULL && r->w == w ? r : NULL;
+}
+
+/*
+ * A frame the protocol tolerates but does not obey (PROTOCOL.md section
+ * 5): warn, the first few times per connection only, so that a worker
+ * stuck in a loop cannot flood the log.
+ */
+static void
+worker_complain(struct worker *w, const char *what, int64_t id,
+    const char *outcome)
+{
+	if (w->complaints > WORKER_COMPLAINTS_MAX)
+		return;
+	if (++w->complaints > WORKER_COMPLAINTS_MAX) {
+		log_warn("worker=%d pid=%d: more frames for updates it does "
+		    "not hold; not logging them any more", w->id, (int)w->pid);
+		return;
+	}
+	log_warn("worker=%d pid=%d: %s for update=%lld, which is not held by "
+	    "this worker (answered already, or never sent to it); %s", w->id,
+	    (int)w->pid, what, (long long)id, outcome);
+}
+
+/*
+ * A call for an update w does not hold: its key's order cannot be kept, so
+ * it is not made; the worker hears why (and uses id 0 next time).
+ */
+static void
+worker_refuse_call(struct worker *w, const struct frame *f)
+{
+	struct frame out = { .type = FRAME_RESULT };
+	char desc[160];
+
+	worker_complain(w, "call", f->u.call.id, "answered with an error");
+	snprintf(desc, sizeof(desc), "tgrunner: update %lld is not held by "
+	    "this worker", (long long)f->u.call.id);
+	out.u.result.ref = f->u.call.ref;
+	out.u.result.ok = 0;
+	out.u.result.error_code = 400;
+	out.u.result.description = desc;
+	worker_send_frame(w, &out);
 }
 
 static void
@@ -739,8 +782,9 @@ handle_done(struct worker *w, struct frame *f)
 	struct run *r;
 	struct job *job;
 
+	/* the first answer counts: a late or stray one changes nothing */
 	if ((r = worker_find_run(w, f->u.done.id)) == NULL) {
-		worker_protocol_error(w, "done for an update it does not hold");
+		worker_complain(w, "done", f->u.done.id, "ignored");
 		return;
 	}
 	job = run_end(r);
@@ -758,7 +802,7 @@ handle_fail(struct worker *w, struct frame *f)
 	char why[256];
 
 	if ((r = worker_find_run(w, f->u.fail.id)) == NULL) {
-		worker_protocol_error(w, "fail for an update it does not hold");
+		worker_complain(w, "fail", f->u.fail.id, "ignored");
 		return;
 	}
 	snprintf(why, sizeof(why), "worker failed it: %s",
@@ -777,7 +821,7 @@ handle_call(struct worker *w, struct frame *f)
 
 	if (f->u.call.id != 0 &&
 	    (r = worker_find_run(w, f->u.call.id)) == NULL) {
-		worker_protocol_error(w, "call for an update it does not hold");
+		worker_refuse_call(w, f);
 		return;
 	}
 	p->ops->call(p->arg, w->id, f->u.call.ref, r ? r->job : NULL,
