@@ -96,6 +96,7 @@ struct worker {
 	int			 signalled;	/* the daemon sent it a signal */
 	int			 external;	/* joined through `listen`: not our child */
 	int			 complaints;	/* frames tolerated, not obeyed */
+	char			 cut[192];	/* why the daemon cut it off */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
 	TAILQ_ENTRY(worker)	 entry;		/* pool->workers */
@@ -433,8 +434,9 @@ worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warn("worker=%d pid=%d: no hello within %lld ms", w->id,
-	    (int)w->pid, (long long)w->pool->conf->hello_timeout);
+	snprintf(w->cut, sizeof(w->cut), "hello missing: none within %lld ms",
+	    (long long)w->pool->conf->hello_timeout);
+	log_warn("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 	worker_close(w, SIGTERM);
 }
 
@@ -647,6 +649,9 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 	struct timeval tv = ms_tv(w->pool->conf->kill_grace);
 	struct frame f = { .type = FRAME_CANCEL };
 
+	/* cut off: its updates come back when it is gone, not as timeouts */
+	if (w->bev == NULL)
+		return;
 	if (!r->cancelled) {
 		r->cancelled = 1;
 		w->pool->stats.timeouts++;
@@ -659,20 +664,25 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 		evtimer_add(r->timer, &tv);
 		return;
 	}
-	log_warn("worker=%d pid=%d: update=%lld not answered %lld ms after "
-	    "cancel; terminating the worker", w->id, (int)w->pid,
-	    (long long)r->job->id, (long long)w->pool->conf->kill_grace);
+	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
+	    "after cancel", (long long)r->job->id,
+	    (long long)w->pool->conf->kill_grace);
+	log_warn("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
+	    w->external ? "disconnecting" : "terminating the worker");
 	worker_terminate(w, SIGTERM);
 }
 
 /* --- input from the peer -------------------------------------------------- */
 
+/* Before hello, a broken frame is a refused hello (PROTOCOL.md section 5). */
 static void
 worker_protocol_error(struct worker *w, const char *why)
 {
 	w->pool->stats.protocol_errors++;
-	log_warn("worker=%d pid=%d: protocol error: %s; disconnecting", w->id,
-	    (int)w->pid, why);
+	snprintf(w->cut, sizeof(w->cut), "%s: %s", w->state == W_STARTING ?
+	    "hello refused" : "protocol error", why);
+	log_warn("worker=%d pid=%d: %s; disconnecting", w->id, (int)w->pid,
+	    w->cut);
 	worker_close(w, SIGKILL);
 }
 
@@ -687,8 +697,10 @@ handle_hello(struct worker *w, struct frame *f)
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
-		log_warn("worker=%d pid=%d: speaks protocol %d, this daemon %d",
-		    w->id, (int)w->pid, f->u.hello.protocol, PROTO_VERSION);
+		snprintf(w->cut, sizeof(w->cut), "hello refused: it speaks "
+		    "protocol %d, this daemon %d", f->u.hello.protocol,
+		    PROTO_VERSION);
+		log_warn("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 		worker_close(w, SIGTERM);
 		return;
 	}
@@ -832,10 +844,14 @@ handle_call(struct worker *w, struct frame *f)
 static void
 worker_dispatch_frame(struct worker *w, struct frame *f)
 {
+	char err[64];
+
 	log_debug("worker=%d pid=%d: <- %s", w->id, (int)w->pid,
 	    proto_type_name(f->type));
 	if (w->state == W_STARTING && f->type != FRAME_HELLO) {
-		worker_protocol_error(w, "frame before hello");
+		snprintf(err, sizeof(err), "a %s frame came first",
+		    proto_type_name(f->type));
+		worker_protocol_error(w, err);
 		return;
 	}
 	switch (f->type) {
@@ -916,6 +932,16 @@ worker_event(struct bufferevent *bev, short what, void *arg)
 	worker_close(w, SIGTERM);
 }
 
+/* No more deadlines for what w holds: it can no longer be told to cancel. */
+static void
+worker_stop_runs(struct worker *w)
+{
+	struct run *r;
+
+	TAILQ_FOREACH(r, &w->runs, entry)
+		evtimer_del(r->timer);
+}
+
 /*
  * Cut the connection.  The process is told to go (SIGTERM, SIGKILL after
  * kill_grace; at once SIGKILL for a protocol violation, whose output can no
@@ -931,6 +957,7 @@ worker_close(struct worker *w, int sig)
 	if (w->bev != NULL) {
 		bufferevent_free(w->bev);
 		w->bev = NULL;
+		worker_stop_runs(w);
 	}
 	if (w->state == W_DEAD || w->pid <= 0)
 		return;
@@ -1001,7 +1028,7 @@ static void
 worker_exited(struct worker *w, int status)
 {
 	struct pool *p = w->pool;
-	char why[128];
+	char why[384];
 	int early = !w->hello && !w->retired;
 	int draining = w->state == W_DRAINING || w->retired;
 
@@ -1013,6 +1040,10 @@ worker_exited(struct worker *w, int status)
 	else
 		snprintf(why, sizeof(why), "worker exited with status %d",
 		    WEXITSTATUS(status));
+	/* killed for a reason of ours: say which */
+	if (w->cut[0] != '\0')
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+		    " after %s", w->cut);
 	/* asked to go, and went: by exit(0), or the SIGTERM it was sent */
 	if (draining && TAILQ_EMPTY(&w->runs) && ((WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0) || (w->retired && WIFSIGNALED(status) &&
@@ -1050,8 +1081,13 @@ worker_exited(struct worker *w, int status)
 		early = 0;
 	if (early && !p->stopping) {
 		p->early_deaths++;
-		snprintf(p->problem, sizeof(p->problem), "workers exit before "
-		    "hello (%s, %d times in a row)", why, p->early_deaths);
+		if (w->cut[0] != '\0')
+			snprintf(p->problem, sizeof(p->problem), "workers' %s "
+			    "(%d times in a row)", w->cut, p->early_deaths);
+		else
+			snprintf(p->problem, sizeof(p->problem), "workers exit "
+			    "before hello (%s, %d times in a row)", why,
+			    p->early_deaths);
 	}
 	worker_free(w);
 }
@@ -1167,6 +1203,7 @@ worker_disconnect(struct worker *w)
 		bufferevent_free(w->bev);
 		w->bev = NULL;
 	}
+	worker_stop_runs(w);
 	worker_set_state(w, W_DEAD);
 	w->pool->stats.exited++;
 	event_active(w->gone, 0, 0);
