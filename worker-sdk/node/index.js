@@ -258,6 +258,8 @@ function decodeFrame(line) {
 		    ' bytes');
 	if (line.indexOf(0) !== -1)
 		throw new ProtocolError('NUL byte in a frame');
+	if (line.indexOf(0x0a) !== -1)
+		throw new ProtocolError('newline inside a frame');
 	let text;
 	try {
 		text = utf8.decode(line);

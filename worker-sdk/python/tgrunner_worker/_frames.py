@@ -124,6 +124,8 @@ def decode(line):
         raise ProtocolError("frame longer than %d bytes" % PROTO_MAX_FRAME)
     if b"\0" in line:
         raise ProtocolError("NUL byte in a frame")
+    if b"\n" in line:
+        raise ProtocolError("newline inside a frame")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
