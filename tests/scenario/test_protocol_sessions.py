@@ -256,23 +256,27 @@ class Sessions(ScenarioCase):
 
     # -- what the log says about spawned workers --------------------------
 
+    def python_command(self, name, code):
+        """A worker_command running code, written to tmp/name."""
+        script = os.path.join(self.tmp, name)
+        with open(script, "w") as f:
+            f.write(code)
+        return "%s %s" % (shlex.quote(sys.executable), shlex.quote(script))
+
     def test_refused_hello_is_logged_as_refused(self):
         """slots 0 in hello: logged as a refused hello with the reason,
         respawned with back-off, and the give-up line says what the
         workers did (about 13 s of back-off)."""
         fake = self.start_fake()
-        script = os.path.join(self.tmp, "bad-hello.py")
-        with open(script, "w") as f:
-            f.write("import os, socket, time\n"
-                    "s = socket.socket(fileno=3)\n"
-                    "s.sendall(b'{\"type\":\"hello\",\"protocol\":1,"
-                    "\"slots\":0}\\n')\n"
-                    "time.sleep(30)\n")
+        cmd = self.python_command(
+            "bad-hello.py", "import socket, time\n"
+            "s = socket.socket(fileno=3)\n"
+            "s.sendall(b'{\"type\":\"hello\",\"protocol\":1,\"slots\":0}"
+            "\\n')\n"
+            "time.sleep(30)\n")
         t0 = time.monotonic()
         d = self.start_daemon(fake, workers=1, wait=False,
-                              worker_command="%s %s" % (
-                                  shlex.quote(sys.executable),
-                                  shlex.quote(script)))
+                              worker_command=cmd)
         d.wait_log(r"worker=1 pid=\d+: hello refused: \"slots\" out of "
                    r"range; disconnecting")
         d.wait_log(r"worker=1 pid=\d+: worker exited on signal 9 after "
@@ -296,30 +300,25 @@ class Sessions(ScenarioCase):
         holds its update until it is gone: that update is not cancelled
         or reported as timed out meanwhile, and runs again afterwards."""
         fake = self.start_fake()
-        script = os.path.join(self.tmp, "cut-off.py")
         flag = os.path.join(self.tmp, "cut-off-once")
-        with open(script, "w") as f:
-            f.write("import json, os, signal, socket, sys, time\n"
-                    "flag = %r\n"
-                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                    "s = socket.socket(fileno=3)\n"
-                    "s.sendall(b'{\"type\":\"hello\",\"protocol\":1,"
-                    "\"slots\":1}\\n')\n"
-                    "r = s.makefile('rb')\n"
-                    "r.readline()\n"
-                    "u = json.loads(r.readline())\n"
-                    "if not os.path.exists(flag):\n"
-                    "    open(flag, 'w').close()\n"
-                    "    s.close(); r.close()\n"
-                    "    time.sleep(60)\n"
-                    "s.sendall(b'{\"type\":\"done\",\"id\":%%d}\\n'"
-                    " %% u['id'])\n"
-                    "time.sleep(60)\n" % flag)
+        cmd = self.python_command(
+            "cut-off.py", "import json, os, signal, socket, sys, time\n"
+            "flag = %r\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "s = socket.socket(fileno=3)\n"
+            "s.sendall(b'{\"type\":\"hello\",\"protocol\":1,\"slots\":1}"
+            "\\n')\n"
+            "r = s.makefile('rb')\n"
+            "r.readline()\n"
+            "u = json.loads(r.readline())\n"
+            "if not os.path.exists(flag):\n"
+            "    open(flag, 'w').close()\n"
+            "    s.close(); r.close()\n"
+            "    time.sleep(60)\n"
+            "s.sendall(b'{\"type\":\"done\",\"id\":%%d}\\n' %% u['id'])\n"
+            "time.sleep(60)\n" % flag)
         d = self.start_daemon(fake, workers=1, update_timeout="1s",
-                              kill_grace="3s",
-                              worker_command="%s %s" % (
-                                  shlex.quote(sys.executable),
-                                  shlex.quote(script)))
+                              kill_grace="3s", worker_command=cmd)
         [uid] = self.inject(fake, [message(7)])
         d.wait_log(r"update=%d attempt=1: worker exited on signal 9; "
                    r"retrying" % uid, timeout=30)
