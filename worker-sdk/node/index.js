@@ -147,7 +147,22 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const SUSPECT_ESC_RE = /\\u(?:0000|[dD][89a-fA-F])/;
 const LONE_SURROGATE_RE =
     /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const NUMBER_CHAR_RE = /[-+0-9.eE]/;
+
+/* - + . 0-9 e E: what may follow the first character of a number */
+function isNumberChar(c) {
+	return (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x65 ||
+	    c === 0x45 || c === 0x2d || c === 0x2b;
+}
+
+/* A member name of the innermost object; returns the current top key. */
+function addKey(stack, key, topKey) {
+	const keys = stack[stack.length - 1];
+	if (keys.has(key))
+		throw new ProtocolError('duplicate member ' +
+		    JSON.stringify(key).slice(0, 60));
+	keys.add(key);
+	return stack.length === 1 ? key : topKey;
+}
 
 function stringEnd(text, i) {
 	for (let j = i + 1; ; ) {
@@ -197,21 +212,16 @@ function scanJson(text) {
 		const c = text.charCodeAt(i);
 		if (c === 0x22) {				/* " */
 			const end = stringEnd(text, i);
-			const raw = text.slice(i, end);
-			const str = raw.indexOf('\\') === -1 ?
-			    raw.slice(1, -1) : JSON.parse(raw);
-			if (wantKey) {
-				const keys = stack[stack.length - 1];
-				if (keys.has(str))
-					throw new ProtocolError('duplicate member ' +
-					    JSON.stringify(str).slice(0, 60));
-				keys.add(str);
-				if (stack.length === 1)
-					topKey = str;
+			if (wantKey || strings) {
+				const raw = text.slice(i, end);
+				const str = raw.indexOf('\\') === -1 ?
+				    raw.slice(1, -1) : JSON.parse(raw);
+				if (wantKey)
+					topKey = addKey(stack, str, topKey);
+				if (strings)
+					checkText(str);
 				wantKey = false;
 			}
-			if (strings)
-				checkText(str);
 			i = end;
 		} else if (c === 0x7b) {			/* { */
 			stack.push(new Set());
@@ -228,7 +238,7 @@ function scanJson(text) {
 			i++;
 		} else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
 			let j = i + 1;
-			while (j < n && NUMBER_CHAR_RE.test(text[j]))
+			while (j < n && isNumberChar(text.charCodeAt(j)))
 				j++;
 			scanNumber(text.slice(i, j), stack.length === 1 ? topKey :
 			    null, info);

@@ -19,8 +19,15 @@ ID_MAX = INT64_MAX
 _METHOD_RX = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
 # \u0000 that is an escape, not a literal backslash followed by "u0000".
 _NUL_ESC_RX = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-# What may be an escaped NUL or surrogate (a false alarm costs a walk).
-_SUSPECT_ESC_RX = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# An escaped NUL or lone surrogate, if every backslash starts an escape
+# (else _ESCAPED_BACKSLASH says the frame must be walked).  A false alarm
+# costs a walk over the frame; a miss would let through what the daemon
+# refuses.
+_SUSPECT_ESC_RX = re.compile(
+    r"\\u(?:0000|[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|"
+    r"(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u)[dD][c-fC-F])")
+_SURROGATE_ESC_RX = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPED_BACKSLASH = "\\\\"
 
 # Frames a worker sends: the daemon never sends them.
 _WORKER_TYPES = frozenset(("hello", "done", "fail", "call"))
@@ -140,7 +147,8 @@ def decode(line):
     if not isinstance(msg, dict):
         raise ProtocolError("a frame must be a JSON object")
     # only an escape can put NUL or a lone surrogate in a decoded string
-    if _SUSPECT_ESC_RX.search(text):
+    if _SUSPECT_ESC_RX.search(text) or (_ESCAPED_BACKSLASH in text and
+                                        _SURROGATE_ESC_RX.search(text)):
         why = _bad_text(msg)
         if why:
             raise ProtocolError(why)
