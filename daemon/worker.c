@@ -53,6 +53,7 @@
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 #define OUTPUT_LINE_MAX		4096
+#define WORKER_COMPLAINTS_MAX	10	/* warnings logged per connection */
 
 extern char **environ;
 
@@ -94,6 +95,8 @@ struct worker {
 	int			 retired;	/* the daemon asked it to go */
 	int			 signalled;	/* the daemon sent it a signal */
 	int			 external;	/* joined through `listen`: not our child */
+	int			 complaints;	/* frames tolerated, not obeyed */
+	char			 cut[192];	/* why the daemon cut it off */
 	struct event		*gone;		/* external: freed from the loop */
 	TAILQ_HEAD(, run)	 runs;
 	TAILQ_ENTRY(worker)	 entry;		/* pool->workers */
@@ -431,8 +434,9 @@ worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warn("worker=%d pid=%d: no hello within %lld ms", w->id,
-	    (int)w->pid, (long long)w->pool->conf->hello_timeout);
+	snprintf(w->cut, sizeof(w->cut), "hello missing: none within %lld ms",
+	    (long long)w->pool->conf->hello_timeout);
+	log_warn("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 	worker_close(w, SIGTERM);
 }
 
@@ -645,6 +649,9 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 	struct timeval tv = ms_tv(w->pool->conf->kill_grace);
 	struct frame f = { .type = FRAME_CANCEL };
 
+	/* cut off: its updates come back when it is gone, not as timeouts */
+	if (w->bev == NULL)
+		return;
 	if (!r->cancelled) {
 		r->cancelled = 1;
 		w->pool->stats.timeouts++;
@@ -657,20 +664,25 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 		evtimer_add(r->timer, &tv);
 		return;
 	}
-	log_warn("worker=%d pid=%d: update=%lld not answered %lld ms after "
-	    "cancel; terminating the worker", w->id, (int)w->pid,
-	    (long long)r->job->id, (long long)w->pool->conf->kill_grace);
+	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
+	    "after cancel", (long long)r->job->id,
+	    (long long)w->pool->conf->kill_grace);
+	log_warn("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
+	    w->external ? "disconnecting" : "terminating the worker");
 	worker_terminate(w, SIGTERM);
 }
 
 /* --- input from the peer -------------------------------------------------- */
 
+/* Before hello, a broken frame is a refused hello (PROTOCOL.md section 5). */
 static void
 worker_protocol_error(struct worker *w, const char *why)
 {
 	w->pool->stats.protocol_errors++;
-	log_warn("worker=%d pid=%d: protocol error: %s; disconnecting", w->id,
-	    (int)w->pid, why);
+	snprintf(w->cut, sizeof(w->cut), "%s: %s", w->state == W_STARTING ?
+	    "hello refused" : "protocol error", why);
+	log_warn("worker=%d pid=%d: %s; disconnecting", w->id, (int)w->pid,
+	    w->cut);
 	worker_close(w, SIGKILL);
 }
 
@@ -685,8 +697,10 @@ handle_hello(struct worker *w, struct frame *f)
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
-		log_warn("worker=%d pid=%d: speaks protocol %d, this daemon %d",
-		    w->id, (int)w->pid, f->u.hello.protocol, PROTO_VERSION);
+		snprintf(w->cut, sizeof(w->cut), "hello refused: it speaks "
+		    "protocol %d, this daemon %d", f->u.hello.protocol,
+		    PROTO_VERSION);
+		log_warn("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 		worker_close(w, SIGTERM);
 		return;
 	}
@@ -710,7 +724,7 @@ handle_hello(struct worker *w, struct frame *f)
 	p->ops->capacity(p->arg);
 }
 
-/* The run of update id held by w, or NULL (a protocol error). */
+/* The run of update id held by w, or NULL. */
 static struct run *
 worker_find_run(struct worker *w, int64_t id)
 {
@@ -718,6 +732,47 @@ worker_find_run(struct worker *w, int64_t id)
 
 	HASH_FIND(hh, w->pool->runs, &id, sizeof(id), r);
 	return r != NULL && r->w == w ? r : NULL;
+}
+
+/*
+ * A frame the protocol tolerates but does not obey (PROTOCOL.md section
+ * 5): warn, the first few times per connection only, so that a worker
+ * stuck in a loop cannot flood the log.
+ */
+static void
+worker_complain(struct worker *w, const char *what, int64_t id,
+    const char *outcome)
+{
+	if (w->complaints > WORKER_COMPLAINTS_MAX)
+		return;
+	if (++w->complaints > WORKER_COMPLAINTS_MAX) {
+		log_warn("worker=%d pid=%d: more frames for updates it does "
+		    "not hold; not logging them any more", w->id, (int)w->pid);
+		return;
+	}
+	log_warn("worker=%d pid=%d: %s for update=%lld, which is not held by "
+	    "this worker (answered already, or never sent to it); %s", w->id,
+	    (int)w->pid, what, (long long)id, outcome);
+}
+
+/*
+ * A call for an update w does not hold: its key's order cannot be kept, so
+ * it is not made; the worker hears why (and uses id 0 next time).
+ */
+static void
+worker_refuse_call(struct worker *w, const struct frame *f)
+{
+	struct frame out = { .type = FRAME_RESULT };
+	char desc[160];
+
+	worker_complain(w, "call", f->u.call.id, "answered with an error");
+	snprintf(desc, sizeof(desc), "tgrunner: update %lld is not held by "
+	    "this worker", (long long)f->u.call.id);
+	out.u.result.ref = f->u.call.ref;
+	out.u.result.ok = 0;
+	out.u.result.error_code = 400;
+	out.u.result.description = desc;
+	worker_send_frame(w, &out);
 }
 
 static void
@@ -739,8 +794,9 @@ handle_done(struct worker *w, struct frame *f)
 	struct run *r;
 	struct job *job;
 
+	/* the first answer counts: a late or stray one changes nothing */
 	if ((r = worker_find_run(w, f->u.done.id)) == NULL) {
-		worker_protocol_error(w, "done for an update it does not hold");
+		worker_complain(w, "done", f->u.done.id, "ignored");
 		return;
 	}
 	job = run_end(r);
@@ -758,7 +814,7 @@ handle_fail(struct worker *w, struct frame *f)
 	char why[256];
 
 	if ((r = worker_find_run(w, f->u.fail.id)) == NULL) {
-		worker_protocol_error(w, "fail for an update it does not hold");
+		worker_complain(w, "fail", f->u.fail.id, "ignored");
 		return;
 	}
 	snprintf(why, sizeof(why), "worker failed it: %s",
@@ -777,7 +833,7 @@ handle_call(struct worker *w, struct frame *f)
 
 	if (f->u.call.id != 0 &&
 	    (r = worker_find_run(w, f->u.call.id)) == NULL) {
-		worker_protocol_error(w, "call for an update it does not hold");
+		worker_refuse_call(w, f);
 		return;
 	}
 	p->ops->call(p->arg, w->id, f->u.call.ref, r ? r->job : NULL,
@@ -788,10 +844,14 @@ handle_call(struct worker *w, struct frame *f)
 static void
 worker_dispatch_frame(struct worker *w, struct frame *f)
 {
+	char err[64];
+
 	log_debug("worker=%d pid=%d: <- %s", w->id, (int)w->pid,
 	    proto_type_name(f->type));
 	if (w->state == W_STARTING && f->type != FRAME_HELLO) {
-		worker_protocol_error(w, "frame before hello");
+		snprintf(err, sizeof(err), "a %s frame came first",
+		    proto_type_name(f->type));
+		worker_protocol_error(w, err);
 		return;
 	}
 	switch (f->type) {
@@ -872,6 +932,16 @@ worker_event(struct bufferevent *bev, short what, void *arg)
 	worker_close(w, SIGTERM);
 }
 
+/* No more deadlines for what w holds: it can no longer be told to cancel. */
+static void
+worker_stop_runs(struct worker *w)
+{
+	struct run *r;
+
+	TAILQ_FOREACH(r, &w->runs, entry)
+		evtimer_del(r->timer);
+}
+
 /*
  * Cut the connection.  The process is told to go (SIGTERM, SIGKILL after
  * kill_grace; at once SIGKILL for a protocol violation, whose output can no
@@ -887,6 +957,7 @@ worker_close(struct worker *w, int sig)
 	if (w->bev != NULL) {
 		bufferevent_free(w->bev);
 		w->bev = NULL;
+		worker_stop_runs(w);
 	}
 	if (w->state == W_DEAD || w->pid <= 0)
 		return;
@@ -957,7 +1028,7 @@ static void
 worker_exited(struct worker *w, int status)
 {
 	struct pool *p = w->pool;
-	char why[128];
+	char why[384];
 	int early = !w->hello && !w->retired;
 	int draining = w->state == W_DRAINING || w->retired;
 
@@ -969,6 +1040,10 @@ worker_exited(struct worker *w, int status)
 	else
 		snprintf(why, sizeof(why), "worker exited with status %d",
 		    WEXITSTATUS(status));
+	/* killed for a reason of ours: say which */
+	if (w->cut[0] != '\0')
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+		    " after %s", w->cut);
 	/* asked to go, and went: by exit(0), or the SIGTERM it was sent */
 	if (draining && TAILQ_EMPTY(&w->runs) && ((WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0) || (w->retired && WIFSIGNALED(status) &&
@@ -1006,8 +1081,13 @@ worker_exited(struct worker *w, int status)
 		early = 0;
 	if (early && !p->stopping) {
 		p->early_deaths++;
-		snprintf(p->problem, sizeof(p->problem), "workers exit before "
-		    "hello (%s, %d times in a row)", why, p->early_deaths);
+		if (w->cut[0] != '\0')
+			snprintf(p->problem, sizeof(p->problem), "workers' %s "
+			    "(%d times in a row)", w->cut, p->early_deaths);
+		else
+			snprintf(p->problem, sizeof(p->problem), "workers exit "
+			    "before hello (%s, %d times in a row)", why,
+			    p->early_deaths);
 	}
 	worker_free(w);
 }
@@ -1123,6 +1203,7 @@ worker_disconnect(struct worker *w)
 		bufferevent_free(w->bev);
 		w->bev = NULL;
 	}
+	worker_stop_runs(w);
 	worker_set_state(w, W_DEAD);
 	w->pool->stats.exited++;
 	event_active(w->gone, 0, 0);

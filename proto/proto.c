@@ -232,7 +232,8 @@ pdec_welcome(struct pdec *d, struct frame *f)
 	    pdec_int32(d, "worker_id", 0, 0, INT_MAX,
 	    &f->u.welcome.worker_id) ||
 	    pdec_object(d, "bot", 0, &f->u.welcome.bot) ||
-	    pdec_int(d, "max_frame", 0, 1, INT64_MAX, &f->u.welcome.max_frame))
+	    pdec_int(d, "max_frame", 0, PROTO_MIN_FRAME, PROTO_MAX_FRAME,
+	    &f->u.welcome.max_frame))
 		return -1;
 	return 0;
 }
@@ -408,6 +409,13 @@ proto_parse(struct pdec *d, const char *line, size_t len)
 		return NULL;
 	}
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL && json_error_code(&jerr) ==
+	    json_error_numeric_overflow) {
+		/* a ref or a chat_id of 2^64: say which rule it breaks */
+		pdec_fail(d, "number out of range (integers must fit in 64 "
+		    "bits, reals must be finite): %s", jerr.text);
+		return NULL;
+	}
 	if (root == NULL) {
 		pdec_fail(d, "malformed JSON: %s", jerr.text);
 		return NULL;

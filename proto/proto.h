@@ -14,6 +14,7 @@
 
 #define PROTO_VERSION		1
 #define PROTO_MAX_FRAME		(1024 * 1024)	/* bytes, newline included */
+#define PROTO_MIN_FRAME		64		/* least welcome.max_frame */
 #define PROTO_MAX_SLOTS		1024		/* "slots" in hello */
 #define PROTO_MAX_REF		128		/* bytes of a call's "ref" string */
 #define PROTO_MAX_CALLS		100		/* "calls" attached to one done */

@@ -153,7 +153,11 @@ int		 tgw_process(struct tgw *, tgw_event_fn cb, void *arg);
  * Answer an update this worker holds.  calls (stolen, may be NULL) is an
  * array of {"method","params"} run by the daemon after the update is done.
  * The frame is queued and written as far as the socket takes it.  Returns
- * 0, or -1 (id not held, invalid calls, frame too large, I/O error).
+ * 0, or -1 (id not held, invalid calls, frame too large, I/O error).  A
+ * done that cannot be sent as built (invalid calls, or longer than the
+ * daemon's max_frame) fails with errno EMSGSIZE and nothing sent: the
+ * update is still held, answer it with tgw_fail(..., retry 0) (PROTOCOL.md
+ * section 5).
  */
 int		 tgw_done(struct tgw *, int64_t id, json_t *calls);
 int		 tgw_fail(struct tgw *, int64_t id, const char *error,

@@ -287,14 +287,20 @@ tgw_send(struct tgw *w, const struct frame *f)
 	char *line;
 	int r;
 
-	if ((line = proto_encode(f, &len)) == NULL)
-		return tgw_seterr(w, "cannot encode %s frame (invalid or "
-		    "larger than %d bytes)", proto_type_name(f->type),
-		    PROTO_MAX_FRAME);
+	/* EMSGSIZE: nothing was sent, the caller may answer otherwise */
+	if ((line = proto_encode(f, &len)) == NULL) {
+		tgw_seterr(w, "cannot encode %s frame (invalid or larger than "
+		    "%d bytes)", proto_type_name(f->type), PROTO_MAX_FRAME);
+		errno = EMSGSIZE;
+		return -1;
+	}
 	if ((int64_t)len > w->max_frame) {
 		free(line);
-		return tgw_seterr(w, "%s frame larger than the daemon's "
-		    "max_frame", proto_type_name(f->type));
+		tgw_seterr(w, "%s frame of %zu bytes, more than the daemon's "
+		    "max_frame %lld", proto_type_name(f->type), len,
+		    (long long)w->max_frame);
+		errno = EMSGSIZE;
+		return -1;
 	}
 	r = tgw_append(w, line, len);
 	free(line);

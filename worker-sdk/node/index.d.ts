@@ -40,8 +40,11 @@ export interface FailOptions {
 
 /** One update being handled; answered exactly once. */
 export declare class Context {
-	/** The update's id (its update_id). */
-	readonly id: number;
+	/**
+	 * The update's id (its update_id): a bigint only beyond
+	 * Number.MAX_SAFE_INTEGER, where a number would not be exact.
+	 */
+	readonly id: number | bigint;
 	/** Session keys ("chat:5", ...). */
 	readonly keys: string[];
 	/** 1, or more when delivered again (crash, timeout, retry). */

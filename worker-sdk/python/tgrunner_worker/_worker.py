@@ -222,9 +222,17 @@ class Context:
         self.worker._answer(self, data + b"}\n")
 
     def _answer_fail(self, error, retry):
-        data = encode({"type": "fail", "id": self.id,
-                       "error": _clean_error(error), "retry": bool(retry)},
-                      self.worker.max_frame)
+        f = {"type": "fail", "id": self.id, "error": _clean_error(error),
+             "retry": bool(retry)}
+        for cut in (None, 16, 0):	# a tiny max_frame: the error gives way
+            if cut is not None:
+                f["error"] = f["error"][:cut]
+            try:
+                data = encode(f, self.worker.max_frame)
+                break
+            except FrameTooLarge:
+                if cut == 0:
+                    raise
         self.worker._answer(self, data)
 
 
@@ -529,11 +537,13 @@ class Worker:
             log.debug("ignoring frames of unknown type %r", kind)
 
     def _on_welcome(self, msg):
+        if msg["protocol"] != PROTOCOL:
+            raise ProtocolError("welcome for protocol %d, this library "
+                                "speaks %d" % (msg["protocol"], PROTOCOL))
         self.welcome = msg
         self.bot = msg["bot"]
         self.worker_id = msg["worker_id"]
-        self.max_frame = msg.get("max_frame", PROTO_MAX_FRAME)
-        self._conn.limit = max(PROTO_MAX_FRAME, self.max_frame)
+        self.max_frame = msg["max_frame"]
         self._conn.hold = True
         self._welcomed.set_result(msg)
 
@@ -564,6 +574,11 @@ class Worker:
             else:
                 log.warning("update %d: Fail(%r) after it was answered",
                             ctx.id, e.error)
+        except FrameTooLarge as e:
+            # the same answer would be built again: no retry (PROTOCOL.md 5)
+            log.error("update %d: %s", ctx.id, e)
+            if not ctx.answered:
+                ctx._answer_fail("%s: %s" % (type(e).__name__, e), False)
         except Exception as e:
             log.error("update %d: the handler raised:\n%s", ctx.id,
                       traceback.format_exc().rstrip())
