@@ -44,6 +44,7 @@
 
 #include "api.h"
 #include "conf.h"
+#include "fakeproc.h"
 #include "http.h"
 #include "log.h"
 #include "proto.h"
@@ -102,49 +103,14 @@ static const struct workerapi_ops ops = { held_hook, policy_hook };
 static void
 fake_start(void)
 {
-	char	 bin[1024], portfile[1024], buf[32];
-	const char *bd = getenv("TG_BUILDDIR");
-	int	 fd, i;
-	ssize_t	 n;
-
-	snprintf(bin, sizeof(bin), "%s/tgrunner-fakeapi", bd ? bd : ".");
-	snprintf(portfile, sizeof(portfile), "%s/port.%d", tmpdir, getpid());
-	unlink(portfile);
-	if ((fake_pid = fork()) == 0) {
-		int devnull = open("/dev/null", O_WRONLY);
-
-		dup2(devnull, 1);
-		execl(bin, bin, "-l", "127.0.0.1:0", "-t", TOKEN, "-p",
-		    portfile, (char *)NULL);
-		_exit(127);
-	}
-	ck_assert_int_gt(fake_pid, 0);
-	for (i = 0; i < 1000; i++) {
-		if ((fd = open(portfile, O_RDONLY)) != -1) {
-			n = read(fd, buf, sizeof(buf) - 1);
-			close(fd);
-			if (n > 0) {
-				buf[n] = '\0';
-				snprintf(fake_url, sizeof(fake_url),
-				    "http://127.0.0.1:%d", atoi(buf));
-				unlink(portfile);
-				return;
-			}
-		}
-		usleep(10000);
-	}
-	ck_abort_msg("%s did not start (set TG_BUILDDIR)", bin);
+	fake_pid = fakeproc_start(tmpdir, TOKEN, fake_url, sizeof(fake_url));
+	ck_assert_msg(fake_pid > 0, "tgrunner-fakeapi did not start");
 }
 
 static void
 fake_stop(void)
 {
-	int st;
-
-	if (fake_pid > 0) {
-		kill(fake_pid, SIGTERM);
-		waitpid(fake_pid, &st, 0);
-	}
+	fakeproc_stop(fake_pid);
 	fake_pid = -1;
 }
 
