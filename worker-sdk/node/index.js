@@ -20,6 +20,7 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 const timersPromises = require('timers/promises');
+const { fetchFile } = require('./download');
 
 const PROTOCOL = 1;
 const MAX_FRAME = 1048576;		/* bytes, newline included */
@@ -224,6 +225,11 @@ function checkWelcome(f) {
 	    !Array.isArray(f.bot), 'welcome', 'bot is not an object');
 	need(Number.isSafeInteger(f.max_frame) && f.max_frame >= 64,
 	    'welcome', 'bad max_frame');
+	need((f.api_root === undefined) === (f.api_token === undefined),
+	    'welcome', 'api_root and api_token come together');
+	need(f.api_root === undefined || (typeof f.api_root === 'string' &&
+	    typeof f.api_token === 'string'), 'welcome',
+	    'api_root and api_token must be strings');
 }
 
 function checkUpdate(f) {
@@ -376,6 +382,19 @@ class Context {
 		    params);
 	}
 
+	/**
+	 * The file of fileId (a photo's, a document's) through the daemon's
+	 * Bot API endpoint: a Buffer, or with opts.path written there (the
+	 * path resolved).  opts.maxSize bounds it (RangeError beyond; the
+	 * daemon's own bound is download_max_size).  Rejects with ApiError
+	 * for the Bot API's errors (an unknown file_id), Error when the daemon
+	 * serves no endpoint.
+	 */
+	download(fileId, opts) {
+		return this._worker._download(this.answered ? 0 : this.id, fileId,
+		    opts);
+	}
+
 	/** Resolves after ms; rejects with the cancel reason if cancelled. */
 	sleep(ms) {
 		return timersPromises.setTimeout(ms, undefined,
@@ -516,6 +535,9 @@ class Worker {
 		this._traceFd = -1;
 		this.bot = null;
 		this.workerId = null;
+		/* the daemon's Bot API endpoint and this worker's credential */
+		this.apiRoot = null;
+		this.apiToken = null;
 		this.maxFrame = MAX_FRAME;
 		this.protocol = PROTOCOL;
 	}
@@ -583,6 +605,23 @@ class Worker {
 	/** A Bot API call not tied to an update (id 0: no per-key order). */
 	call(method, params) {
 		return this._call(0, method, params);
+	}
+
+	/** ctx.download() outside an update. */
+	download(fileId, opts) {
+		return this._download(0, fileId, opts);
+	}
+
+	async _download(id, fileId, opts) {
+		if (this.apiRoot === null)
+			throw new Error('the daemon serves no Bot API endpoint ' +
+			    '(worker_api_listen is off)');
+		const f = await this._call(id, 'getFile', { file_id: fileId });
+		if (!f || typeof f.file_path !== 'string')
+			throw new ApiError('getFile', { error_code: 400,
+			    description: 'getFile answered no file_path' });
+		return fetchFile(this.apiRoot, this.apiToken, f.file_path, opts,
+		    (r) => new ApiError('download', r));
 	}
 
 	/* -- connection ------------------------------------------------------ */
@@ -698,6 +737,14 @@ class Worker {
 		this.workerId = f.worker_id;
 		this.bot = f.bot;
 		this.maxFrame = f.max_frame;
+		if (f.api_root !== undefined) {
+			this.apiRoot = f.api_root;
+			this.apiToken = f.api_token;
+		} else if (process.env.TGRUNNER_API_ROOT &&
+		    process.env.TGRUNNER_API_TOKEN) {
+			this.apiRoot = process.env.TGRUNNER_API_ROOT;
+			this.apiToken = process.env.TGRUNNER_API_TOKEN;
+		}
 		this._splitter.limit = Math.max(MAX_FRAME, f.max_frame);
 		this._state = S_RUNNING;
 	}
@@ -938,6 +985,10 @@ const KNOWN_TYPES = new Set(['welcome', 'update', 'result', 'cancel',
 
 module.exports = {
 	Worker,
+	/* framework adapters, loaded when used: adapters.grammy.run(bot) */
+	get adapters() {
+		return require('./adapters');
+	},
 	Context,
 	ApiError,
 	ProtocolError,

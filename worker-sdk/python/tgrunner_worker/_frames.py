@@ -113,6 +113,12 @@ def _check_welcome(m):
         return "bot is not an object"
     if "max_frame" in m and not _is_int(m["max_frame"], 64, 1 << 40):
         return "bad max_frame"
+    root, token = m.get("api_root"), m.get("api_token")
+    if (root is None) != (token is None):
+        return "api_root and api_token come together"
+    if root is not None and not (isinstance(root, str) and
+                                 isinstance(token, str)):
+        return "api_root and api_token must be strings"
     return None
 
 
