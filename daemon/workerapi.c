@@ -953,12 +953,16 @@ wa_answer(struct wa_req *r, const struct api_result *res)
 	int			 code;
 
 	if (res->ok) {
-		result = res->result != NULL ? json_deep_copy(res->result) :
-		    json_true();
-		if (conf->local_files_dir != NULL &&
-		    strcasecmp(r->method, "getFile") == 0)
+		/* api.c's result is borrowed: copied only to be changed */
+		if (res->result == NULL)
+			result = json_true();
+		else if (conf->local_files_dir != NULL &&
+		    strcasecmp(r->method, "getFile") == 0) {
+			result = json_deep_copy(res->result);
 			(void)workerapi_fix_file_path(conf->local_files_dir,
 			    r->wa->token, result);
+		} else
+			result = json_incref(res->result);
 		o = json_pack("{s:b,s:o}", "ok", 1, "result", result);
 	} else {
 		code = wa_status(res->error_code);
