@@ -76,6 +76,14 @@ struct conf {
 	char		*listen;		/* NULL = no listening socket */
 	char		*listen_allow;		/* "uid:1000, gid:33" list; NULL = daemon's uid only */
 
+	/* the Bot API endpoint for workers (workerapi.h) */
+	char		*worker_api_listen;	/* "host:port", "unix:/path"; NULL = off */
+	int64_t		 worker_api_max_connections;	/* all workers, default 256 */
+	int64_t		 worker_api_max_per_worker;	/* default 32 */
+	int64_t		 worker_api_timeout;	/* ms: idle or slow client, default 30s */
+	int64_t		 download_max_size;	/* bytes, default 20M */
+	char		*local_files_dir;	/* a local Bot API server's --dir */
+
 	/* operation */
 	char		*control_socket;	/* NULL = none */
 	char		*metrics_listen;	/* NULL = off */

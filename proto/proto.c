@@ -17,6 +17,7 @@
 
 #define PROTO_MAX_METHOD	64	/* bytes of a Bot API method name */
 #define PROTO_MAX_NAME		256	/* bytes of hello's "name" */
+#define PROTO_MAX_API		512	/* bytes of welcome's api_root, api_token */
 
 static const struct {
 	const char	*name;
@@ -233,8 +234,15 @@ pdec_welcome(struct pdec *d, struct frame *f)
 	    &f->u.welcome.worker_id) ||
 	    pdec_object(d, "bot", 0, &f->u.welcome.bot) ||
 	    pdec_int(d, "max_frame", 0, PROTO_MIN_FRAME, PROTO_MAX_FRAME,
-	    &f->u.welcome.max_frame))
+	    &f->u.welcome.max_frame) ||
+	    pdec_string(d, "api_root", 1, PROTO_MAX_API,
+	    &f->u.welcome.api_root) ||
+	    pdec_string(d, "api_token", 1, PROTO_MAX_API,
+	    &f->u.welcome.api_token))
 		return -1;
+	/* the one is no use without the other */
+	if ((f->u.welcome.api_root == NULL) != (f->u.welcome.api_token == NULL))
+		return pdec_fail(d, "api_root and api_token come together");
 	return 0;
 }
 
@@ -577,7 +585,10 @@ penc_body(json_t *o, const struct frame *f)
 		return penc_int(o, "protocol", f->u.welcome.protocol) ||
 		    penc_int(o, "worker_id", f->u.welcome.worker_id) ||
 		    penc_ref(o, "bot", f->u.welcome.bot) ||
-		    penc_int(o, "max_frame", f->u.welcome.max_frame);
+		    penc_int(o, "max_frame", f->u.welcome.max_frame) ||
+		    (f->u.welcome.api_root && penc_str(o, "api_root",
+		    f->u.welcome.api_root)) || (f->u.welcome.api_token &&
+		    penc_str(o, "api_token", f->u.welcome.api_token));
 	case FRAME_UPDATE:
 		return penc_int(o, "id", f->u.update.id) ||
 		    penc_ref(o, "keys", f->u.update.keys) ||

@@ -53,7 +53,9 @@ struct frame {
 	union {
 		struct { int protocol; int slots; const char *name; } hello;
 		struct { int protocol; int worker_id; json_t *bot;
-			 int64_t max_frame; } welcome;
+			 int64_t max_frame;
+			 const char *api_root, *api_token; } welcome;
+						/* api_*: NULL if absent */
 		struct { int64_t id; json_t *keys; int attempt;
 			 int64_t deadline; json_t *update; } update;
 		struct { int64_t id; json_t *calls; } done;	/* calls may be NULL */

@@ -475,6 +475,35 @@ START_TEST(test_cross_checks)
 }
 END_TEST
 
+START_TEST(test_worker_api_listen)
+{
+	load_ok(CMD);
+	ck_assert_str_eq(c.worker_api_listen, "127.0.0.1:0");
+	ck_assert_int_eq(c.download_max_size, 20 * 1024 * 1024);
+	ck_assert_int_eq(c.worker_api_timeout, 30000);
+	ck_assert_ptr_null(c.local_files_dir);
+	load_ok(CMD "worker_api_listen = [::1]:8443\n");
+	ck_assert_str_eq(c.worker_api_listen, "[::1]:8443");
+	load_ok(CMD "worker_api_listen = localhost:0\n");
+	load_ok(CMD "worker_api_listen = unix:/run/tgrunner/api.sock\n");
+	ck_assert_str_eq(c.worker_api_listen, "unix:/run/tgrunner/api.sock");
+	load_ok(CMD "worker_api_listen =\n");
+	ck_assert_ptr_null(c.worker_api_listen);
+	/* the bot's API with the token behind it: never off loopback */
+	load_err(CMD "worker_api_listen = 0.0.0.0:8080\n", 2,
+	    "not a loopback address");
+	load_err(CMD "worker_api_listen = 10.1.2.3:0\n", 2,
+	    "not a loopback address");
+	load_err(CMD "worker_api_listen = unix:relative.sock\n", 2,
+	    "unix: and an absolute socket path");
+	load_err(CMD "worker_api_listen = 127.0.0.1\n", 2, "host:port");
+	load_err(CMD "worker_api_listen = 127.0.0.1:65536\n", 2, "host:port");
+	load_err(CMD "download_max_size = 0\n", 2, "download_max_size");
+	load_err(CMD "worker_api_timeout = 500ms\n", 2, "worker_api_timeout");
+	load_err(CMD "local_files_dir = relative\n", 2, "absolute path");
+}
+END_TEST
+
 /* On error c is zeroed: a caller that drops it leaks nothing. */
 START_TEST(test_error_leaves_nothing)
 {
@@ -595,7 +624,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 38);
+	ck_assert_int_eq(n, 44);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -717,6 +746,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_syntax_errors);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_cross_checks);
+	tcase_add_test(tc, test_worker_api_listen);
 	tcase_add_test(tc, test_error_leaves_nothing);
 	tcase_add_test(tc, test_print_round_trip);
 	tcase_add_test(tc, test_dump_table_defaults);

@@ -20,6 +20,7 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 const timersPromises = require('timers/promises');
+const { fetchFile } = require('./download');
 
 const PROTOCOL = 1;
 const MAX_FRAME = 1048576;		/* bytes, newline included */
@@ -28,6 +29,7 @@ const MAX_CALLS = 100;			/* per done frame */
 const MAX_NAME = 256;			/* hello name, bytes */
 const MAX_REF = 128;			/* a string ref, bytes */
 const MIN_FRAME = 64;			/* least welcome.max_frame */
+const MAX_API = 512;			/* welcome.api_root, .api_token, bytes */
 const INT32_MIN = -(2 ** 31), INT32_MAX = 2 ** 31 - 1;
 const INT64_MIN = -(2n ** 63n), INT64_MAX = 2n ** 63n - 1n;
 const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
@@ -389,6 +391,12 @@ function checkWelcome(f, info) {
 	need(isObject(f.bot), 'welcome', 'bot is not an object');
 	need(intMember(f, info, 'max_frame', MIN_FRAME, MAX_FRAME), 'welcome',
 	    'bad max_frame');
+	for (const name of ['api_root', 'api_token'])
+		need(f[name] === undefined || (typeof f[name] === 'string' &&
+		    Buffer.byteLength(f[name]) <= MAX_API), 'welcome',
+		    `${name} is not a string of at most ${MAX_API} bytes`);
+	need((f.api_root === undefined) === (f.api_token === undefined),
+	    'welcome', 'api_root and api_token come together');
 }
 
 function checkUpdate(f, info) {
@@ -560,6 +568,19 @@ class Context {
 		    params);
 	}
 
+	/**
+	 * The file of fileId (a photo's, a document's) through the daemon's
+	 * Bot API endpoint: a Buffer, or with opts.path written there (the
+	 * path resolved).  opts.maxSize bounds it (RangeError beyond; the
+	 * daemon's own bound is download_max_size).  Rejects with ApiError
+	 * for the Bot API's errors (an unknown file_id), Error when the daemon
+	 * serves no endpoint.
+	 */
+	download(fileId, opts) {
+		return this._worker._download(this.answered ? 0 : this.id, fileId,
+		    opts);
+	}
+
 	/** Resolves after ms; rejects with the cancel reason if cancelled. */
 	sleep(ms) {
 		return timersPromises.setTimeout(ms, undefined,
@@ -700,6 +721,9 @@ class Worker {
 		this._traceFd = -1;
 		this.bot = null;
 		this.workerId = null;
+		/* the daemon's Bot API endpoint and this worker's credential */
+		this.apiRoot = null;
+		this.apiToken = null;
 		this.maxFrame = MAX_FRAME;
 		this.protocol = PROTOCOL;
 	}
@@ -767,6 +791,23 @@ class Worker {
 	/** A Bot API call not tied to an update (id 0: no per-key order). */
 	call(method, params) {
 		return this._call(0, method, params);
+	}
+
+	/** ctx.download() outside an update. */
+	download(fileId, opts) {
+		return this._download(0, fileId, opts);
+	}
+
+	async _download(id, fileId, opts) {
+		if (this.apiRoot === null)
+			throw new Error('the daemon serves no Bot API endpoint ' +
+			    '(worker_api_listen is off)');
+		const f = await this._call(id, 'getFile', { file_id: fileId });
+		if (!f || typeof f.file_path !== 'string')
+			throw new ApiError('getFile', { error_code: 400,
+			    description: 'getFile answered no file_path' });
+		return fetchFile(this.apiRoot, this.apiToken, f.file_path, opts,
+		    (r) => new ApiError('download', r));
 	}
 
 	/* -- connection ------------------------------------------------------ */
@@ -884,6 +925,14 @@ class Worker {
 		this.workerId = f.worker_id;
 		this.bot = f.bot;
 		this.maxFrame = f.max_frame;
+		if (f.api_root !== undefined) {
+			this.apiRoot = f.api_root;
+			this.apiToken = f.api_token;
+		} else if (process.env.TGRUNNER_API_ROOT &&
+		    process.env.TGRUNNER_API_TOKEN) {
+			this.apiRoot = process.env.TGRUNNER_API_ROOT;
+			this.apiToken = process.env.TGRUNNER_API_TOKEN;
+		}
 		this._splitter.limit = Math.max(MAX_FRAME, f.max_frame);
 		this._state = S_RUNNING;
 	}
@@ -1120,6 +1169,10 @@ const KNOWN_TYPES = new Set(['welcome', 'update', 'result', 'cancel',
 
 module.exports = {
 	Worker,
+	/* framework adapters, loaded when used: adapters.grammy.run(bot) */
+	get adapters() {
+		return require('./adapters');
+	},
 	Context,
 	ApiError,
 	ProtocolError,

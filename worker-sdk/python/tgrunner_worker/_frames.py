@@ -12,6 +12,7 @@ MAX_CALLS = 100			# calls in one done
 MAX_NAME = 256			# bytes of hello.name
 MAX_REF = 128			# bytes of a string ref
 MIN_FRAME = 64			# least welcome.max_frame
+MAX_API = 512			# bytes of welcome.api_root, welcome.api_token
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 ID_MAX = INT64_MAX
@@ -121,6 +122,10 @@ def _is_int(v, lo=0, hi=ID_MAX):
     return type(v) is int and lo <= v <= hi
 
 
+def _is_str(v, maxlen):
+    return isinstance(v, str) and len(v.encode("utf-8")) <= maxlen
+
+
 def decode(line):
     """The frame in line (bytes, without its newline) as a dict; raises
     ProtocolError when it is not a well-formed daemon frame, exactly where
@@ -178,6 +183,11 @@ def _check_welcome(m):
     if not _is_int(m.get("max_frame"), MIN_FRAME, PROTO_MAX_FRAME):
         return "max_frame is not an integer %d..%d" % (MIN_FRAME,
                                                      PROTO_MAX_FRAME)
+    for name in ("api_root", "api_token"):
+        if name in m and not _is_str(m[name], MAX_API):
+            return "%s is not a string of at most %d bytes" % (name, MAX_API)
+    if ("api_root" in m) != ("api_token" in m):
+        return "api_root and api_token come together"
     return None
 
 
@@ -199,8 +209,7 @@ def _check_update(m):
 
 def _check_result(m):
     ref = m.get("ref")
-    if not (type(ref) is int or (isinstance(ref, str) and
-                                 len(ref.encode("utf-8")) <= MAX_REF)):
+    if not (type(ref) is int or _is_str(ref, MAX_REF)):
         return "bad ref"
     if type(m.get("ok")) is not bool:
         return "ok is not a boolean"
