@@ -112,8 +112,14 @@ for f in usr/include/tgrunner-worker.h "usr/lib/$ma/libtgrunner-worker.so" \
     "usr/lib/$ma/pkgconfig/tgrunner-worker.pc"; do
 	has "$d" "$f"
 done
-has "$(deb python3-tgrunner-worker all)" usr/lib/python3/dist-packages/tgrunner_worker/__init__.py
-has "$(deb node-tgrunner-worker all)" usr/share/nodejs/tgrunner-worker/package.json
+d=$(deb python3-tgrunner-worker all)
+has "$d" usr/lib/python3/dist-packages/tgrunner_worker/__init__.py
+has "$d" usr/lib/python3/dist-packages/tgrunner_worker/adapters/ptb.py
+d=$(deb node-tgrunner-worker all)
+for f in package.json index.js download.js adapters/index.js adapters/common.js \
+    adapters/grammy.js adapters/telegraf.js; do
+	has "$d" "usr/share/nodejs/tgrunner-worker/$f"
+done
 
 # unpacked side by side: the shipped configuration is valid as it is, and
 # the libraries load
@@ -121,10 +127,12 @@ root=$work/root
 for f in *.deb; do dpkg-deb -x "$f" "$root"; done
 LD_LIBRARY_PATH=$root/usr/lib/$ma "$root/usr/sbin/tgrunnerd" -n -c "$root/etc/tgrunner.conf" ||
 	fail "the shipped /etc/tgrunner.conf"
-PYTHONPATH=$root/usr/lib/python3/dist-packages python3 -c 'import tgrunner_worker' ||
+PYTHONPATH=$root/usr/lib/python3/dist-packages \
+    python3 -c 'import tgrunner_worker, tgrunner_worker.adapters.ptb' ||
 	fail "python3-tgrunner-worker does not import"
 if command -v node >/dev/null 2>&1; then
-	node -e "require('$root/usr/share/nodejs/tgrunner-worker')" ||
+	node -e "const t = require('$root/usr/share/nodejs/tgrunner-worker');
+	    t.adapters.grammy; t.adapters.telegraf" ||
 		fail "node-tgrunner-worker does not load"
 fi
 

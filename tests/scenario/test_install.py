@@ -240,7 +240,8 @@ class Install(ScenarioCase):
                            env=env)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         p = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
-                            "import tgrunner_worker as t; print(t.__file__)"],
+                            "import tgrunner_worker as t, "
+                            "tgrunner_worker.adapters.ptb; print(t.__file__)"],
                            capture_output=True, text=True, env=env,
                            cwd=self.tmp)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -262,7 +263,9 @@ class Install(ScenarioCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         files = {f["path"] for f in json.loads(p.stdout)[0]["files"]}
         for f in ("LICENSE", "README.md", "index.js", "index.d.ts",
-                  "package.json"):
+                  "package.json", "download.js", "adapters/index.js",
+                  "adapters/common.js", "adapters/grammy.js",
+                  "adapters/telegraf.js"):
             self.assertIn(f, files)
         self.assertFalse(any(f.startswith("test/") for f in files), files)
         self.assertEqual(json.load(open(os.path.join(sdk, "package.json")))
