@@ -7,8 +7,11 @@
  * change to it.  Then real children, spawned and reaped.
  *
  * What is held: dispatch and free slots, affinity, what done/fail/call
- * mean, protocol errors, deadlines (cancel, then terminate), that a job is
- * given back only once its worker is gone, draining and recycling.
+ * mean (and that one for an update not held is tolerated: ignored, or a
+ * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
+ * protocol errors and why a worker was cut off, deadlines (cancel, then
+ * terminate), that a job is given back only once its worker is gone,
+ * draining and recycling.
  */
 #include "config.h"
 
@@ -428,15 +431,20 @@ START_TEST(test_done_frees_slot)
 	ck_assert_uint_eq(pool_free_slots(pool), 2);
 	ck_assert_uint_eq(pool_running(pool), 0);
 
-	/* another worker's update, or one already done: cut off */
+	/* another worker's update, or one already done: ignored */
 	ck_assert_int_eq(pool_dispatch(pool, job(2), a->w), 0);
 	input(b->w, "{\"type\":\"done\",\"id\":2}");
-	ck_assert_int_eq(b->closes, 1);
-	ck_assert_int_eq(b->close_sig, SIGKILL);
+	ck_assert_int_eq(b->closes, 0);
+	ck_assert_ptr_nonnull(jobs[2]->owner);
 	input(a->w, "{\"type\":\"done\",\"id\":1}");
-	ck_assert_int_eq(a->closes, 1);
-	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
+	ck_assert_int_eq(a->closes, 0);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
 	ck_assert_int_eq(nevs, 1);
+	ck_assert_uint_eq(pool_running(pool), 1);
+	/* the update held is still the worker's to answer */
+	input(a->w, "{\"type\":\"done\",\"id\":2}");
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(evs[1].id, 2);
 }
 END_TEST
 
@@ -444,13 +452,17 @@ START_TEST(test_protocol_state)
 {
 	struct fake *a = connect_fake(0), *b;
 
+	/* before hello, any other frame is a refused hello */
 	input(a->w, "{\"type\":\"done\",\"id\":1}");
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(a->close_sig, SIGKILL);
+	ck_assert_str_eq(a->w->cut, "hello refused: a done frame came first");
 	b = ready_fake(1, 1);
+	ck_assert_str_eq(b->w->cut, "");
 	input(b->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
 	    PROTO_VERSION);
 	ck_assert_int_eq(b->closes, 1);
+	ck_assert_str_eq(b->w->cut, "protocol error: second hello");
 	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
 	/* another protocol version is not an error: it is told to go */
 	a = connect_fake(2);
@@ -459,6 +471,8 @@ START_TEST(test_protocol_state)
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(a->close_sig, SIGTERM);
 	ck_assert_int_eq(a->w->state, W_STARTING);
+	ck_assert_ptr_nonnull(strstr(a->w->cut, "hello refused: it speaks "
+	    "protocol"));
 	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
 }
 END_TEST
@@ -471,7 +485,7 @@ START_TEST(test_given_back_only_when_gone)
 	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
 	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
 	/* cut off, but the process may still be working on both */
-	input(a->w, "{\"type\":\"done\",\"id\":7}");
+	worker_protocol_error(a->w, "test");
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(count_evs('f'), 0);
 	ck_assert_uint_eq(pool_running(pool), 2);
@@ -507,8 +521,11 @@ START_TEST(test_fail_frame)
 	ck_assert_int_eq(evs[0].retry, 0);
 	ck_assert_int_eq(evs[1].retry, 1);
 	ck_assert_uint_eq(pool_free_slots(pool), 2);
+	/* answered already: the first answer counts, this one is ignored */
 	input(a->w, "{\"type\":\"fail\",\"id\":2,\"error\":\"again\"}");
-	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(a->closes, 0);
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(a->w->complaints, 1);
 }
 END_TEST
 
@@ -590,11 +607,20 @@ START_TEST(test_call_frames)
 	ck_assert_int_eq(evs[0].worker_id, a->w->id);
 	ck_assert_str_eq(evs[0].text, "sendMessage");
 	ck_assert_int_eq(evs[1].id, 0);
-	/* a call for someone else's update */
+	/* a call for someone else's update: not made, answered with why */
 	input(b->w, "{\"type\":\"call\",\"id\":1,\"ref\":3,\"method\":"
 	    "\"getMe\"}");
-	ck_assert_int_eq(b->closes, 1);
+	ck_assert_int_eq(b->closes, 0);
 	ck_assert_int_eq(nevs, 2);
+	r = sent(b, -1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "type")),
+	    "result");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "ref")), 3);
+	ck_assert(json_is_false(json_object_get(r, "ok")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "error_code")),
+	    400);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "description")),
+	    "tgrunner: update 1 is not held by this worker");
 
 	pool_result(pool, a->w->id, ref, 1, res, 0, NULL, NULL, 0);
 	r = sent(a, -1);
