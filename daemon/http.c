@@ -654,7 +654,7 @@ http_get_stream(struct http *h, const char *url, long timeout_ms,
 	r->stream = cb;
 	e = r->easy;
 	if (http_req_setup(r, url, NULL, timeout_ms) == -1) {
-		log_warn("%s: cannot set up request", __func__);
+		log_warnx("%s: cannot set up request", __func__);
 		http_req_free(r);
 		return NULL;
 	}
@@ -664,7 +664,7 @@ http_get_stream(struct http *h, const char *url, long timeout_ms,
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_stream_write);
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	if (rc != 0) {
-		log_warn("%s: cannot set up request", __func__);
+		log_warnx("%s: cannot set up request", __func__);
 		http_req_free(r);
 		return NULL;
 	}

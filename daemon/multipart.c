@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "multipart.h"
+#include "xmalloc.h"
 
 #define MP_DELIM_MAX	(4 + MULTIPART_BOUNDARY_MAX)	/* "\r\n--" boundary */
 
@@ -309,42 +310,25 @@ mp_headers(struct mp *mp, struct mp_head *h, const char *p, const char *end,
 	return 0;
 }
 
-static char *
-mp_strdup(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *p;
-
-	if ((p = malloc(n)) != NULL)
-		memcpy(p, s, n);
-	return p;
-}
-
-static int
+static void
 mp_add(struct mp *mp, const struct mp_head *h, const char *data, size_t len)
 {
 	struct multipart	*m = mp->m;
 	struct multipart_part	*pt;
-	size_t			 cap;
 
 	if (m->n == mp->cap) {
-		cap = mp->cap ? mp->cap * 2 : 8;
-		if ((pt = realloc(m->parts, cap * sizeof(*pt))) == NULL)
-			return mp_fail(mp, "out of memory");
-		m->parts = pt;
-		mp->cap = cap;
+		mp->cap = mp->cap ? mp->cap * 2 : 8;
+		m->parts = xreallocarray(m->parts, mp->cap, sizeof(*pt));
 	}
-	pt = &m->parts[m->n];
+	pt = &m->parts[m->n++];
 	memset(pt, 0, sizeof(*pt));
-	m->n++;
 	pt->data = data;
 	pt->len = len;
-	if ((pt->name = mp_strdup(h->name)) == NULL ||
-	    (h->has_filename && (pt->filename = mp_strdup(h->filename)) ==
-	    NULL) || (h->has_ctype && (pt->ctype = mp_strdup(h->ctype)) ==
-	    NULL))
-		return mp_fail(mp, "out of memory");
-	return 0;
+	pt->name = xstrdup(h->name);
+	if (h->has_filename)
+		pt->filename = xstrdup(h->filename);
+	if (h->has_ctype)
+		pt->ctype = xstrdup(h->ctype);
 }
 
 /*
@@ -378,8 +362,7 @@ mp_part(struct mp *mp, const char *p, const char *end, const char *delim,
 		return -1;
 	if ((stop = memmem(data, (size_t)(end - data), delim, dlen)) == NULL)
 		return mp_fail(mp, "part %zu: the body ends inside it", idx + 1);
-	if (mp_add(mp, &h, data, (size_t)(stop - data)) == -1)
-		return -1;
+	mp_add(mp, &h, data, (size_t)(stop - data));
 	*next = stop + dlen;
 	return 0;
 }
@@ -418,10 +401,7 @@ multipart_parse(const char *body, size_t len, const char *boundary,
 		snprintf(err, errsz, "bad boundary");
 		return NULL;
 	}
-	if ((mp.m = calloc(1, sizeof(*mp.m))) == NULL) {
-		snprintf(err, errsz, "out of memory");
-		return NULL;
-	}
+	mp.m = xcalloc(1, sizeof(*mp.m));
 	dlen = (size_t)snprintf(delim, sizeof(delim), "\r\n--%s", boundary);
 	/* the first delimiter may open the body, without its CRLF */
 	if (len >= dlen - 2 && memcmp(body, delim + 2, dlen - 2) == 0)
@@ -492,25 +472,17 @@ multipart_boundary(const char *ctype, char *out, size_t outsz)
 struct mp_buf {
 	char	*p;
 	size_t	 len, cap;
-	int	 failed;
 };
 
 static void
 mp_put(struct mp_buf *b, const void *s, size_t n)
 {
 	size_t	 cap;
-	char	*np;
 
-	if (b->failed)
-		return;
 	if (b->len + n + 1 > b->cap) {
 		for (cap = b->cap ? b->cap : 256; cap < b->len + n + 1; cap *= 2)
 			;
-		if ((np = realloc(b->p, cap)) == NULL) {
-			b->failed = 1;
-			return;
-		}
-		b->p = np;
+		b->p = xreallocarray(b->p, cap, 1);
 		b->cap = cap;
 	}
 	memcpy(b->p + b->len, s, n);
@@ -553,7 +525,7 @@ multipart_encode(const struct multipart_part *parts, size_t n,
     const char *boundary, size_t *len)
 {
 	char		 delim[MP_DELIM_MAX + 1];
-	struct mp_buf	 b = { NULL, 0, 0, 0 };
+	struct mp_buf	 b = { NULL, 0, 0 };
 	size_t		 i, dlen;
 
 	if (!mp_boundary_ok(boundary, strlen(boundary)))
@@ -580,10 +552,6 @@ multipart_encode(const struct multipart_part *parts, size_t n,
 	}
 	mp_puts(&b, n == 0 ? delim + 2 : delim);
 	mp_puts(&b, "--\r\n");
-	if (b.failed) {
-		free(b.p);
-		return NULL;
-	}
 	*len = b.len;
 	return b.p;
 }

@@ -65,6 +65,7 @@
 #include "unixsock.h"
 #include "upload.h"
 #include "workerapi.h"
+#include "xmalloc.h"
 
 #define WA_HEADERS_MAX	(64 * 1024)	/* request line and headers */
 #define WA_FORM_SLACK	(64 * 1024)	/* multipart framing around files */
@@ -156,7 +157,7 @@ wa_mask_token(struct workerapi *wa, char *s, size_t len)
 	while ((p = memmem(p, len - (size_t)(p - s), wa->token, tlen)) !=
 	    NULL) {
 		memset(p, '*', tlen);
-		log_warn("worker API: an answer held the bot token; masked");
+		log_warnx("worker API: an answer held the bot token; masked");
 	}
 }
 
@@ -165,17 +166,17 @@ wa_send(struct workerapi *wa, struct evhttp_request *req, int status,
     const char *body, size_t len, int close)
 {
 	struct evkeyvalq	*h = evhttp_request_get_output_headers(req);
-	struct evbuffer		*b = evbuffer_new();
+	struct evbuffer		*b;
 
+	if ((b = evbuffer_new()) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evbuffer_new", __func__);
 	wa->stats.requests++;
 	evhttp_add_header(h, "Content-Type", "application/json");
 	if (close)
 		evhttp_add_header(h, "Connection", "close");
-	if (b != NULL)
-		evbuffer_add(b, body, len);
+	evbuffer_add(b, body, len);
 	evhttp_send_reply(req, status, NULL, b);
-	if (b != NULL)
-		evbuffer_free(b);
+	evbuffer_free(b);
 }
 
 static const char wa_oom[] = "{\"ok\":false,\"error_code\":500,"
@@ -331,11 +332,8 @@ wa_bevcb(struct event_base *base, void *arg)
 	wa_apply_conf(wa);
 	/* no BEV_OPT_CLOSE_ON_FREE: evhttp closes the socket itself */
 	if ((bev = bufferevent_socket_new(base, -1, 0)) == NULL)
-		return NULL;
-	if ((conn = calloc(1, sizeof(*conn))) == NULL) {
-		log_warn("worker API: out of memory; connection not counted");
-		return bev;
-	}
+		fatalx(EXIT_NOMEM, "%s: bufferevent_socket_new", __func__);
+	conn = xcalloc(1, sizeof(*conn));
 	conn->wa = wa;
 	conn->bev = bev;
 	conn->worker_id = -1;
@@ -347,7 +345,7 @@ wa_bevcb(struct event_base *base, void *arg)
 		wa->full = 1;
 		wa->stats.conn_limited++;
 		evconnlistener_disable(wa_listener(wa));
-		log_warn("worker API: %zu connections, the most "
+		log_warnx("worker API: %zu connections, the most "
 		    "worker_api_max_connections allows; new ones wait",
 		    wa->nconns);
 	}
@@ -392,7 +390,7 @@ wa_conn_attach(struct workerapi *wa, struct wa_conn *conn, int worker_id)
 	if (w->nconns >= (size_t)wa->conf->worker_api_max_per_worker) {
 		wa->stats.conn_limited++;
 		if (!w->capped)
-			log_warn("worker=%d: %zu connections to the worker "
+			log_warnx("worker=%d: %zu connections to the worker "
 			    "API, the most worker_api_max_per_worker allows; "
 			    "more are refused", worker_id, w->nconns);
 		w->capped = 1;
@@ -453,12 +451,17 @@ workerapi_credential(struct workerapi *wa, int worker_id, int64_t bot_id,
 	char			 secret[2 * WORKERAPI_SECRET_BYTES + 1];
 	struct wa_worker	*w;
 	size_t			 i;
+	ssize_t			 got;
 	int			 n;
 
 	if (worker_id < 0 || bot_id <= 0 || outsz < WORKERAPI_CRED_MAX)
 		return -1;
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-		log_warn("worker API: getrandom: %s", strerror(errno));
+	if ((got = getrandom(rnd, sizeof(rnd), 0)) != (ssize_t)sizeof(rnd)) {
+		if (got == -1)
+			log_warn("worker API: getrandom");
+		else
+			log_warnx("worker API: getrandom: %zd bytes, not %zu",
+			    got, sizeof(rnd));
 		return -1;
 	}
 	for (i = 0; i < sizeof(rnd); i++) {
@@ -468,8 +471,7 @@ workerapi_credential(struct workerapi *wa, int worker_id, int64_t bot_id,
 	secret[2 * i] = '\0';
 	explicit_bzero(rnd, sizeof(rnd));
 	if ((w = wa_worker_find(wa, worker_id)) == NULL) {
-		if ((w = calloc(1, sizeof(*w))) == NULL)
-			return -1;
+		w = xcalloc(1, sizeof(*w));
 		w->id = worker_id;
 		HASH_ADD_INT(wa->workers, id, w);
 	}
@@ -511,8 +513,7 @@ wa_req_new(struct workerapi *wa, enum wa_kind kind,
 {
 	struct wa_req *r;
 
-	if ((r = calloc(1, sizeof(*r))) == NULL)
-		return NULL;
+	r = xcalloc(1, sizeof(*r));
 	r->wa = wa;
 	r->kind = kind;
 	r->req = req;
@@ -613,8 +614,7 @@ wa_b64(const char *p, size_t len)
 	size_t			 i;
 	uint32_t		 v;
 
-	if ((out = malloc((len + 2) / 3 * 4 + 1)) == NULL)
-		return NULL;
+	out = xmalloc((len + 2) / 3 * 4 + 1);
 	for (i = 0, o = out; i + 2 < len; i += 3, o += 4) {
 		v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
 		o[0] = tab[v >> 18];
@@ -659,8 +659,7 @@ wa_file_object(const struct multipart_part *pt)
 	char	*b64;
 	json_t	*o;
 
-	if ((b64 = wa_b64(pt->data, pt->len)) == NULL)
-		return NULL;
+	b64 = wa_b64(pt->data, pt->len);
 	o = json_object();
 	if (o == NULL || json_object_set_new(o, "@data", json_string(b64)) ==
 	    -1) {
@@ -813,10 +812,7 @@ wa_multipart(struct workerapi *wa, json_t *params, const char *ctype,
 		    "multipart/form-data: %s", err);
 	if (wa_multipart_sizes(wa, m, bad) == -1)
 		goto out;
-	if (m->n > 0 && (used = calloc(m->n, sizeof(*used))) == NULL) {
-		wa_bad(bad, 500, "Internal Server Error");
-		goto out;
-	}
+	used = xcalloc(m->n, sizeof(*used));
 	for (i = 0; i < m->n; i++)
 		if (m->parts[i].filename == NULL &&
 		    wa_text_part(params, m, &m->parts[i], used, bad) == -1)
@@ -1054,11 +1050,7 @@ wa_call(struct workerapi *wa, struct evhttp_request *req,
 	if ((params = wa_call_params(wa, req, worker_id, method, &key)) ==
 	    NULL)
 		return;
-	if ((r = wa_req_new(wa, WA_CALL, req, conn, worker_id)) == NULL) {
-		wa_error(wa, req, 500, "Internal Server Error", 0, 1);
-		json_decref(params);
-		return;
-	}
+	r = wa_req_new(wa, WA_CALL, req, conn, worker_id);
 	snprintf(r->method, sizeof(r->method), "%s", method);
 	if (api_call(wa->api, key, method, params, 0, wa_call_done, r) == -1) {
 		wa_req_free(r);
@@ -1153,9 +1145,10 @@ wa_dl_data(void *arg, const char *p, size_t len)
 		r->paused = 1;	/* wa_dl_drained resumes */
 		return 1;
 	}
-	if ((b = evbuffer_new()) == NULL || evbuffer_add(b, p, len) == -1) {
-		if (b != NULL)
-			evbuffer_free(b);
+	if ((b = evbuffer_new()) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evbuffer_new", __func__);
+	if (evbuffer_add(b, p, len) == -1) {
+		evbuffer_free(b);
 		return -1;
 	}
 	evhttp_send_reply_chunk_with_cb(r->req, b, wa_dl_drained, r);
@@ -1247,13 +1240,9 @@ wa_dl_remote(struct workerapi *wa, struct evhttp_request *req,
 
 	while (n > 0 && root[n - 1] == '/')
 		n--;
-	if ((url = evbuffer_new()) == NULL ||
-	    (r = wa_req_new(wa, WA_DOWNLOAD, req, conn, worker_id)) == NULL) {
-		if (url != NULL)
-			evbuffer_free(url);
-		wa_error(wa, req, 500, "Internal Server Error", 0, 1);
-		return;
-	}
+	if ((url = evbuffer_new()) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evbuffer_new", __func__);
+	r = wa_req_new(wa, WA_DOWNLOAD, req, conn, worker_id);
 	r->max = wa->conf->download_max_size;
 	evbuffer_add_printf(url, "%.*s/file/bot%s/", (int)n, root, wa->token);
 	wa_url_path(url, path);
@@ -1294,8 +1283,7 @@ wa_local_open(struct workerapi *wa, const char *path, int64_t *size,
 		path += n + 1;
 	}
 	if ((dirfd = upload_dir_open(dir)) == -1) {
-		log_warn("local_files_dir %s: %s", wa->conf->local_files_dir,
-		    strerror(errno));
+		log_warn("local_files_dir %s", wa->conf->local_files_dir);
 		return -1;
 	}
 	fd = upload_open(dirfd, path, INT64_MAX, size, why, sizeof(why));
@@ -1326,13 +1314,11 @@ wa_dl_local(struct workerapi *wa, struct evhttp_request *req,
 		    "Bad Request: file is too big", 0, 0);
 		return;
 	}
-	if ((b = evbuffer_new()) == NULL || (size > 0 &&
-	    evbuffer_add_file(b, fd, 0, (ev_off_t)size) == -1)) {
+	if ((b = evbuffer_new()) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evbuffer_new", __func__);
+	if (size > 0 && evbuffer_add_file(b, fd, 0, (ev_off_t)size) == -1) {
 		/* evbuffer_add_file closes fd even when it fails */
-		if (size == 0)
-			close(fd);
-		if (b != NULL)
-			evbuffer_free(b);
+		evbuffer_free(b);
 		wa_error(wa, req, 500, "Internal Server Error", 0, 1);
 		return;
 	}
@@ -1447,8 +1433,7 @@ workerapi_new(struct event_base *base, struct api *api, struct http *http,
 {
 	struct workerapi *wa;
 
-	if ((wa = calloc(1, sizeof(*wa))) == NULL)
-		return NULL;
+	wa = xcalloc(1, sizeof(*wa));
 	wa->base = base;
 	wa->api = api;
 	wa->http = http;
@@ -1459,10 +1444,8 @@ workerapi_new(struct event_base *base, struct api *api, struct http *http,
 	TAILQ_INIT(&wa->pending);
 	TAILQ_INIT(&wa->reqs);
 	if ((wa->evh = evhttp_new(base)) == NULL ||
-	    (wa->adopt_ev = event_new(base, -1, 0, wa_adopt_cb, wa)) == NULL) {
-		workerapi_free(wa);
-		return NULL;
-	}
+	    (wa->adopt_ev = event_new(base, -1, 0, wa_adopt_cb, wa)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	evhttp_set_bevcb(wa->evh, wa_bevcb, wa);
 	evhttp_set_gencb(wa->evh, wa_request, wa);
 	evhttp_set_allowed_methods(wa->evh, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
@@ -1525,8 +1508,7 @@ wa_unix_group(struct workerapi *wa, const char *path)
 	else
 		return;
 	if (chown(path, (uid_t)-1, gid) == -1)
-		log_warn("worker_api_listen %s: chown: %s", path,
-		    strerror(errno));
+		log_warn("worker_api_listen %s: chown", path);
 }
 
 static int
@@ -1534,8 +1516,7 @@ wa_listen_unix(struct workerapi *wa, const char *path)
 {
 	int fd;
 
-	if ((wa->unix_path = strdup(path)) == NULL)
-		return -1;
+	wa->unix_path = xstrdup(path);
 	if ((fd = unixsock_listen(path, 0660)) == -1) {
 		free(wa->unix_path);
 		wa->unix_path = NULL;
@@ -1544,7 +1525,7 @@ wa_listen_unix(struct workerapi *wa, const char *path)
 	wa_unix_group(wa, path);
 	if ((wa->bound = evhttp_accept_socket_with_handle(wa->evh, fd)) ==
 	    NULL) {
-		log_err("worker_api_listen unix:%s: cannot listen", path);
+		log_errx("worker_api_listen unix:%s: cannot listen", path);
 		close(fd);
 		return -1;	/* workerapi_free unlinks it */
 	}
@@ -1573,12 +1554,21 @@ wa_listen_tcp(struct workerapi *wa, const char *spec)
 		host[n] = '\0';
 	}
 	port = strtoul(colon + 1, NULL, 10);
-	if (port > 65535 || (wa->bound = evhttp_bind_socket_with_handle(
-	    wa->evh, host, (ev_uint16_t)port)) == NULL ||
+	if (port > 65535) {
+		log_errx("worker_api_listen %s: no such port", spec);
+		return -1;
+	}
+	/* a failed socket, bind or listen sets errno; getaddrinfo does not */
+	errno = 0;
+	if ((wa->bound = evhttp_bind_socket_with_handle(wa->evh, host,
+	    (ev_uint16_t)port)) == NULL ||
 	    getsockname(evhttp_bound_socket_get_fd(wa->bound),
 	    (struct sockaddr *)&ss, &sl) == -1) {
-		log_err("worker_api_listen %s: cannot listen: %s", spec,
-		    strerror(errno));
+		if (errno != 0)
+			log_err("worker_api_listen %s: cannot listen", spec);
+		else
+			log_errx("worker_api_listen %s: cannot listen (no such "
+			    "address)", spec);
 		return -1;
 	}
 	if (ss.ss_family == AF_INET6) {
@@ -1601,7 +1591,7 @@ workerapi_listen(struct workerapi *wa, const char *spec)
 	int rc;
 
 	if (wa->bound != NULL) {
-		log_err("worker_api_listen %s: already listening on %s", spec,
+		log_errx("worker_api_listen %s: already listening on %s", spec,
 		    wa->root);
 		return -1;
 	}

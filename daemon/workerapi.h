@@ -81,7 +81,7 @@ struct workerapi_stats {
 /*
  * A new endpoint on base, not listening yet.  api, http, conf and token
  * are borrowed and must outlive it; conf is read at each use (a reload
- * applies to the next request).  NULL if out of memory.
+ * applies to the next request).  The caller frees it with workerapi_free().
  */
 struct workerapi *workerapi_new(struct event_base *, struct api *,
 		    struct http *, const struct conf *, const char *token,
@@ -98,7 +98,7 @@ const char	*workerapi_root(const struct workerapi *);
 /*
  * A fresh credential for worker_id, replacing any it had, into out (at
  * least WORKERAPI_CRED_MAX bytes).  bot_id is the bot's getMe id.
- * Returns 0, or -1 (no randomness, out of memory; logged).
+ * Returns 0, or -1 (arguments out of range, or no randomness: logged).
  */
 int		 workerapi_credential(struct workerapi *, int worker_id,
 		    int64_t bot_id, char *out, size_t outsz);
