@@ -269,22 +269,19 @@ download_suite(void)
 	return s;
 }
 
-int
-main(void)
+static int
+download_test_init(void)
 {
-	SRunner	*sr;
-	int	 failed;
-
-	if (mkdtemp(tmpdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	sr = srunner_create(download_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	curl_global_cleanup();
-	rmdir(tmpdir);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return fakeproc_init(tmpdir);
 }
+
+static int
+download_test_fini(void)
+{
+	return fakeproc_fini(tmpdir);
+}
+
+#define TEST_SUITE	download_suite
+#define TEST_INIT	download_test_init
+#define TEST_FINI	download_test_fini
+#include "testmain.h"

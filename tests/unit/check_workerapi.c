@@ -119,7 +119,6 @@ fake_stop(void)
 static void
 setup(void)
 {
-	log_init("check_workerapi", LOG_LVL_WARN);
 	fake_start();
 	conf_defaults(&conf);
 	free(conf.api_url);
@@ -1479,30 +1478,19 @@ workerapi_suite(void)
 	return s;
 }
 
-int
-main(void)
+static int
+workerapi_test_init(void)
 {
-	SRunner	*sr;
-	int	 failed;
-
-	if (mkdtemp(tmpdir) == NULL) {
-		perror("mkdtemp");
-		return EXIT_FAILURE;
-	}
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(workerapi_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	curl_global_cleanup();
-	/* test files under tmpdir: best effort */
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", tmpdir);
-	}
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return fakeproc_init(tmpdir);
 }
+
+static int
+workerapi_test_fini(void)
+{
+	return fakeproc_fini(tmpdir);
+}
+
+#define TEST_SUITE	workerapi_suite
+#define TEST_INIT	workerapi_test_init
+#define TEST_FINI	workerapi_test_fini
+#include "testmain.h"

@@ -1,5 +1,6 @@
 /*
- * tgrunner-fakeapi for the unit tests: start, stop, and its files' bytes.
+ * tgrunner-fakeapi for the unit tests: start, stop, and its files' bytes;
+ * the test program's temporary directory and curl's global state.
  */
 #include "config.h"
 
@@ -13,7 +14,34 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "fakeproc.h"
+
+int
+fakeproc_init(char *tmpdir)
+{
+	if (mkdtemp(tmpdir) == NULL) {
+		perror("mkdtemp");
+		return -1;
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	return 0;
+}
+
+int
+fakeproc_fini(const char *tmpdir)
+{
+	char cmd[1024];
+
+	curl_global_cleanup();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "could not remove %s\n", tmpdir);
+		return 1;
+	}
+	return 0;
+}
 
 pid_t
 fakeproc_start(const char *tmpdir, const char *token, char *url,

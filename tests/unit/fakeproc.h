@@ -10,6 +10,14 @@
 #include <sys/types.h>
 
 /*
+ * For a test's TEST_INIT and TEST_FINI (testmain.h): the temporary
+ * directory (a mkdtemp template, made here) and curl's global state;
+ * fakeproc_fini removes the directory with what the tests left in it.
+ * They return -1 / the number of failures.
+ */
+int	fakeproc_init(char *tmpdir);
+int	fakeproc_fini(const char *tmpdir);
+/*
  * Start it with token; its base URL ("http://127.0.0.1:PORT") into url.
  * tmpdir holds its port file for a moment.  Returns its pid, or -1.
  */
