@@ -10,8 +10,8 @@
  * mean (and that one for an update not held is tolerated: ignored, or a
  * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
  * protocol errors and why a worker was cut off, deadlines (cancel, then
- * terminate), that a job is given back only once its worker is gone,
- * draining and recycling.
+ * terminate; none for a worker cut off), that a job is given back only
+ * once its worker is gone, draining and recycling.
  */
 #include "config.h"
 
@@ -64,6 +64,7 @@ fake_send(struct worker *w, const char *line, size_t len)
 	return 0;
 }
 
+/* As a socket type does: nothing can be sent to it any more. */
 static void
 fake_close(struct worker *w, int sig)
 {
@@ -71,6 +72,7 @@ fake_close(struct worker *w, int sig)
 
 	f->closes++;
 	f->close_sig = sig;
+	pool_worker_unreachable(w);
 }
 
 static void
@@ -590,6 +592,52 @@ START_TEST(test_late_done_counts)
 }
 END_TEST
 
+/* A worker stuck sending stray answers is tolerated, and logged boundedly. */
+START_TEST(test_stray_answers_bounded)
+{
+	struct fake *a = ready_fake(0, 1);
+	int i;
+
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	for (i = 0; i < 50; i++)
+		input(a->w, "{\"type\":\"done\",\"id\":%d}", 100 + i);
+	ck_assert_int_eq(a->closes, 0);
+	/* the complaint after the last one logged says that it was the last */
+	ck_assert_int_eq(a->w->complaints, 11);
+	ck_assert_int_eq(nevs, 0);
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(nevs, 1);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
+}
+END_TEST
+
+/*
+ * A worker cut off cannot be told to cancel: its deadlines stop, and its
+ * updates come back when it is gone, as what it died of, not as timeouts.
+ */
+START_TEST(test_cut_off_no_deadline)
+{
+	struct fake *a;
+
+	conf.update_timeout = 50;
+	conf.kill_grace = 50;
+	a = ready_fake(0, 2);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	worker_closed(a->w);
+	ck_assert_int_eq(a->closes, 1);
+	testloop_for(base, 300);
+	ck_assert_str_eq(sent_type(a, -1), "update");
+	ck_assert_int_eq(a->terms, 0);
+	ck_assert_int_eq(pool_stats(pool)->timeouts, 0);
+	ck_assert_int_eq(count_evs('f'), 0);
+	pool_worker_gone(a->w, "worker exited on signal 15", WORKER_CRASHED);
+	ck_assert_int_eq(count_evs('f'), 2);
+	ck_assert_str_eq(evs[0].text, "worker exited on signal 15");
+	ck_assert_str_eq(evs[1].text, "worker exited on signal 15");
+}
+END_TEST
+
 START_TEST(test_call_frames)
 {
 	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
@@ -719,15 +767,51 @@ have_problem(void *arg)
 #define SH_WORKER "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' " \
 	">&3; read -r l <&3; read -r l <&3; exit 3"
 
+static struct event *sigchld;
+
+/* `workers = 1` of cmd, reaped on SIGCHLD. */
+static void
+children_start(const char *cmd)
+{
+	sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+	evsignal_add(sigchld, NULL);
+	conf.workers = 1;
+	conf.worker_command = strdup(cmd);
+	pool_reconfigure(pool, &conf, 0);
+}
+
+/* The pool kills its children before nothing reaps them any more. */
+static void
+children_stop(void)
+{
+	pool_free(pool);
+	pool = NULL;
+	event_free(sigchld);
+}
+
+/*
+ * Children of cmd until the pool has a problem with them: that it says
+ * want, then how many times in a row (more children may have died by the
+ * time the test looks).
+ */
+static void
+children_problem(const char *cmd, const char *want)
+{
+	const char *p;
+
+	children_start(cmd);
+	TESTLOOP_UNTIL(base, have_problem, NULL, 20000, "a problem");
+	p = pool_problem(pool);
+	ck_assert_msg(strncmp(p, want, strlen(want)) == 0 &&
+	    strstr(p + strlen(want), " times in a row)") != NULL,
+	    "problem \"%s\", not \"%s...\"", p, want);
+}
+
 START_TEST(test_child_dies_with_update)
 {
-	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
 	json_t *a;
 
-	evsignal_add(sig, NULL);
-	conf.workers = 1;
-	conf.worker_command = strdup(SH_WORKER);
-	pool_reconfigure(pool, &conf, 0);
+	children_start(SH_WORKER);
 	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
 	ck_assert_int_eq(pool_stats(pool)->spawned, 1);
 	a = pool_describe(pool);
@@ -746,27 +830,36 @@ START_TEST(test_child_dies_with_update)
 	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "a new child");
 	ck_assert_int_eq(pool_stats(pool)->spawned, 2);
 	ck_assert_ptr_null(pool_problem(pool));
-	pool_free(pool);
-	pool = NULL;
-	event_free(sig);
+	children_stop();
 }
 END_TEST
 
 START_TEST(test_child_dies_before_hello)
 {
-	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
-
-	evsignal_add(sig, NULL);
-	conf.workers = 1;
-	conf.worker_command = strdup("exit 1");
-	pool_reconfigure(pool, &conf, 0);
-	TESTLOOP_UNTIL(base, have_problem, NULL, 20000, "a problem");
-	ck_assert_ptr_nonnull(strstr(pool_problem(pool),
-	    "workers exit before hello (worker exited with status 1"));
+	children_problem("false", "workers exit before hello (worker exited "
+	    "with status 1, ");
 	ck_assert_uint_eq(pool_free_slots(pool), 0);
-	pool_free(pool);
-	pool = NULL;
-	event_free(sig);
+	children_stop();
+}
+END_TEST
+
+/* Children cut off before hello: the problem says why, not just "exit". */
+START_TEST(test_child_hello_refused)
+{
+	children_problem("printf '{\"type\":\"hello\",\"protocol\":1,"
+	    "\"slots\":0}\\n' >&3; sleep 30", "workers' hello refused: "
+	    "\"slots\" out of range (");
+	ck_assert_int_ge(pool_stats(pool)->protocol_errors, 1);
+	children_stop();
+}
+END_TEST
+
+START_TEST(test_child_hello_missing)
+{
+	conf.hello_timeout = 100;
+	children_problem("sleep 30", "workers' hello missing: none within "
+	    "100 ms (");
+	children_stop();
 }
 END_TEST
 
@@ -787,6 +880,8 @@ pool_suite(void)
 	tcase_add_test(tc, test_fail_frame);
 	tcase_add_test(tc, test_deadline);
 	tcase_add_test(tc, test_late_done_counts);
+	tcase_add_test(tc, test_stray_answers_bounded);
+	tcase_add_test(tc, test_cut_off_no_deadline);
 	tcase_add_test(tc, test_call_frames);
 	tcase_add_test(tc, test_shutdown_when_idle);
 	tcase_add_test(tc, test_recycle);
@@ -795,6 +890,8 @@ pool_suite(void)
 	tcase_add_checked_fixture(ch, setup, teardown);
 	tcase_add_test(ch, test_child_dies_with_update);
 	tcase_add_test(ch, test_child_dies_before_hello);
+	tcase_add_test(ch, test_child_hello_refused);
+	tcase_add_test(ch, test_child_hello_missing);
 	suite_add_tcase(s, ch);
 	return s;
 }
