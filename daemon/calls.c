@@ -4,13 +4,16 @@
 #include "config.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <jansson.h>
 
 #include "api.h"
 #include "calls.h"
+#include "conf.h"
 #include "log.h"
+#include "policy.h"
 #include "pool.h"
 #include "router.h"
 #include "xmalloc.h"
@@ -21,8 +24,7 @@ struct call_ctx {
 	json_t		*ref;
 };
 
-/* The key whose order a job's calls keep: its first. */
-static const char *
+const char *
 calls_key(const struct job *job)
 {
 	return job != NULL && job->nkeys > 0 ? job_key(job, 0) : NULL;
@@ -40,17 +42,54 @@ calls_result(void *arg, const struct api_result *r)
 	free(cc);
 }
 
-void
-calls_frame(struct api *api, struct pool *pool, int worker_id, json_t *ref,
-    const struct job *job, const char *method, json_t *params)
+/* Past a fair-queue bound: Telegram's own answer to a flood, in advance. */
+static void
+calls_bounded(struct pool *pool, int worker_id, json_t *ref, int bound,
+    const char *key)
 {
-	struct call_ctx *cc = xcalloc(1, sizeof(*cc));
+	char	 desc[256];
+	json_t	*params;
 
+	snprintf(desc, sizeof(desc), "Too Many Requests: retry after %d "
+	    "(tgrunner: %s)", API_BOUND_RETRY_AFTER, bound == API_BOUND_KEY ?
+	    "too many calls queued for this chat, max_calls_per_key" :
+	    "too many calls queued by this worker, max_calls_per_worker");
+	if ((params = json_pack("{s:i}", "retry_after",
+	    API_BOUND_RETRY_AFTER)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
+	log_debug("worker=%d key=%s: call refused: %s", worker_id,
+	    key != NULL ? key : "-", desc);
+	pool_result(pool, worker_id, ref, 0, NULL, 429, desc, params,
+	    API_BOUND_RETRY_AFTER);
+	json_decref(params);
+}
+
+void
+calls_frame(struct api *api, struct pool *pool, struct policy *policy,
+    int worker_id, json_t *ref, const struct job *job, const char *method,
+    json_t *params)
+{
+	struct api_from	 from = { .worker = worker_id };
+	struct call_ctx	*cc;
+	char		 desc[POLICY_DESC_MAX];
+	int		 code, bound;
+
+	if (policy_check(policy, worker_id, method, &code, desc,
+	    sizeof(desc)) == -1) {
+		pool_result(pool, worker_id, ref, 0, NULL, code, desc, NULL, 0);
+		return;
+	}
+	if ((bound = api_bounded(api, calls_key(job), worker_id)) != 0) {
+		calls_bounded(pool, worker_id, ref, bound, calls_key(job));
+		return;
+	}
+	cc = xcalloc(1, sizeof(*cc));
 	cc->pool = pool;
 	cc->worker_id = worker_id;
 	cc->ref = json_incref(ref);
-	if (api_call(api, calls_key(job), method, params, 0, calls_result,
-	    cc) == -1) {
+	from.update = job != NULL ? job->id : 0;
+	if (api_call_from(api, &from, calls_key(job), method, params, 0,
+	    calls_result, cc) == -1) {
 		pool_result(pool, worker_id, ref, 0, NULL, 503,
 		    "call queue full", NULL, 0);
 		json_decref(cc->ref);
@@ -69,18 +108,20 @@ calls_done_result(void *arg, const struct api_result *r)
 }
 
 void
-calls_after_done(struct api *api, const struct job *job, json_t *calls)
+calls_after_done(struct api *api, const struct job *job, int worker_id,
+    json_t *calls)
 {
-	const char *method;
-	json_t *c;
-	size_t i;
+	struct api_from	 from = { .worker = worker_id, .update = job->id };
+	const char	*method;
+	json_t		*c;
+	size_t		 i;
 
 	json_array_foreach(calls, i, c) {
 		method = json_string_value(json_object_get(c, "method"));
 		/* owed since the update is done: never refused for room */
-		if (api_call(api, calls_key(job), method, json_object_get(c,
-		    "params"), API_NOLIMIT, calls_done_result,
-		    (void *)(intptr_t)job->id) == -1)
+		if (api_call_from(api, &from, calls_key(job), method,
+		    json_object_get(c, "params"), API_NOLIMIT,
+		    calls_done_result, (void *)(intptr_t)job->id) == -1)
 			log_errx("update=%lld call=%zu method=%s: attached call "
 			    "dropped: not a method name", (long long)job->id,
 			    i, method != NULL ? method : "?");

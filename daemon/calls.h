@@ -5,6 +5,12 @@
  * to done go out after the update, queued behind earlier calls of its
  * first key: the key itself is free at once, its replies still leave in
  * order.  Both run in the key's order with the other calls (api.h).
+ *
+ * Every call first passes the method policy (policy.h); a call frame also
+ * the fair-queue bounds of its key and worker (api_bounded), past which
+ * it is answered at once with a 429 and retry_after.  The calls attached
+ * to done are owed: the bounds never refuse them, they hold back the
+ * key's next updates instead (tgrunnerd.c).
  */
 #ifndef TG_CALLS_H
 #define TG_CALLS_H
@@ -13,16 +19,24 @@
 
 struct api;
 struct job;
+struct policy;
 struct pool;
 
 /*
  * A call frame from worker_id for job (NULL: outside any update).  ref,
- * method and params are borrowed.  Refused at once (503) when the call
- * queue is full.
+ * method and params are borrowed.  Refused at once: 403 by the policy,
+ * 429 past a fair-queue bound, 503 when the call queue is full.
  */
-void	calls_frame(struct api *, struct pool *, int worker_id, json_t *ref,
-	    const struct job *, const char *method, json_t *params);
-/* The calls attached to job's done frame (borrowed): owed, never refused. */
-void	calls_after_done(struct api *, const struct job *, json_t *calls);
+void	calls_frame(struct api *, struct pool *, struct policy *,
+	    int worker_id, json_t *ref, const struct job *, const char *method,
+	    json_t *params);
+/*
+ * The calls attached to job's done frame from worker_id (borrowed, the
+ * policy applied already: policy_filter_calls): owed, never refused.
+ */
+void	calls_after_done(struct api *, const struct job *, int worker_id,
+	    json_t *calls);
+/* The key whose order a job's calls keep (its first), or NULL. */
+const char *calls_key(const struct job *);
 
 #endif

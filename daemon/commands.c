@@ -21,6 +21,7 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "poller.h"
 #include "pool.h"
 #include "router.h"
@@ -29,10 +30,11 @@
 static json_t *
 tgd_backlog(const struct tgd *d)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
 	    "queued", (json_int_t)router_jobs(d->router),
 	    "ready", (json_int_t)router_ready(d->router),
-	    "running", (json_int_t)router_running(d->router),
+	    "running", (json_int_t)(router_running(d->router) - d->nheld),
+	    "held", (json_int_t)d->nheld,
 	    "keys_busy", (json_int_t)router_keys(d->router),
 	    "max_pending", (json_int_t)d->conf.max_pending);
 }
@@ -183,6 +185,9 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	    "Updates queued, ready or running.", router_jobs(d->router));
 	metrics_gauge(out, "tgrunner_keys_busy",
 	    "Session keys with unfinished updates.", router_keys(d->router));
+	metrics_gauge(out, "tgrunner_updates_held", "Updates waiting for their "
+	    "key's calls (max_calls_per_key).", d->nheld);
+	policy_metrics(d->policy, out);
 	pool_metrics(d->pool, out);
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);

@@ -404,6 +404,8 @@ pool_worker_gone(struct worker *w, const char *why, int how)
 
 	if (w->state != W_DEAD)
 		worker_set_state(w, W_DEAD);
+	if (p->ops->gone != NULL)
+		p->ops->gone(p->arg, w->id);
 	if (!(how & WORKER_UNSTARTED))
 		p->stats.exited++;
 	if (how & WORKER_CRASHED)
@@ -637,6 +639,24 @@ pool_free_slots(const struct pool *p)
 	return p->stopping ? 0 : p->nfree;
 }
 
+void
+pool_worker_throttle(struct pool *p, int worker_id, int on)
+{
+	struct worker *w;
+	int before;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->id == worker_id)
+			break;
+	if (w == NULL || w->throttled == on)
+		return;
+	before = worker_free_slots(w);
+	w->throttled = on;
+	pool_slots_changed(w, before);
+	if (!on && worker_free_slots(w) > 0)
+		p->ops->capacity(p->arg);
+}
+
 size_t
 pool_running(const struct pool *p)
 {
@@ -724,11 +744,11 @@ pool_describe(const struct pool *p)
 	json_t *a = json_array(), *o;
 
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I}", "id",
+		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I, s:b}", "id",
 		    w->id, "pid", (int)w->pid, "state",
 		    worker_state_str(w->state), "slots", w->slots, "busy",
 		    w->busy, "served", (json_int_t)w->served, "started",
-		    (json_int_t)w->started);
+		    (json_int_t)w->started, "held_back", w->throttled);
 		w->ops->describe(w, o);
 		json_array_append_new(a, o);
 	}

@@ -53,6 +53,12 @@ struct pool_ops {
 	 */
 	void	(*call)(void *arg, int worker_id, json_t *ref, struct job *job,
 		    const char *method, json_t *params);
+	/*
+	 * Optional (may be NULL): worker_id is gone for good, about to give
+	 * back (failed) the jobs it held.  What the daemon keeps per worker
+	 * (its calls, its policy log) can be let go.
+	 */
+	void	(*gone)(void *arg, int worker_id);
 };
 
 struct pool_stats {
@@ -83,6 +89,12 @@ void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
  */
 int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
 size_t		 pool_free_slots(const struct pool *);
+/*
+ * Hold worker_id back (on) or let it take updates again (off): a worker
+ * held back keeps what it runs but is given nothing new.  Unknown ids are
+ * ignored.  Off calls the capacity op when slots appear.
+ */
+void		 pool_worker_throttle(struct pool *, int worker_id, int on);
 size_t		 pool_running(const struct pool *);	/* jobs in workers */
 /*
  * Answer a worker's call frame.  The worker may be gone by now (then the

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <systemd/sd-daemon.h>
+#include <uthash.h>
 
 #include "api.h"
 #include "calls.h"
@@ -32,12 +33,14 @@
 #include "log.h"
 #include "listener.h"
 #include "metrics.h"
+#include "policy.h"
 #include "poller.h"
 #include "pool.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
 #include "token.h"
+#include "worker.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -45,6 +48,13 @@
 #endif
 #define DEFAULT_CONF	SYSCONFDIR "/tgrunner.conf"
 #define STATUS_EVERY_MS	2000
+
+/* An update set aside: its key has max_calls_per_key calls queued. */
+struct tgd_held {
+	char		*key;
+	struct job	*job;		/* running, as the router sees it */
+	UT_hash_handle	 hh;
+};
 
 static void	tgd_stop(struct tgd *, const char *why);
 
@@ -123,11 +133,39 @@ tgd_maybe_exit(struct tgd *d)
  * Replies pile up when workers finish faster than the Bot API takes calls:
  * past half the call queue no update starts and polling pauses, until
  * calls drain (tgd_api_released).  The other half stays for `call` frames.
+ * The calls of a worker past max_calls_per_worker do not count: that
+ * worker is held back on its own (tgd_bound), the others go on.
  */
 static int
 tgd_api_congested(const struct tgd *d)
 {
-	return api_queued(d->api) >= (size_t)d->conf.api_max_queued / 2;
+	return api_gated(d->api) >= (size_t)d->conf.api_max_queued / 2;
+}
+
+/*
+ * The job's key has max_calls_per_key calls queued: it waits, set aside,
+ * until they drain (tgd_bound).  It stays at the head of its keys, so
+ * nothing of theirs overtakes it; other keys go on.  1 if held.
+ */
+static int
+tgd_hold(struct tgd *d, struct job *job)
+{
+	const char *key = calls_key(job);
+	struct tgd_held *h;
+
+	if (key == NULL || !api_key_over(d->api, key))
+		return 0;
+	HASH_FIND_STR(d->held, key, h);
+	if (h != NULL)
+		return 0;	/* cannot happen: the held job heads the key */
+	h = xcalloc(1, sizeof(*h));
+	h->key = xstrdup(key);
+	h->job = job;
+	HASH_ADD_KEYPTR(hh, d->held, h->key, strlen(h->key), h);
+	d->nheld++;
+	log_debug("update=%lld key=%s: waits for the key's calls",
+	    (long long)job->id, key);
+	return 1;
 }
 
 /* Start job in a worker (w preferred): 0, or -1 when no slot is free. */
@@ -136,6 +174,8 @@ tgd_start(struct tgd *d, struct job *job, struct worker *w)
 {
 	uint64_t now = mono_us();
 
+	if (tgd_hold(d, job))
+		return 0;
 	if (pool_dispatch(d->pool, job, w) == -1)
 		return -1;
 	d->stats.dispatched++;
@@ -166,13 +206,18 @@ static void
 tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 {
 	struct tgd *d = arg;
+	json_t *allowed;
 
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
 	journal_done(d->journal, job->id);
 	durable_dirty(d->durable);
-	if (calls != NULL)
-		calls_after_done(d->api, job, calls);
+	if (calls != NULL) {
+		allowed = policy_filter_calls(d->policy, w->id,
+		    (long long)job->id, calls);
+		calls_after_done(d->api, job, w->id, allowed);
+		json_decref(allowed);
+	}
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
 	    job->attempt);
 	tgd_finish(d, job, w);
@@ -190,6 +235,8 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 		job->attempt++;
 		d->stats.retried++;
 		router_retry(d->router, job);
+		/* what a dead worker queued for it would go out twice */
+		api_drop_orphans(d->api, job->id);
 		tgd_dispatch(d);
 		tgd_maybe_exit(d);
 		return;
@@ -232,7 +279,18 @@ tgd_call(void *arg, int worker_id, json_t *ref, struct job *job,
 {
 	struct tgd *d = arg;
 
-	calls_frame(d->api, d->pool, worker_id, ref, job, method, params);
+	calls_frame(d->api, d->pool, d->policy, worker_id, ref, job, method,
+	    params);
+}
+
+/* Before its jobs come back: its unsent calls become droppable orphans. */
+static void
+tgd_worker_gone(void *arg, int worker_id)
+{
+	struct tgd *d = arg;
+
+	policy_forget(d->policy, worker_id);
+	api_worker_gone(d->api, worker_id);
 }
 
 static const struct pool_ops tgd_pool_ops = {
@@ -240,7 +298,33 @@ static const struct pool_ops tgd_pool_ops = {
 	.failed = tgd_job_failed,
 	.capacity = tgd_capacity,
 	.call = tgd_call,
+	.gone = tgd_worker_gone,
 };
+
+/*
+ * A fair-queue bound bit or let go (api.h): a worker past it gets no new
+ * update; a key back under half of it runs the update set aside for it.
+ */
+static void
+tgd_bound(void *arg, const char *key, int worker, int over)
+{
+	struct tgd *d = arg;
+	struct tgd_held *h = NULL;
+
+	if (worker > 0)
+		pool_worker_throttle(d->pool, worker, over);
+	if (key != NULL && !over)
+		HASH_FIND_STR(d->held, key, h);
+	if (h != NULL) {
+		HASH_DEL(d->held, h);
+		d->nheld--;
+		router_retry(d->router, h->job);
+		free(h->key);
+		free(h);
+	}
+	if (!over)
+		tgd_dispatch(d);
+}
 
 /* Give ready jobs to free slots: O(1) per dispatched job. */
 void
@@ -417,6 +501,20 @@ tgd_stop(struct tgd *d, const char *why)
 	tgd_maybe_exit(d);
 }
 
+/* What the file said that is no error but deserves a word (conf.h). */
+static void
+tgd_conf_warnings(const struct conf *c)
+{
+	const char *s = c->warnings;
+	size_t n;
+
+	while (s != NULL && *s != '\0') {
+		n = strcspn(s, "\n");
+		log_warnx("%.*s", (int)n, s);
+		s += n + (s[n] == '\n');
+	}
+}
+
 /*
  * SIGHUP: the options the table marks reloadable take effect now; the
  * others are named and wait for a restart.  A bad file changes nothing.
@@ -436,6 +534,7 @@ tgd_reload(struct tgd *d)
 		sd_notify(0, "READY=1");
 		return;
 	}
+	tgd_conf_warnings(&nc);
 	replace = strcmp(nc.worker_command ? nc.worker_command : "",
 	    d->conf.worker_command ? d->conf.worker_command : "") != 0;
 	conf_reload(&d->conf, &nc, applied, sizeof(applied), restart,
@@ -538,6 +637,7 @@ tgd_open(struct tgd *d)
 	d->durable = durable_new(d->base, d->journal, tgd_durable, d);
 	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
 	    tgd_dead_written, d);
+	d->policy = policy_new(&d->conf);
 	if ((d->router = router_new()) == NULL ||
 	    (d->http = http_new(d->base, 16)) == NULL ||
 	    (d->api = api_new(d->base, d->http, &d->conf, d->token)) == NULL ||
@@ -556,6 +656,7 @@ tgd_open(struct tgd *d)
 		    "daemon (set control_socket to a usable path, or empty)");
 	}
 	api_on_release(d->api, tgd_api_released, d);
+	api_on_bound(d->api, tgd_bound, d);
 	if (d->conf.listen != NULL &&
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
@@ -573,8 +674,15 @@ tgd_open(struct tgd *d)
 static void
 tgd_close(struct tgd *d)
 {
+	struct tgd_held *h, *th;
 	size_t i;
 
+	/* their jobs are the router's, freed with it */
+	HASH_ITER(hh, d->held, h, th) {
+		HASH_DEL(d->held, h);
+		free(h->key);
+		free(h);
+	}
 	control_free(d->control);
 	listener_free(d->listener);
 	metrics_free(d->metrics);
@@ -583,6 +691,7 @@ tgd_close(struct tgd *d)
 	api_free(d->api);
 	http_free(d->http);
 	router_free(d->router);
+	policy_free(d->policy);
 	durable_free(d->durable);
 	journal_close(d->journal);
 	for (i = 0; i < sizeof(d->ev_sig) / sizeof(d->ev_sig[0]); i++)
@@ -644,12 +753,15 @@ main(int argc, char *argv[])
 		usage();
 	load_conf_or_exit(path, &d.conf);
 	if (check) {
+		if (d.conf.warnings != NULL)
+			fputs(d.conf.warnings, stderr);
 		if (verbose)
 			conf_print(&d.conf, stdout);
 		printf("%s: configuration OK\n", path);
 		return 0;
 	}
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
+	tgd_conf_warnings(&d.conf);
 	d.token = token_load(&d.conf);
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));

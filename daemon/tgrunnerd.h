@@ -23,8 +23,10 @@ struct event_base;
 struct http;
 struct journal;
 struct listener;
+struct policy;
 struct poller;
 struct pool;
+struct tgd_held;
 struct router;
 
 /* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
@@ -57,6 +59,9 @@ struct tgd {
 	struct poller		*poller;
 	struct pool		*pool;
 	struct listener		*listener;	/* `listen`: external workers */
+	struct policy		*policy;	/* which methods workers may call */
+	struct tgd_held		*held;		/* updates of keys past their bound */
+	size_t			 nheld;
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;
