@@ -140,7 +140,7 @@ child_shell_line(const char *cmd)
 /* In the child: only async-signal-safe calls until exec. */
 static void __attribute__((noreturn))
 child_exec(const struct conf *c, const char *line, int sock, int out,
-    char **env)
+    char **env, pid_t parent)
 {
 	static const char msg[] = "tgrunnerd: cannot drop privileges\n";
 	int devnull;
@@ -151,8 +151,6 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
 	/* ignored signals survive exec: give the worker the defaults */
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGXFSZ, SIG_DFL);
-	/* a worker outliving a SIGKILLed daemon would hold an update nobody waits for */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/*
 	 * Its own process group: /bin/sh may not exec the command, and
 	 * signals must reach the worker, not just the shell.  It also keeps a
@@ -168,6 +166,13 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
 		(void)!write(2, msg, sizeof(msg) - 1);
 		_exit(126);
 	}
+	/*
+	 * A worker outliving a SIGKILLed daemon would hold an update nobody
+	 * waits for.  Set after the uid change, which clears it; and if the
+	 * daemon died before this line, the signal will never come: go.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		_exit(126);
 	execle("/bin/sh", "sh", "-c", line, (char *)NULL, env);
 	_exit(127);
 }
@@ -337,7 +342,7 @@ child_fork(const struct conf *conf, int id, int *sock, int *out)
 {
 	int sv[2], pv[2];
 	char **env, *line;
-	pid_t pid;
+	pid_t pid, self = getpid();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_err("%s: socketpair", __func__);
@@ -352,7 +357,7 @@ child_fork(const struct conf *conf, int id, int *sock, int *out)
 	line = child_shell_line(conf->worker_command);
 	env = child_env(id);
 	if ((pid = fork()) == 0)
-		child_exec(conf, line, sv[1], pv[1], env);
+		child_exec(conf, line, sv[1], pv[1], env, self);
 	if (pid == -1)
 		log_err("%s: fork", __func__);
 	free(line);

@@ -6,6 +6,8 @@
  */
 #include "config.h"
 
+#include <sys/prctl.h>
+
 #include <getopt.h>
 #include <stdint.h>
 #include <signal.h>
@@ -763,6 +765,13 @@ main(int argc, char *argv[])
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
 	tgd_conf_warnings(&d.conf);
 	d.token = token_load(&d.conf);
+	/*
+	 * From here the memory holds the token: no core dump, and /proc/<pid>/
+	 * (environ, mem, cmdline...) becomes root's and out of ptrace's reach
+	 * for processes of our uid, workers included.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0) == -1)
+		log_warn("prctl PR_SET_DUMPABLE");
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));
 	tgd_open(&d);

@@ -10,6 +10,10 @@ what the daemon does about it.
 - A worker polling getUpdates in a loop takes no update from anyone.
 - Fair queues: one worker flooding calls to its own chat does not stall the
   other chats (max_calls_per_key / max_calls_per_worker).
+- The token: a worker of the daemon's own user cannot read the daemon's
+  environment or memory (not dumpable); workers run as worker_user die
+  with the daemon (the death signal survives the uid change); a token file
+  others may read is warned about.
 """
 
 import json
@@ -19,6 +23,7 @@ import shlex
 import socket
 import sys
 import time
+import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -27,6 +32,8 @@ import tgtest					# noqa: E402
 import promparse				# noqa: E402
 from tgtest import ScenarioCase, wait_until	# noqa: E402
 
+# a Python that user nobody may run (the test's own may live in /root)
+SYS_PYTHON = "/usr/bin/python3"
 SDK = os.path.join(tgtest.SRCDIR, "worker-sdk", "python")
 RESERVED = ("getUpdates", "setWebhook", "deleteWebhook", "logOut", "close")
 MARK = "tgtest-untrusted"
@@ -128,6 +135,44 @@ async def on_update(ctx):
 
 w.run()
 ''' % {"mark": MARK}
+
+
+# Run by a worker before it execs the test worker: what can it read of the
+# daemon (its parent)?  One line per source to TG_HUNT_OUT: "denied" or the
+# number of times the canary was found.
+HUNT = r'''
+import os, re, sys
+canary = os.environ["TG_HUNT_FOR"].encode()
+p = os.getppid()
+res = {}
+for name in ("environ", "cmdline"):
+    try:
+        with open("/proc/%d/%s" % (p, name), "rb") as f:
+            res[name] = f.read().count(canary)
+    except OSError as e:
+        res[name] = "denied"
+try:
+    found = 0
+    with open("/proc/%d/maps" % p) as maps, \
+            open("/proc/%d/mem" % p, "rb", 0) as mem:
+        for line in maps:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) rw", line)
+            if not m:
+                continue
+            lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+            try:
+                mem.seek(lo)
+                found += mem.read(min(hi - lo, 64 << 20)).count(canary)
+            except OSError:
+                pass
+    res["mem"] = found
+except OSError:
+    res["mem"] = "denied"
+with open(os.environ["TG_HUNT_OUT"], "w") as f:
+    for k, v in sorted(res.items()):
+        f.write("%s %s\n" % (k, v))
+os.execv(sys.argv[1], sys.argv[1:])
+'''
 
 
 def py_command(script):
@@ -319,6 +364,99 @@ class Untrusted(ScenarioCase):
         self.assertEqual(len([c for c in fake.calls("sendMessage")
                               if c["params"]["text"].startswith("flood")]),
                          len(flood))
+
+    def unprivileged_dir(self, name):
+        """A daemon directory that nobody (65534) owns."""
+        os.chmod(self.tmp, 0o755)
+        path = self.subdir(name)
+        os.chown(path, 65534, 65534)
+        return path
+
+    @unittest.skipUnless(os.geteuid() == 0 and os.path.exists(SYS_PYTHON),
+                         "needs root (to run the daemon as nobody) and %s"
+                         % SYS_PYTHON)
+    def test_token_hunt_in_proc(self):
+        """The daemon as under the unit (an unprivileged user, the token
+        from $CREDENTIALS_DIRECTORY), a worker of the same user: the
+        daemon's environment and memory are closed to it (the daemon is not
+        dumpable once the token is read)."""
+        fake = self.start_fake()
+        creds = self.unprivileged_dir("creds")
+        with open(os.path.join(creds, "token"), "w") as f:
+            f.write(fake.token + "\n")
+        os.chown(os.path.join(creds, "token"), 65534, 65534)
+        os.chmod(os.path.join(creds, "token"), 0o400)
+        secret = fake.token.split(":", 1)[1]
+        ddir = self.unprivileged_dir("d")
+        hunt = os.path.join(self.tmp, "hunt.py")
+        with open(hunt, "w") as f:
+            f.write(HUNT)
+        os.chmod(hunt, 0o644)
+        out = os.path.join(ddir, "hunt.txt")
+        wrapper = os.path.join(self.tmp, "as-nobody")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 "
+                    "--clear-groups %s \"$@\"\n"
+                    % shlex.quote(tgtest.daemon_path()))
+        os.chmod(wrapper, 0o755)
+        real = tgtest.daemon_path
+        tgtest.daemon_path = lambda: wrapper
+        self.addCleanup(setattr, tgtest, "daemon_path", real)
+        d = tgtest.Daemon(
+            fake, ddir, start=False, workers=1, token_file=None,
+            worker_command="%s %s %s" % (
+                shlex.quote(SYS_PYTHON), shlex.quote(hunt),
+                shlex.quote(tgtest.worker_path())),
+            worker_env={"CREDENTIALS_DIRECTORY": creds, "TG_HUNT_OUT": out,
+                        # a canary in the daemon's environment too
+                        "TG_HUNT_FOR": secret, "TG_REPLY": "1"})
+        self._daemons.append(d)
+        self.addCleanup(self._no_sanitizer_reports, d)
+        self.addCleanup(d.close)
+        d.start()
+        d.wait_ready()
+        ids = self.generate(fake, 5, 2)
+        self.wait_confirmed(fake, max(ids))
+        wait_until(lambda: os.path.exists(out), 20, what="the hunt's report")
+        with open(out) as f:
+            res = dict(l.split() for l in f)
+        self.assertEqual(res, {"cmdline": "0", "environ": "denied",
+                               "mem": "denied"})
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (worker_user)")
+    def test_pdeathsig_survives_worker_user(self):
+        """Workers run as worker_user die with a SIGKILLed daemon: the death
+        signal is set after the uid change, which clears it."""
+        fake = self.start_fake()
+        # workers that would not notice the daemon's socket closing
+        d = self.start_daemon(fake, workers=2, worker_user="nobody",
+                              worker_command="sleep 600",
+                              hello_timeout="60s")
+        wait_until(lambda: len(d.worker_pids("sleep")) == 2, 20,
+                   what="two workers")
+        pids = d.worker_pids("sleep")
+        self.addCleanup(lambda: [os.kill(p, 9) for p in pids
+                                 if not tgtest.pid_gone(p)])
+        for pid in pids:
+            with open("/proc/%d/status" % pid) as f:
+                uid = re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1)
+            self.assertEqual(uid, "65534")
+        d.kill(9)
+        wait_until(lambda: all(tgtest.pid_gone(p) for p in pids), 10,
+                   what="the workers dying with the daemon")
+
+    def test_token_file_mode_warned(self):
+        fake = self.start_fake()
+        d = tgtest.Daemon(fake, self.subdir("d"), start=False)
+        self._daemons.append(d)
+        self.addCleanup(d.close)
+        os.chmod(d.token_path, 0o644)
+        d.start()
+        d.wait_ready()
+        d.wait_log(r"token file %s: mode 0644 lets its group or others read "
+                   r"the bot token; chmod 600 it" % re.escape(d.token_path),
+                   10)
+        self.assertFalse(d.grep(fake.token.split(":")[1]))
 
     def test_allow_and_deny_lists(self):
         fake = self.start_fake()
