@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <getopt.h>
 #include <stdint.h>
@@ -766,6 +767,28 @@ tgd_close(struct tgd *d)
 	log_clear_secrets();
 }
 
+/*
+ * Every worker, connection and journal file is a descriptor: take all the
+ * hard limit allows (systemd's default soft limit is 1024), so that a
+ * bound of ours bites before the kernel's.
+ */
+static void
+tgd_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit RLIMIT_NOFILE");
+		return;
+	}
+	if (rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("setrlimit RLIMIT_NOFILE to %llu",
+		    (unsigned long long)rl.rlim_max);
+}
+
 static void
 load_conf_or_exit(const char *path, struct conf *c)
 {
@@ -831,6 +854,7 @@ main(int argc, char *argv[])
 		log_warn("prctl PR_SET_DUMPABLE");
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));
+	tgd_raise_nofile();
 	tgd_open(&d);
 	poller_start(d.poller, journal_next_offset(d.journal));
 	event_base_dispatch(d.base);

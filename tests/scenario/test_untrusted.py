@@ -19,6 +19,7 @@ what the daemon does about it.
 import json
 import os
 import re
+import resource
 import shlex
 import socket
 import sys
@@ -457,6 +458,22 @@ class Untrusted(ScenarioCase):
                    r"the bot token; chmod 600 it" % re.escape(d.token_path),
                    10)
         self.assertFalse(d.grep(fake.token.split(":")[1]))
+
+    def test_nofile_raised_to_hard_limit(self):
+        """Started with a low soft limit of descriptors, the daemon takes
+        what the hard limit allows."""
+        fake = self.start_fake()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        try:
+            d = self.start_daemon(fake, workers=1)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with open("/proc/%d/limits" % d.pid) as f:
+            line = [l for l in f if l.startswith("Max open files")][0]
+        got = line.split()[3:5]
+        want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        self.assertEqual(got, [want, want], line)
 
     def test_allow_and_deny_lists(self):
         fake = self.start_fake()
