@@ -169,9 +169,12 @@ try:
     res["mem"] = found
 except OSError:
     res["mem"] = "denied"
-with open(os.environ["TG_HUNT_OUT"], "w") as f:
+# written whole, then renamed: the test reads it once it exists
+tmp = os.environ["TG_HUNT_OUT"] + ".tmp"
+with open(tmp, "w") as f:
     for k, v in sorted(res.items()):
         f.write("%s %s\n" % (k, v))
+os.rename(tmp, os.environ["TG_HUNT_OUT"])
 os.execv(sys.argv[1], sys.argv[1:])
 '''
 
@@ -215,7 +218,8 @@ class Untrusted(ScenarioCase):
         if not os.path.exists(self.out):
             return []
         with open(self.out) as f:
-            return [json.loads(l) for l in f]
+            # a line still being written is left for the next look
+            return [json.loads(l) for l in f if l.endswith("\n")]
 
     def wait_replies(self, fake, ids, timeout=60):
         want = set("re %d" % i for i in ids)
