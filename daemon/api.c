@@ -99,6 +99,8 @@ struct acall {
 	api_cb			 cb;
 	void			*arg;
 	int			 tries;
+	int			 flags;		/* API_HOLD ... */
+	int			 sent;		/* a request went out: may be done */
 	int			 failed;	/* could not start: report */
 	int			 fail_code;	/* with fail_desc: refused */
 	char			*fail_desc;
@@ -153,6 +155,8 @@ struct api {
 	struct acallq		 backoff;	/* in a retry pause */
 	size_t			 queued;
 	size_t			 inflight;
+	size_t			 held;		/* answered, slot kept: API_HOLD */
+	int			 stopped;	/* api_stop() */
 	size_t			 waiting;	/* AC_PARKED */
 	int64_t			 last_sweep;
 	struct api_stats	 stats;
@@ -167,8 +171,8 @@ struct api {
 
 static void	api_pump(struct api *);
 
-static int
-method_valid(const char *m)
+int
+api_method_valid(const char *m)
 {
 	size_t n = 0;
 
@@ -708,6 +712,9 @@ api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 		a->stats.ok++;
 	else
 		a->stats.errors++;
+	/* its slot waits until the caller has recorded this answer */
+	if ((c->flags & API_HOLD) && c->sent)
+		a->held++;
 	api_count(a, c->method, api_outcome(r));
 	c->cb(c->arg, r);
 	api_release(a, c);
@@ -834,6 +841,7 @@ api_done(void *arg, const struct http_response *resp)
 	json_t *root;
 
 	c->req = NULL;
+	c->sent = 1;
 	a->inflight--;
 	root = resp->status > 0 ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
 	if (json_is_object(root) && json_is_boolean(json_object_get(root, "ok"))) {
@@ -899,7 +907,8 @@ api_pump(struct api *a)
 
 	for (;;) {
 		api_wake(a, now);
-		if (a->inflight >= (size_t)a->conf->api_max_inflight ||
+		if (a->stopped || a->inflight + a->held >=
+		    (size_t)a->conf->api_max_inflight ||
 		    (c = TAILQ_FIRST(&a->runnable)) == NULL)
 			break;
 		TAILQ_REMOVE(&a->runnable, c, rentry);
@@ -999,7 +1008,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	struct acall *c;
 	char err[UPLOAD_ERR_MAX];
 
-	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
+	if (!api_method_valid(method) || (!(flags & API_NOLIMIT) &&
 	    a->queued >= (size_t)a->conf->api_max_queued)) {
 		a->stats.rejected++;
 		return -1;
@@ -1012,6 +1021,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	if (c->body == NULL)
 		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	c->cost = flood_cost(method, params);
+	c->flags = flags;
 	c->cb = cb;
 	c->arg = arg;
 	c->len = strlen(c->body);
@@ -1025,6 +1035,21 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	api_sweep(a, mono_ms());
 	api_pump(a);
 	return 0;
+}
+
+void
+api_settle(struct api *a)
+{
+	if (a->held == 0)
+		return;
+	a->held = 0;
+	api_pump(a);
+}
+
+void
+api_stop(struct api *a)
+{
+	a->stopped = 1;
 }
 
 void

@@ -169,6 +169,10 @@ print_status(json_t *s)
 	    "errors\n", (long long)geti(s, "api.queued"),
 	    (long long)geti(s, "api.inflight"), (long long)geti(s, "api.calls"),
 	    (long long)geti(s, "api.errors"));
+	printf("outbox:   %lld replies owed (oldest %llds), %lld replayed "
+	    "after the start\n", (long long)geti(s, "outbox.owed"),
+	    (long long)geti(s, "outbox.oldest_age"),
+	    (long long)geti(s, "outbox.replayed"));
 	printf("pool:     %lld spawned, %lld crashed, %lld protocol errors, "
 	    "%lld timeouts\n", (long long)geti(s, "pool.spawned"),
 	    (long long)geti(s, "pool.crashed"),

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "listener.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "poller.h"
 #include "pool.h"
 #include "router.h"
@@ -105,12 +106,18 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 	d->stats.replayed++;
 }
 
-/* Stopped once no worker is alive and the replies they left are sent. */
+/*
+ * Stopped once no worker is alive and the replies they left are sent; past
+ * shutdown_timeout, once no call is in flight (the rest stay owed in the
+ * journal), or kill_grace later whatever is in flight.
+ */
 static void
 tgd_maybe_exit(struct tgd *d)
 {
-	if (d->state == TGD_STOPPING && pool_alive(d->pool) == 0 &&
-	    (api_queued(d->api) == 0 || d->deadline_passed))
+	if (d->state != TGD_STOPPING || pool_alive(d->pool) > 0)
+		return;
+	if (api_queued(d->api) == 0 || d->force_exit ||
+	    (d->deadline_passed && api_inflight(d->api) == 0))
 		event_base_loopexit(d->base, NULL);
 }
 
@@ -164,10 +171,8 @@ tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
-	journal_done(d->journal, job->id);
-	durable_dirty(d->durable);
-	if (calls != NULL)
-		calls_after_done(d->api, job, calls);
+	/* the done mark, with the calls it owes from now on */
+	outbox_done(d->outbox, job, calls);
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
 	    job->attempt);
 	tgd_finish(d, job, w);
@@ -338,6 +343,15 @@ tgd_durable(void *arg)
 	poller_durable(d->poller);
 }
 
+/* The done marks are written: the calls they owe may go out now. */
+static void
+tgd_flushed(void *arg)
+{
+	struct tgd *d = arg;
+
+	outbox_flushed(d->outbox);
+}
+
 static void
 tgd_ready(void *arg, json_t *bot)
 {
@@ -348,6 +362,11 @@ tgd_ready(void *arg, json_t *bot)
 	d->bot = json_incref(bot);
 	if (d->state == TGD_STARTING)
 		d->state = TGD_RUNNING;
+	/* the token works: the calls owed go first, before any worker's */
+	if (!d->outbox_replayed) {
+		d->outbox_replayed = 1;
+		outbox_replay(d->outbox);
+	}
 	pool_start(d->pool, bot);
 	log_notice("ready bot=@%s workers=%lld session_key=%s backlog=%zu",
 	    json_is_string(name) ? json_string_value(name) : "?",
@@ -376,16 +395,33 @@ static const struct poller_ops tgd_poller_ops = {
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
+/*
+ * shutdown_timeout: workers go, no call starts any more (the owed ones
+ * stay in the journal), and the calls in flight get kill_grace to answer:
+ * one cut off may be sent again by the next start.
+ */
 static void
 tgd_shutdown_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct tgd *d = arg;
+	struct timeval tv = tv_ms(d->conf.kill_grace);
 
+	if (d->deadline_passed) {
+		log_warnx("%zu call(s) still in flight %lld ms after "
+		    "shutdown_timeout: exiting; the next start sends them "
+		    "again", api_inflight(d->api), (long long)d->conf.kill_grace);
+		d->force_exit = 1;
+		tgd_maybe_exit(d);
+		return;
+	}
 	log_warnx("shutdown_timeout passed with %zu update(s) in progress and "
-	    "%zu call(s) queued; killing workers (the journal keeps their "
-	    "updates)", pool_running(d->pool), api_queued(d->api));
+	    "%zu call(s) queued; killing workers and starting no more calls "
+	    "(the journal keeps their updates and the calls owed)",
+	    pool_running(d->pool), api_queued(d->api));
 	d->deadline_passed = 1;
+	api_stop(d->api);
 	pool_kill(d->pool);
+	evtimer_add(d->ev_shutdown, &tv);
 	tgd_maybe_exit(d);
 }
 
@@ -525,12 +561,14 @@ tgd_open(struct tgd *d)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
 	if (d->conf.journal_fsync == FSYNC_OFF)
-		log_warnx("journal_fsync = off: updates are kept in memory only; "
-		    "a crash or kill loses every update not yet done");
+		log_warnx("journal_fsync = off: updates and the replies they "
+		    "owe are kept in memory only; a crash or kill loses every "
+		    "update not yet done and every reply not yet sent");
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
 		fatalx(EXIT_STATE, "journal: %s", err);
-	d->durable = durable_new(d->base, d->journal, tgd_durable, d);
+	d->durable = durable_new(d->base, d->journal, tgd_durable, tgd_flushed,
+	    d);
 	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
 	    tgd_dead_written, d);
 	if ((d->router = router_new()) == NULL ||
@@ -545,6 +583,7 @@ tgd_open(struct tgd *d)
 	    NULL)
 		fatalx(EXIT_STATE, "cannot open control_socket %s",
 		    d->conf.control_socket);
+	d->outbox = outbox_new(d->api, d->journal, d->durable);
 	api_on_release(d->api, tgd_api_released, d);
 	if (d->conf.listen != NULL &&
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
@@ -571,6 +610,7 @@ tgd_close(struct tgd *d)
 	poller_free(d->poller);
 	pool_free(d->pool);
 	api_free(d->api);
+	outbox_free(d->outbox);		/* after the api: no callback comes */
 	http_free(d->http);
 	router_free(d->router);
 	durable_free(d->durable);
@@ -637,8 +677,9 @@ main(int argc, char *argv[])
 	poller_start(d.poller, journal_next_offset(d.journal));
 	event_base_dispatch(d.base);
 	log_notice("stopped: done=%llu dead=%llu, %zu update(s) left in the "
-	    "journal", (unsigned long long)d.stats.done,
-	    (unsigned long long)d.stats.dead, router_jobs(d.router));
+	    "journal; %zu replies owed, kept in the journal",
+	    (unsigned long long)d.stats.done, (unsigned long long)d.stats.dead,
+	    router_jobs(d.router), outbox_owed(d.outbox));
 	tgd_close(&d);
 	return d.exit_status;
 }

@@ -18,6 +18,7 @@ struct control;
 struct deadletter;
 struct durable;
 struct metrics;
+struct outbox;
 struct event;
 struct event_base;
 struct http;
@@ -53,6 +54,7 @@ struct tgd {
 	struct metrics		*metrics;
 	struct journal		*journal;
 	struct durable		*durable;	/* the journal on the loop */
+	struct outbox		*outbox;	/* calls attached to done */
 	struct router		*router;
 	struct poller		*poller;
 	struct pool		*pool;
@@ -62,6 +64,8 @@ struct tgd {
 	time_t			 started;
 	int			 exit_status;
 	int			 deadline_passed;	/* shutdown_timeout */
+	int			 force_exit;	/* and kill_grace after it */
+	int			 outbox_replayed;	/* at the first ready */
 	struct event		*ev_sig[6];
 	struct event		*ev_shutdown;	/* shutdown_timeout */
 	struct event		*ev_status;	/* periodic STATUS= / watchdog */

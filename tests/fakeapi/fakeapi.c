@@ -61,11 +61,12 @@
 
 enum fa_fault_kind {
 	FAULT_5XX, FAULT_429, FAULT_SLOW, FAULT_TRUNCATED, FAULT_MALFORMED,
-	FAULT_RESET, FAULT_409, FAULT_401
+	FAULT_RESET, FAULT_409, FAULT_401, FAULT_LATE
 };
 
 static const char *fa_fault_names[] = {
-	"5xx", "429", "slow", "truncated", "malformed", "reset", "409", "401"
+	"5xx", "429", "slow", "truncated", "malformed", "reset", "409", "401",
+	"late"
 };
 
 struct fa_fault {
@@ -131,7 +132,7 @@ struct fa_count {
 	UT_hash_handle	 hh;
 };
 
-enum fa_pend_kind { PEND_POLL, PEND_SLOW, PEND_RESET };
+enum fa_pend_kind { PEND_POLL, PEND_SLOW, PEND_RESET, PEND_LATE };
 
 /* A request answered later: a held long poll or a fault that waits. */
 struct fa_pending {
@@ -141,6 +142,8 @@ struct fa_pending {
 	struct evhttp_connection	*evcon;
 	struct event			*ev;
 	int				 limit;
+	struct evbuffer			*body;	/* PEND_LATE: the answer */
+	int				 status;
 };
 
 /* The state of one Bot API request while it is being handled. */
@@ -417,6 +420,8 @@ fa_pending_free(struct fa_pending *p)
 	if (fa.held == p)
 		fa.held = NULL;
 	event_free(p->ev);
+	if (p->body != NULL)
+		evbuffer_free(p->body);
 	free(p);
 }
 
@@ -1564,6 +1569,16 @@ fa_slow_cb(evutil_socket_t fd, short what, void *arg)
 	fa_bot_dispatch(req, "slow");
 }
 
+/* The answer of a call that ran when it came ("late"), sent now. */
+static void
+fa_late_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fa_pending *p = arg;
+
+	fa_send_json(p->req, p->status, p->body);
+	fa_pending_free(p);
+}
+
 /* Close the connection without an answer, with an RST when we can. */
 static void
 fa_reset_cb(evutil_socket_t fd, short what, void *arg)
@@ -1605,6 +1620,8 @@ fa_fault_apply(struct evhttp_request *req, struct fa_fault *f)
 	case FAULT_401:
 		fa_send_error(req, 401, "Unauthorized");
 		return 1;
+	case FAULT_LATE:
+		return 0;	/* the method runs now, fa_call_finish waits */
 	case FAULT_SLOW:
 	case FAULT_RESET:
 		p = fa_pending_new(req, f->kind == FAULT_SLOW ? PEND_SLOW :
@@ -1665,8 +1682,21 @@ fa_call_finish(struct fa_call *c, struct fa_fault *f)
 	size_t len = evbuffer_get_length(b);
 	static const char garbage[] = "{\"ok\":tru<html>Bad Gateway</html>";
 
+	struct fa_pending *p;
+	struct timeval tv;
+
 	if (c->status == 0)
 		return;		/* held */
+	if (f != NULL && f->kind == FAULT_LATE) {
+		/* done already; the answer waits (lost if the client goes) */
+		p = fa_pending_new(c->req, PEND_LATE, fa_late_cb);
+		p->body = evbuffer_new();
+		evbuffer_add_buffer(p->body, c->out);
+		p->status = c->status;
+		tv = fa_tv(f->delay_ms / 1000.0);
+		evtimer_add(p->ev, &tv);
+		return;
+	}
 	if (f != NULL && f->kind == FAULT_TRUNCATED) {
 		b = evbuffer_new();
 		evbuffer_remove_buffer(c->out, b, len / 2);
@@ -1722,8 +1752,14 @@ fa_bot_dispatch(struct evhttp_request *req, const char *prior)
 			return;
 		}
 	}
-	c.dry = f != NULL;
-	c.fault = f ? fa_fault_names[f->kind] : prior;
+	/* a late answer is a normal call, answered later */
+	if (f != NULL && f->kind == FAULT_LATE) {
+		c.dry = 0;
+		c.fault = prior;
+	} else {
+		c.dry = f != NULL;
+		c.fault = f ? fa_fault_names[f->kind] : prior;
+	}
 	c.status = 200;
 	c.out = evbuffer_new();
 	if (strcmp(c.method, "getUpdates") != 0)
@@ -2025,8 +2061,8 @@ fa_fault_parse(json_t *j, struct fa_fault *f)
 		if (strcmp(kind, fa_fault_names[i]) == 0)
 			break;
 	if (i == sizeof(fa_fault_names) / sizeof(fa_fault_names[0]))
-		return "kind must be 5xx, 429, slow, truncated, malformed, "
-		    "reset, 409 or 401";
+		return "kind must be 5xx, 429, slow, late, truncated, "
+		    "malformed, reset, 409 or 401";
 	f->kind = i;
 	if (*method == '\0' || strlen(method) >= sizeof(f->method))
 		return "bad method";

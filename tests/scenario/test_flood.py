@@ -17,24 +17,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 import tgtest					# noqa: E402
-from tgtest import ScenarioCase, wait_until	# noqa: E402
+from tgtest import ScenarioCase, replies, wait_until	# noqa: E402
 
 TOL = 0.1		# seconds of slack per window
 CHAT = 1000		# the fake's first generated chat
-
-
-def replies(fake, chat=None):
-    """[(t, chat_id, seq, fault)] of the sendMessage calls the fake got,
-    in arrival order; fault is None for a call that was answered."""
-    out = []
-    for c in fake.calls(method="sendMessage"):
-        p = c["params"]
-        if chat is not None and p.get("chat_id") != chat:
-            continue
-        m = re.match(r"echo: seq (\d+)$", p.get("text", ""))
-        out.append((c["t"], p.get("chat_id"), int(m.group(1)) if m else None,
-                    c.get("fault")))
-    return out
 
 
 def ok_times(calls):
