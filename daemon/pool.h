@@ -78,6 +78,14 @@ void		 pool_start(struct pool *, json_t *bot);
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
 /*
+ * Can an update of len bytes of JSON with keys ks be framed for a worker
+ * (PROTO_MAX_FRAME)?  One that cannot must never reach a worker: the
+ * worker would have to refuse it, and so would the next.
+ */
+struct keyset;
+int		 pool_update_fits(const char *json, size_t len,
+		    const struct keyset *ks);
+/*
  * Give job to a worker with a free slot, preferring w (may be NULL).
  * Returns 0, or -1 when no slot is free.
  */

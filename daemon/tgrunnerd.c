@@ -35,6 +35,7 @@
 #include "outbox.h"
 #include "poller.h"
 #include "pool.h"
+#include "proto.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
@@ -75,6 +76,19 @@ usage(void)
 
 /* --- jobs ------------------------------------------------------------------ */
 
+/* Give up on update id now: done once its dead letter is on disk. */
+static void
+tgd_give_up(struct tgd *d, int64_t id, int attempt, const char *why,
+    struct rcstr *text)
+{
+	d->stats.dead++;
+	/* 1: written later (tgd_dead_written); -1: the next start retries */
+	if (deadletter_add(d->deadletter, id, attempt, why, text) == 0) {
+		journal_done(d->journal, id);
+		durable_dirty(d->durable);
+	}
+}
+
 /* Queue the journaled update id; the job shares the journal's JSON. */
 static void
 tgd_enqueue(struct tgd *d, int64_t id, int attempt)
@@ -82,16 +96,25 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 	struct keyset ks = { .n = 0 };
 	struct rcstr *text;
 	struct job *job;
+	char why[128];
 
 	/* never dropped: it was journaled just now, or replayed from there */
 	if ((text = journal_text(d->journal, id)) == NULL)
 		fatalx(EXIT_SOFTWARE, "%s: update=%lld is not in the journal",
 		    __func__, (long long)id);
+	keys_derive_text(text->s, text->len, d->conf.session_key,
+	    d->conf.session_key_n, &ks);
+	/* a worker would have to refuse it, and the next one too */
+	if (!pool_update_fits(text->s, text->len, &ks)) {
+		snprintf(why, sizeof(why), "too large for a worker: %zu bytes "
+		    "of JSON, an update frame holds at most %d", text->len,
+		    PROTO_MAX_FRAME);
+		tgd_give_up(d, id, attempt, why, text);
+		return;
+	}
 	job = job_new_shared(id, text);
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
-	keys_derive_text(text->s, text->len, d->conf.session_key,
-	    d->conf.session_key_n, &ks);
 	router_add(d->router, job, &ks);
 }
 
@@ -195,12 +218,7 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 		return;
 	}
 	/* done only once its dead letter is on disk (deadletter.h) */
-	d->stats.dead++;
-	if (deadletter_add(d->deadletter, job->id, job->attempt, why,
-	    job->text) == 0) {
-		journal_done(d->journal, job->id);
-		durable_dirty(d->durable);
-	}
+	tgd_give_up(d, job->id, job->attempt, why, job->text);
 	tgd_finish(d, job, NULL);
 }
 
@@ -296,6 +314,56 @@ tgd_room(void *arg)
 	    (size_t)d->conf.max_pending - jobs;
 }
 
+/* Was the dead letter of oversized update id written already? */
+static int
+tgd_oversize_seen(struct tgd *d, int64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < TGD_OVERSIZE_RING; i++)
+		if (d->oversize[i] == id && id != 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Take the updates the journal cannot hold out of u[0..*n): each is
+ * dead-lettered now, and confirmed with the batch.  -1 if a dead letter
+ * could not be written: then nothing of the batch may be confirmed, and
+ * Telegram sends it all again.
+ */
+static int
+tgd_oversize(struct tgd *d, struct jupdate *u, size_t *n)
+{
+	struct rcstr *text;
+	size_t i, k = 0;
+	char why[128];
+	int rc;
+
+	for (i = 0; i < *n; i++) {
+		if (u[i].len <= JOURNAL_UPDATE_MAX) {
+			u[k++] = u[i];
+			continue;
+		}
+		if (tgd_oversize_seen(d, u[i].id))
+			continue;	/* the batch failed after its letter */
+		snprintf(why, sizeof(why), "too large for the journal: %zu "
+		    "bytes of JSON, a record holds at most %u", u[i].len,
+		    JOURNAL_UPDATE_MAX);
+		text = rcstr_new(u[i].json, u[i].len);
+		rc = deadletter_write(d->deadletter, u[i].id, 0, why, text);
+		rcstr_unref(text);
+		if (rc == -1)
+			return -1;
+		log_errx("update=%lld: giving up: %s; written to %s",
+		    (long long)u[i].id, why, DEADLETTER_FILE);
+		d->stats.dead++;
+		d->oversize[d->noversize++ % TGD_OVERSIZE_RING] = u[i].id;
+	}
+	*n = k;
+	return 0;
+}
+
 static int
 tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
     const size_t *lens, size_t n)
@@ -313,6 +381,10 @@ tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
 		u[i].len = lens[i];
 	}
 	journal_filter(d->journal, u, &m, now);
+	if (tgd_oversize(d, u, &m) == -1) {
+		free(u);
+		return -1;
+	}
 	if (m < n) {
 		d->stats.duplicates += n - m;
 		log_info("dropped %zu update(s) already journaled", n - m);

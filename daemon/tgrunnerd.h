@@ -28,6 +28,9 @@ struct poller;
 struct pool;
 struct router;
 
+/* Updates the journal could not hold, dead-lettered: never twice. */
+#define TGD_OVERSIZE_RING	16
+
 /* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
 #define EXIT_STATE	73	/* EX_CANTCREAT: state_dir unusable */
 
@@ -66,6 +69,8 @@ struct tgd {
 	int			 deadline_passed;	/* shutdown_timeout */
 	int			 force_exit;	/* and kill_grace after it */
 	int			 outbox_replayed;	/* at the first ready */
+	int64_t			 oversize[TGD_OVERSIZE_RING];
+	size_t			 noversize;
 	struct event		*ev_sig[6];
 	struct event		*ev_shutdown;	/* shutdown_timeout */
 	struct event		*ev_status;	/* periodic STATUS= / watchdog */
