@@ -7,9 +7,10 @@
  *
  *   - A 429 pause of the global scope or of the call's chat holds every
  *     call, messages or not.
- *   - A message (flood_cost() > 0) needs its tokens in its chat's bucket
- *     and in the global one, and never overtakes messages already waiting
- *     on either: each scope is a FIFO.
+ *   - A message (flood_cost() > 0) needs room in its chat's limiter and
+ *     in the global one (a sliding window or a token bucket, flood.h), and
+ *     never overtakes messages already waiting on either: each scope is a
+ *     FIFO.
  *
  * A parked call holds no slot, and since it is still the head of its key
  * nothing of that key overtakes it, while other keys go on.  Scopes with
@@ -352,6 +353,7 @@ scope_free(struct api *a, struct ascope *s)
 {
 	HASH_DEL(a->scopes, s);
 	a->nscopes--;
+	flood_clear(&s->bucket);
 	free(s->name);
 	free(s);
 }
@@ -628,6 +630,7 @@ api_free(struct api *a)
 	}
 	HASH_ITER(hh, a->scopes, s, ts)
 		scope_free(a, s);
+	flood_clear(&a->global.bucket);
 	event_free(a->timer);
 	free(a->heap);
 	token_free(a->prefix);

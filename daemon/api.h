@@ -3,8 +3,8 @@
  * or an HTTP client.  Calls that carry the same session key run one at a
  * time in the order issued (a chat's replies never overtake each other);
  * other keys' calls run in parallel, up to api_max_inflight in flight.
- * Messages are paced centrally (flood control, flood.h): a global token
- * bucket and one per chat; a 429 pauses its chat (or everything) for
+ * Messages are paced centrally (flood control, flood.h): a global limit
+ * and one per chat; a 429 pauses its chat (or everything) for
  * retry_after and the call is retried up to max_call_retries times.
  */
 #ifndef TG_API_H

@@ -110,17 +110,35 @@ class Flood(ScenarioCase):
             self.assertInOrder(calls, chat)
         self.finish(self.fake, d, ids)
 
-    def test_default_rates_pace_a_short_burst(self):
-        """Defaults (1/s burst 3 per private chat): 4 replies to one chat,
-        the first 3 at once, the 4th a second later."""
+    def test_default_chat_rate_every_second(self):
+        """Defaults (1/s per private chat, a sliding window): 4 replies to
+        one chat, one a second, the first at once."""
         d = self.daemon()
+        t0 = time.time()
         ids = self.generate(self.fake, 4, 1)
         calls = self.wait_replies(4, 20)
         times = ok_times(calls)
-        self.assertBucket(times, 1, 3, "default chat rate")
-        self.assertGreaterEqual(times[3] - times[0], 1 - TOL)
-        self.assertLess(times[2] - times[0], 0.9, "the burst of 3 was held")
+        self.assertLess(times[0] - t0, 1.0, "the first reply was held")
+        for a, b in zip(times, times[1:]):
+            self.assertGreaterEqual(b - a, 1 - TOL, "two replies to one "
+                                    "chat within a second: %r" % times)
         self.assertInOrder(calls, CHAT)
+        self.finish(self.fake, d, ids)
+
+    def test_default_global_rate_every_second(self):
+        """Defaults: 200 replies to 200 chats.  No second holds more than
+        30 (a bucket starting full let 59 through in the first one), and
+        the window wastes nothing: 30 a second from the start."""
+        d = self.daemon(workers=4)
+        ids = self.generate(self.fake, 200, 200)
+        calls = self.wait_replies(200, 40)
+        times = ok_times(calls)
+        top = max_in_window(times, 1.0 - TOL)
+        sys.stderr.write("200 replies in %.2fs, at most %d in any %.1f s "
+                         "window\n" % (times[-1] - times[0], top, 1 - TOL))
+        self.assertLessEqual(top, 30)
+        self.assertGreaterEqual(times[-1] - times[0], (200 - 30) / 30 - TOL)
+        self.assertLess(times[-1] - times[0], 200 / 30 + 3)
         self.finish(self.fake, d, ids)
 
     def sent(self, method="sendMessage"):

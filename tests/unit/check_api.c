@@ -60,18 +60,19 @@ rate_is(const char *s, int64_t n, int64_t per_ms, int64_t burst,
 
 START_TEST(test_rate_parse)
 {
-	rate_is("30/s", 30, 1000, 30, "30/s");
+	/* without a burst: a sliding window (burst 0) */
+	rate_is("30/s", 30, 1000, 0, "30/s");
 	rate_is("1/s burst 3", 1, 1000, 3, "1/s burst 3");
-	rate_is("20/m", 20, 60000, 20, "20/m");
+	rate_is("20/m", 20, 60000, 0, "20/m");
 	rate_is("20/m burst 5", 20, 60000, 5, "20/m burst 5");
 	rate_is("  5 / 10s   BURST   2 ", 5, 10000, 2, "5/10s burst 2");
-	rate_is("100/h", 100, 3600000, 100, "100/h");
-	rate_is("1/500ms", 1, 500, 1, "1/500ms");
-	rate_is("2/60s", 2, 60000, 2, "2/m");
-	rate_is("3/2m burst 3", 3, 120000, 3, "3/2m");
-	rate_is("1/24h", 1, 86400000, 1, "1/24h");
+	rate_is("100/h", 100, 3600000, 0, "100/h");
+	rate_is("1/500ms", 1, 500, 0, "1/500ms");
+	rate_is("2/60s", 2, 60000, 0, "2/m");
+	rate_is("3/2m burst 3", 3, 120000, 3, "3/2m burst 3");
+	rate_is("1/24h", 1, 86400000, 0, "1/24h");
 	rate_is("1000000/ms burst 1000000", 1000000, 1, 1000000,
-	    "1000000/ms");
+	    "1000000/ms burst 1000000");
 }
 END_TEST
 
