@@ -73,6 +73,7 @@ int64_t		 poller_offset(const struct poller *);
 struct poller_stats {
 	uint64_t	polls, updates, errors, err_http5xx, err_429, err_409,
 			err_transport, err_malformed;
+	uint64_t	misordered;	/* ids not above their predecessor */
 };
 const struct poller_stats *poller_stats(const struct poller *);
 /* For /metrics: the tgrunner_poll* families. */

@@ -89,6 +89,35 @@ tgd_give_up(struct tgd *d, int64_t id, int attempt, const char *why,
 	}
 }
 
+/*
+ * An update type the key table does not know (a newer Bot API): said once
+ * per type, with the keys the fallback gave it.
+ */
+static void
+tgd_unknown_type(struct tgd *d, int64_t id, const struct rcstr *text,
+    const struct keyset *ks)
+{
+	char name[TGD_TYPE_NAME];
+	size_t i;
+
+	keys_type_name(text->s, text->len, name, sizeof(name));
+	for (i = 0; i < d->ntypes; i++)
+		if (strcmp(d->types[i], name) == 0)
+			return;
+	if (d->ntypes == TGD_TYPES_MAX) {
+		if (d->types_full++ == 0)
+			log_warnx("update=%lld: more than %d update types this "
+			    "tgrunnerd does not know; not naming the others",
+			    (long long)id, TGD_TYPES_MAX);
+		return;
+	}
+	memcpy(d->types[d->ntypes++], name, sizeof(name));
+	log_warnx("update=%lld type=%s: an update type this tgrunnerd does "
+	    "not know; keyed by its own chat and user members (%s); said "
+	    "once per type", (long long)id, name, ks->n > 0 ? ks->k[0] :
+	    "no key");
+}
+
 /* Queue the journaled update id; the job shares the journal's JSON. */
 static void
 tgd_enqueue(struct tgd *d, int64_t id, int attempt)
@@ -104,6 +133,8 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 		    __func__, (long long)id);
 	keys_derive_text(text->s, text->len, d->conf.session_key,
 	    d->conf.session_key_n, &ks);
+	if (ks.unknown)
+		tgd_unknown_type(d, id, text, &ks);
 	/* a worker would have to refuse it, and the next one too */
 	if (!pool_update_fits(text->s, text->len, &ks)) {
 		snprintf(why, sizeof(why), "too large for a worker: %zu bytes "

@@ -28,6 +28,10 @@ struct poller;
 struct pool;
 struct router;
 
+/* Update types keys.c does not know, named in the log once each. */
+#define TGD_TYPES_MAX		32
+#define TGD_TYPE_NAME		64
+
 /* Updates the journal could not hold, dead-lettered: never twice. */
 #define TGD_OVERSIZE_RING	16
 
@@ -69,6 +73,9 @@ struct tgd {
 	int			 deadline_passed;	/* shutdown_timeout */
 	int			 force_exit;	/* and kill_grace after it */
 	int			 outbox_replayed;	/* at the first ready */
+	char			 types[TGD_TYPES_MAX][TGD_TYPE_NAME];
+	size_t			 ntypes;
+	int			 types_full;
 	int64_t			 oversize[TGD_OVERSIZE_RING];
 	size_t			 noversize;
 	struct event		*ev_sig[6];

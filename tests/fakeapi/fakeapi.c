@@ -61,12 +61,12 @@
 
 enum fa_fault_kind {
 	FAULT_5XX, FAULT_429, FAULT_SLOW, FAULT_TRUNCATED, FAULT_MALFORMED,
-	FAULT_RESET, FAULT_409, FAULT_401, FAULT_LATE
+	FAULT_RESET, FAULT_409, FAULT_401, FAULT_LATE, FAULT_DISORDER
 };
 
 static const char *fa_fault_names[] = {
 	"5xx", "429", "slow", "truncated", "malformed", "reset", "409", "401",
-	"late"
+	"late", "disorder"
 };
 
 struct fa_fault {
@@ -1675,6 +1675,40 @@ fa_bot_path(struct evhttp_request *req, char *method, size_t msz)
 	return 0;
 }
 
+/*
+ * A broken server's answer: the result array backwards, its first update
+ * sent twice.  Returns a new buffer, or NULL if the body is not a result.
+ */
+static struct evbuffer *
+fa_disorder(struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in);
+	json_t *root, *res, *out;
+	struct evbuffer *b;
+	char *text;
+	size_t i, n;
+
+	root = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+	res = json_object_get(root, "result");
+	if (!json_is_array(res)) {
+		json_decref(root);
+		return NULL;
+	}
+	out = json_array();
+	n = json_array_size(res);
+	for (i = n; i-- > 0;)
+		json_array_append(out, json_array_get(res, i));
+	if (n > 0)
+		json_array_append(out, json_array_get(res, n - 1));
+	json_object_set_new(root, "result", out);
+	text = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	b = evbuffer_new();
+	evbuffer_add(b, text, strlen(text));
+	free(text);
+	return b;
+}
+
 static void
 fa_call_finish(struct fa_call *c, struct fa_fault *f)
 {
@@ -1705,7 +1739,9 @@ fa_call_finish(struct fa_call *c, struct fa_fault *f)
 		b = evbuffer_new();
 		evbuffer_add(b, garbage, sizeof(garbage) - 1);
 		c->status = 200;
-	}
+	} else if (f != NULL && f->kind == FAULT_DISORDER &&
+	    (b = fa_disorder(c->out)) == NULL)
+		b = c->out;
 	fa_send_json(c->req, c->status, b);
 	if (b != c->out)
 		evbuffer_free(b);
@@ -2062,7 +2098,7 @@ fa_fault_parse(json_t *j, struct fa_fault *f)
 			break;
 	if (i == sizeof(fa_fault_names) / sizeof(fa_fault_names[0]))
 		return "kind must be 5xx, 429, slow, late, truncated, "
-		    "malformed, reset, 409 or 401";
+		    "malformed, disorder, reset, 409 or 401";
 	f->kind = i;
 	if (*method == '\0' || strlen(method) >= sizeof(f->method))
 		return "bad method";
