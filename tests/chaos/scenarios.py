@@ -160,16 +160,23 @@ def worker_misbehave(ctx):
 def daemon_sigkill(ctx):
     """SIGKILL the daemon (and its workers) at random moments and restart
     it on the same state_dir, 10 times; some kills land during start-up
-    and journal replay."""
+    and journal replay.  Every update is answered with a reply that flood
+    control paces at half the update rate, so replies are owed at every
+    kill: none may be lost."""
     kills_n = P(ctx, 10, 3)
     count = P(ctx, 8000, 2500)
     rate = P(ctx, 400, 500)
+    reply_rate = rate // 2
     fake = ctx.start_fake()
-    d = ctx.start_daemon(fake, workers=4, worker_env={"TG_SLEEP_MS": "0-10"})
+    d = ctx.start_daemon(fake, workers=4, flood_control=True,
+                         flood_global_rate="%d/s" % reply_rate,
+                         flood_chat_rate="100/s",
+                         worker_env={"TG_SLEEP_MS": "0-10", "TG_REPLY": "1"})
     ids = ctx.generate(fake, count, 200, rate=rate)
     rec = d.records()
     span = count / rate
     kills = []
+    owed_at_kill = []
     early = 0
     for i in range(kills_n):
         if i > 0 and ctx.rng.random() < 0.25:
@@ -186,10 +193,22 @@ def daemon_sigkill(ctx):
             break
         t = d.crash()
         kills.append((rec.line_count(), t))
+        owed_at_kill.append(len(ctx.expected_replies(rec, ids) -
+                                set(ctx.received_replies(fake))))
         d.start()
     d.wait_ready(60)
     ctx.note("%d SIGKILLs of the daemon (%d during start-up)", len(kills),
              early)
+    ctx.note("replies owed at the kills: %s",
+             ", ".join(str(n) for n in owed_at_kill))
+    if not any(owed_at_kill):
+        ctx.problem("no reply was owed at any kill: the outbox was not "
+                    "tested")
+    try:
+        rec.wait_ended(ids, span + 120, daemon=d)
+    except AssertionError:
+        pass			# finish() says what is missing
+    ctx.judge_replies(fake, rec, ids, timeout=count / reply_rate + 60)
     rec = ctx.finish(fake, d, ids, timeout=span + 120)
     rep = ctx.judge(rec, ids, kills=kills, dup_grace=1.0,
                     check_replay_attempts=True)
