@@ -301,7 +301,7 @@ def api_faults(ctx):
     # a reply that met a connection reset is not repeated (sendMessage is
     # not idempotent): it must be logged, never silently dropped
     failed = {int(m) for m in re.findall(
-        r"update=(\d+): attached call failed", d.log_text())}
+        r"update=(\d+) [^:]*: attached call failed", d.log_text())}
     missing = [k for k in want if k not in replies]
     silent = [k for k in missing if want[k] not in failed]
     ctx.note("replies: %d of %d sent, %d failed and logged as such",
