@@ -931,7 +931,7 @@ START_TEST(test_format1_upgraded)
 	n += rec_id(buf + n, 1, 7, "{\"update_id\":7}");
 	n += rec_id(buf + n, 1, 8, "{\"update_id\":8}");
 	for (i = 0; i < 8; i++) {
-		mark[i] = (char)(8 >> (8 * i));
+		mark[i] = (char)((uint64_t)8 >> (8 * i));
 		mark[8 + i] = (char)((uint64_t)T0 >> (8 * i));
 	}
 	n += rec(buf + n, 4, mark, 16);
