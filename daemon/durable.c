@@ -108,6 +108,13 @@ durable_dirty(struct durable *du)
 		event_active(du->ev_flush, EV_TIMEOUT, 0);
 }
 
+void
+durable_flush_now(struct durable *du)
+{
+	if (journal_dirty(du->journal))
+		journal_flush(du->journal);
+}
+
 struct durable *
 durable_new(struct event_base *base, struct journal *j,
     void (*ready)(void *), void (*flushed)(void *), void *arg)

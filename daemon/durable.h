@@ -24,5 +24,10 @@ struct durable	*durable_new(struct event_base *, struct journal *,
 void		 durable_free(struct durable *);
 /* Done marks were added: write them at the end of this loop pass. */
 void		 durable_dirty(struct durable *);
+/*
+ * Write the done marks waiting now (synced in mode always), not at the end
+ * of the pass: a getUpdates is about to leave.
+ */
+void		 durable_flush_now(struct durable *);
 
 #endif

@@ -675,6 +675,8 @@ poller_poll(struct poller *p)
 		poller_set_state(p, POLL_FULL);
 		return;
 	}
+	if (p->ops->before_poll != NULL)
+		p->ops->before_poll(p->arg);
 	n = snprintf(body, sizeof(body), "{\"offset\":%" PRId64 ",\"limit\":%zu,"
 	    "\"timeout\":%" PRId64 ",\"allowed_updates\":%s}", p->offset,
 	    room < POLLER_LIMIT_MAX ? room : POLLER_LIMIT_MAX,

@@ -34,6 +34,11 @@ struct poller_ops {
 	/* How many more updates the backlog can take now (0 = full). */
 	size_t	(*room)(void *arg);
 	/*
+	 * May be NULL.  Called just before a getUpdates request is built: what
+	 * must be on disk before Telegram hears from the bot again is written.
+	 */
+	void	(*before_poll)(void *arg);
+	/*
 	 * A non-empty batch, as parsed from a successful getUpdates: ids[i]
 	 * and the JSON text of each Update object (jsons[i], lens[i] bytes,
 	 * not NUL-terminated: the bytes Telegram sent, or a compact encoding

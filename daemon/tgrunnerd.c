@@ -345,6 +345,19 @@ tgd_room(void *arg)
 	    (size_t)d->conf.max_pending - jobs;
 }
 
+/*
+ * Mode always promises that a done update's record (with its calls) is
+ * synced before the next getUpdates: the end of the loop pass may come
+ * after the request has left.
+ */
+static void
+tgd_before_poll(void *arg)
+{
+	struct tgd *d = arg;
+
+	durable_flush_now(d->durable);
+}
+
 /* Was the dead letter of oversized update id written already? */
 static int
 tgd_oversize_seen(struct tgd *d, int64_t id)
@@ -491,6 +504,7 @@ tgd_fatal(void *arg, int status, const char *why)
 
 static const struct poller_ops tgd_poller_ops = {
 	.room = tgd_room,
+	.before_poll = tgd_before_poll,
 	.batch = tgd_batch,
 	.ready = tgd_ready,
 	.fatal = tgd_fatal,
