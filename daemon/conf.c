@@ -111,6 +111,7 @@ static int	conf_check_url(char *, char *, size_t);
 static int	conf_check_hostport(char *, char *, size_t);
 static int	conf_check_allow(char *, char *, size_t);
 static int	conf_check_name(char *, char *, size_t);
+static int	conf_check_api_listen(char *, char *, size_t);
 
 static const struct conf_check conf_url = { conf_check_url, "URL" };
 static const struct conf_check conf_hostport = { conf_check_hostport,
@@ -118,6 +119,8 @@ static const struct conf_check conf_hostport = { conf_check_hostport,
 static const struct conf_check conf_allow = { conf_check_allow,
 	"list of uid:N, gid:N or user names" };
 static const struct conf_check conf_name = { conf_check_name, "name" };
+static const struct conf_check conf_api_listen = { conf_check_api_listen,
+	"host:port or unix:/path" };
 
 static const struct conf_enum conf_fsync_modes[] = {
 	{ "always",	FSYNC_ALWAYS },
@@ -202,7 +205,7 @@ static const struct conf_opt conf_opts[] = {
 	    "Largest file a file reference may upload." },
 
 	/* state */
-	{ "state_dir", CT_PATH, 0, 0, 0, "/var/lib/tgrunner",
+	{ "state_dir", CT_PATH, 0, 0, 0, CONF_STATE_DIR,
 	    O(state_dir), NULL, NULL,
 	    "Directory of the update journal." },
 	{ "journal_fsync", CT_ENUM, 0, 0, 0, "batch",
@@ -260,8 +263,34 @@ static const struct conf_opt conf_opts[] = {
 	    "Peers allowed on listen: uid:N, gid:N or user names; "
 	    "empty: the daemon's own uid." },
 
+	/* the Bot API endpoint for workers */
+	{ "worker_api_listen", CT_STRING, CF_OPTIONAL, 0, 0, "127.0.0.1:0",
+	    O(worker_api_listen), NULL, &conf_api_listen,
+	    "Where workers' own Bot API clients reach the daemon: a loopback "
+	    "host:port (port 0: any free one) or unix:/path; empty: off." },
+	{ "worker_api_max_connections", CT_INT, 0, 1, 65536, "256",
+	    O(worker_api_max_connections), NULL, NULL,
+	    "Connections to worker_api_listen at once, all workers together; "
+	    "beyond it new ones wait." },
+	{ "worker_api_max_per_worker", CT_INT, 0, 1, 65536, "32",
+	    O(worker_api_max_per_worker), NULL, NULL,
+	    "Connections one worker may hold to worker_api_listen; a request "
+	    "on one more is answered 429." },
+	{ "worker_api_timeout", CT_DURATION, CF_SECONDS, SECS(1), HOURS(1),
+	    "30s", O(worker_api_timeout), NULL, NULL,
+	    "Time a worker's connection may stay idle, or take to send a "
+	    "request or read an answer, before it is closed." },
+	{ "download_max_size", CT_SIZE, 0, 1, (int64_t)2 << 30, "20M",
+	    O(download_max_size), NULL, NULL,
+	    "Largest file a worker may download through worker_api_listen." },
+	{ "local_files_dir", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(local_files_dir), NULL, NULL,
+	    "The --dir of a local Bot API server run with --local: downloads "
+	    "are read from its files; empty: fetched from api_url." },
+
 	/* operation */
-	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0, "",
+	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0,
+	    CONF_CONTROL_SOCKET,
 	    O(control_socket), NULL, NULL,
 	    "Unix socket of tgrunnerctl; empty: none." },
 	{ "metrics_listen", CT_STRING, CF_OPTIONAL, 0, 0, "",
@@ -915,6 +944,34 @@ conf_check_hostport(char *v, char *why, size_t whysz)
 	    "[::1]:9100");
 }
 
+/* "127.0.0.1:0", "[::1]:8443" (port 0: the kernel's choice), "unix:/path". */
+static int
+conf_check_api_listen(char *v, char *why, size_t whysz)
+{
+	char	 copy[512];
+	size_t	 n;
+
+	if (strncmp(v, "unix:", 5) == 0) {
+		n = strlen(v + 5);
+		if (v[5] != '/' || n >= sizeof(((struct sockaddr_un *)NULL)->
+		    sun_path) || strpbrk(v, " \t\r\n") != NULL)
+			return conf_expect(why, whysz, v, "unix: and an absolute "
+			    "socket path shorter than %zu bytes", sizeof(((struct
+			    sockaddr_un *)NULL)->sun_path));
+		return 0;
+	}
+	n = strlen(v);
+	/* port 0 is fine here: reuse the host:port check with port 1 */
+	if (n >= 2 && n < sizeof(copy) && strcmp(v + n - 2, ":0") == 0) {
+		snprintf(copy, sizeof(copy), "%.*s:1", (int)(n - 2), v);
+		if (conf_check_hostport(copy, why, whysz) == 0)
+			return 0;
+	} else if (conf_check_hostport(v, why, whysz) == 0)
+		return 0;
+	return conf_expect(why, whysz, v, "host:port (e.g. 127.0.0.1:0) or "
+	    "unix:/path");
+}
+
 static int
 conf_name_ok(const char *s)
 {
@@ -1244,6 +1301,13 @@ conf_cross_check(struct conf_parse *p)
 		conf_fail(p, p->lines[conf_index("metrics_listen")],
 		    "metrics_listen: %s is not a loopback address (set "
 		    "metrics_public = yes to allow it)", c->metrics_listen);
+	/* it serves the bot's own API, with the token behind it */
+	if (c->worker_api_listen != NULL &&
+	    strncmp(c->worker_api_listen, "unix:", 5) != 0 &&
+	    !conf_loopback(c->worker_api_listen))
+		conf_fail(p, p->lines[conf_index("worker_api_listen")],
+		    "worker_api_listen: %s is not a loopback address (use "
+		    "127.0.0.1, ::1 or unix:/path)", c->worker_api_listen);
 }
 
 /*

@@ -16,6 +16,17 @@
 
 #define EXIT_CONFIG	78	/* EX_CONFIG from sysexits.h */
 
+/* configure's directories (-D in Makefile.am) and the defaults from them */
+#ifndef LOCALSTATEDIR
+#define LOCALSTATEDIR	"/var"
+#endif
+#ifndef RUNSTATEDIR
+#define RUNSTATEDIR	"/run"
+#endif
+#define CONF_STATE_DIR		LOCALSTATEDIR "/lib/tgrunner"
+/* the daemon's control_socket and tgrunnerctl's socket, both */
+#define CONF_CONTROL_SOCKET	RUNSTATEDIR "/tgrunner/control.sock"
+
 enum fsync_mode { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
 
 struct conf {
@@ -64,6 +75,14 @@ struct conf {
 	int64_t		 hello_timeout;		/* ms a new worker has to say hello */
 	char		*listen;		/* NULL = no listening socket */
 	char		*listen_allow;		/* "uid:1000, gid:33" list; NULL = daemon's uid only */
+
+	/* the Bot API endpoint for workers (workerapi.h) */
+	char		*worker_api_listen;	/* "host:port", "unix:/path"; NULL = off */
+	int64_t		 worker_api_max_connections;	/* all workers, default 256 */
+	int64_t		 worker_api_max_per_worker;	/* default 32 */
+	int64_t		 worker_api_timeout;	/* ms: idle or slow client, default 30s */
+	int64_t		 download_max_size;	/* bytes, default 20M */
+	char		*local_files_dir;	/* a local Bot API server's --dir */
 
 	/* operation */
 	char		*control_socket;	/* NULL = none */
