@@ -58,7 +58,7 @@ tgd_cmd_status(void *arg, const char *args)
 	struct tgd *d = arg;
 
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
