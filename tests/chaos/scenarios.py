@@ -147,12 +147,16 @@ def worker_misbehave(ctx):
     rep = ctx.judge(rec, ids)
     perr = len(d.grep(r"protocol error"))
     died = len(d.grep(r"(?i)exit|died|status 3"))
+    # baddone answers an id the worker does not hold: tolerated and
+    # logged since #17, so it leaves no start without an end
+    stray = len(d.grep(r"which is not held by this worker"))
     ctx.note("%d starts without an end (misbehaved), %d protocol errors "
-             "logged, %d exit lines", rep.starts - rep.ends - rep.fails -
-             rep.cancels, perr, died)
+             "logged, %d exit lines, %d stray answers logged",
+             rep.starts - rep.ends - rep.fails - rep.cancels, perr, died,
+             stray)
     if rep.duplicated:
         ctx.problem("%d duplicates without any kill" % len(rep.duplicated))
-    if rep.starts <= rep.ends:
+    if rep.starts <= rep.ends and stray == 0:
         ctx.problem("no worker misbehaved")
 
 

@@ -114,16 +114,19 @@ class Flood(ScenarioCase):
         """Defaults (1/s per private chat, a sliding window): 4 replies to
         one chat, one a second, the first at once."""
         d = self.daemon()
-        t0 = time.time()
         ids = self.generate(self.fake, 4, 1)
         calls = self.wait_replies(4, 20)
         times = ok_times(calls)
-        self.assertLess(times[0] - t0, 1.0, "the first reply was held")
         for a, b in zip(times, times[1:]):
             self.assertGreaterEqual(b - a, 1 - TOL, "two replies to one "
                                     "chat within a second: %r" % times)
         self.assertInOrder(calls, CHAT)
-        self.finish(self.fake, d, ids)
+        rec = self.finish(self.fake, d, ids)
+        # from the end of its handler, not from the test's start: a loaded
+        # machine is slow to fetch and run it, and that is not flood control
+        first_end = min(r.t for r in rec.recs if r.kind == "E") / 1e9
+        self.assertLess(times[0] - first_end, 0.7, "the first reply was "
+                        "held %.2fs" % (times[0] - first_end))
 
     def test_default_global_rate_every_second(self):
         """Defaults: 200 replies to 200 chats.  No second holds more than
