@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "poller.h"
 #include "pool.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 
@@ -57,7 +58,7 @@ tgd_cmd_status(void *arg, const char *args)
 	struct tgd *d = arg;
 
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -70,6 +71,7 @@ tgd_cmd_status(void *arg, const char *args)
 	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
 	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
 	    "api", api_status(d->api), "workers", pool_describe(d->pool),
+	    "nats", remote_status(d->remote),
 	    "problem", pool_problem(d->pool));
 }
 
@@ -184,6 +186,7 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	metrics_gauge(out, "tgrunner_keys_busy",
 	    "Session keys with unfinished updates.", router_keys(d->router));
 	pool_metrics(d->pool, out);
+	remote_metrics(d->remote, out);
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);
 	api_metrics(d->api, out);

@@ -111,6 +111,9 @@ static int	conf_check_url(char *, char *, size_t);
 static int	conf_check_hostport(char *, char *, size_t);
 static int	conf_check_allow(char *, char *, size_t);
 static int	conf_check_name(char *, char *, size_t);
+static int	conf_check_nats_url(char *, char *, size_t);
+static int	conf_check_subject(char *, char *, size_t);
+static int	conf_check_token(char *, char *, size_t);
 
 static const struct conf_check conf_url = { conf_check_url, "URL" };
 static const struct conf_check conf_hostport = { conf_check_hostport,
@@ -118,6 +121,12 @@ static const struct conf_check conf_hostport = { conf_check_hostport,
 static const struct conf_check conf_allow = { conf_check_allow,
 	"list of uid:N, gid:N or user names" };
 static const struct conf_check conf_name = { conf_check_name, "name" };
+static const struct conf_check conf_nats_url = { conf_check_nats_url,
+	"list of NATS URLs" };
+static const struct conf_check conf_subject = { conf_check_subject,
+	"NATS subject prefix" };
+static const struct conf_check conf_token = { conf_check_token,
+	"name of letters, digits, _ and -" };
 
 static const struct conf_enum conf_fsync_modes[] = {
 	{ "always",	FSYNC_ALWAYS },
@@ -259,6 +268,53 @@ static const struct conf_opt conf_opts[] = {
 	    O(listen_allow), NULL, &conf_allow,
 	    "Peers allowed on listen: uid:N, gid:N or user names; "
 	    "empty: the daemon's own uid." },
+
+	/* worker hosts over NATS */
+	{ "nats_url", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_url), NULL, &conf_nats_url,
+	    "NATS servers (nats:// or tls://, comma-separated) through which "
+	    "relays on other hosts offer worker slots; empty: none." },
+	{ "nats_subject", CT_STRING, 0, 0, 0, "tgrunner",
+	    O(nats_subject), NULL, &conf_subject,
+	    "Prefix of the NATS subjects of this bot; the daemon and its "
+	    "relays must agree." },
+	{ "nats_user", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_user), NULL, NULL,
+	    "User name for the NATS server; empty: none." },
+	{ "nats_password_file", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_password_file), NULL, NULL,
+	    "File holding nats_user's password; empty: none." },
+	{ "nats_nkey", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_nkey), NULL, &conf_token,
+	    "Public NKey (U...) to authenticate with; needs nats_nkey_seed." },
+	{ "nats_nkey_seed", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_nkey_seed), NULL, NULL,
+	    "File holding the seed of nats_nkey." },
+	{ "nats_creds", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_creds), NULL, NULL,
+	    "NATS .creds file (user JWT and seed); empty: none." },
+	{ "nats_tls_ca", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_ca), NULL, NULL,
+	    "CA certificates that sign the NATS server's; set: TLS." },
+	{ "nats_tls_cert", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_cert), NULL, NULL,
+	    "Client certificate for the NATS server; needs nats_tls_key." },
+	{ "nats_tls_key", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_key), NULL, NULL,
+	    "Private key of nats_tls_cert." },
+	{ "relay_timeout", CT_DURATION, 0, SECS(1), MINS(10), "10s",
+	    O(relay_timeout), NULL, NULL,
+	    "Silence after which a relay is lost and its updates run "
+	    "elsewhere." },
+	{ "relay_max", CT_INT, 0, 1, 1024, "64",
+	    O(relay_max), NULL, NULL,
+	    "Relays that may be joined at once." },
+	{ "relay_max_slots", CT_INT, 0, 1, 65536, "4096",
+	    O(relay_max_slots), NULL, NULL,
+	    "Slots one relay may offer; more are not used." },
+	{ "relay_name", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(relay_name), NULL, &conf_token,
+	    "tgrunner-relay: its name on NATS; empty: the host name." },
 
 	/* operation */
 	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0, "",
@@ -937,6 +993,82 @@ conf_check_name(char *v, char *why, size_t whysz)
 	return 0;
 }
 
+/* A token of a subject: what a relay name or key may be. */
+static int
+conf_token_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > 64)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
+			return 0;
+	return 1;
+}
+
+static int
+conf_check_token(char *v, char *why, size_t whysz)
+{
+	if (!conf_token_ok(v, strlen(v)))
+		return conf_expect(why, whysz, v, "1 to 64 letters, digits, _ "
+		    "or -");
+	return 0;
+}
+
+/* "tgrunner", "bots.mybot": tokens joined by dots, no wildcards. */
+static int
+conf_check_subject(char *v, char *why, size_t whysz)
+{
+	const char *s = v, *dot;
+
+	if (strlen(v) > 128)
+		return conf_expect(why, whysz, v, "at most 128 bytes");
+	for (;;) {
+		dot = strchr(s, '.');
+		if (!conf_token_ok(s, dot ? (size_t)(dot - s) : strlen(s)))
+			return conf_expect(why, whysz, v, "tokens of letters, "
+			    "digits, _ or - joined by dots");
+		if (dot == NULL)
+			return 0;
+		s = dot + 1;
+	}
+}
+
+/* "nats://h:4222, tls://user@h2:4222": scheme and host, no blanks inside. */
+static int
+conf_check_nats_url(char *v, char *why, size_t whysz)
+{
+	char item[CONF_LINE_MAX];
+	const char *s = v;
+	size_t n, i;
+	int count = 0;
+
+	while (*s != '\0') {
+		while (*s == ' ' || *s == ',')
+			s++;
+		if (*s == '\0')
+			break;
+		n = strcspn(s, ", ");
+		memcpy(item, s, n);
+		item[n] = '\0';
+		s += n;
+		for (i = 0; i < n; i++)
+			if (iscntrl((unsigned char)item[i]))
+				goto bad;
+		i = strncmp(item, "nats://", 7) == 0 ? 7 :
+		    strncmp(item, "tls://", 6) == 0 ? 6 : 0;
+		if (i == 0 || item[i] == '\0' || item[i] == '/' ||
+		    ++count > 16)
+			goto bad;
+	}
+	if (count > 0)
+		return 0;
+ bad:
+	return conf_expect(why, whysz, v, "up to 16 URLs nats://host:port or "
+	    "tls://host:port, comma-separated");
+}
+
 /* Syntax only: names are resolved when the socket is opened. */
 static int
 conf_check_allow(char *v, char *why, size_t whysz)
@@ -1234,10 +1366,24 @@ conf_cross_check(struct conf_parse *p)
 		conf_fail(p, conf_later(p->lines, "workers", "worker_command"),
 		    "worker_command is required when workers > 0 "
 		    "(workers = %" PRId64 ")", c->workers);
-	if (c->workers == 0 && c->listen == NULL)
+	if (c->workers == 0 && c->listen == NULL && c->nats_url == NULL)
 		conf_fail(p, conf_later(p->lines, "workers", "listen"),
-		    "workers: 0 needs listen, or no worker could ever run "
-		    "an update");
+		    "workers: 0 needs listen or nats_url, or no worker could "
+		    "ever run an update");
+	if ((c->nats_tls_cert == NULL) != (c->nats_tls_key == NULL))
+		conf_fail(p, conf_later(p->lines, "nats_tls_cert",
+		    "nats_tls_key"), "nats_tls_cert and nats_tls_key go "
+		    "together");
+	if ((c->nats_nkey == NULL) != (c->nats_nkey_seed == NULL))
+		conf_fail(p, conf_later(p->lines, "nats_nkey",
+		    "nats_nkey_seed"), "nats_nkey and nats_nkey_seed go "
+		    "together");
+	if (c->nats_creds != NULL && c->nats_nkey != NULL)
+		conf_fail(p, conf_later(p->lines, "nats_creds", "nats_nkey"),
+		    "nats_creds and nats_nkey exclude each other");
+	if (c->nats_password_file != NULL && c->nats_user == NULL)
+		conf_fail(p, p->lines[conf_index("nats_password_file")],
+		    "nats_password_file needs nats_user");
 	/* the counters say a lot about the bot: not for the network by default */
 	if (c->metrics_listen != NULL && !c->metrics_public &&
 	    !conf_loopback(c->metrics_listen))

@@ -65,6 +65,22 @@ struct conf {
 	char		*listen;		/* NULL = no listening socket */
 	char		*listen_allow;		/* "uid:1000, gid:33" list; NULL = daemon's uid only */
 
+	/* worker hosts over NATS (tgrunner-relay) */
+	char		*nats_url;		/* NULL = no remote slots */
+	char		*nats_subject;		/* subject prefix, default tgrunner */
+	char		*nats_user;
+	char		*nats_password_file;
+	char		*nats_nkey;		/* public key U... */
+	char		*nats_nkey_seed;	/* its seed file */
+	char		*nats_creds;		/* .creds file (JWT + seed) */
+	char		*nats_tls_ca;
+	char		*nats_tls_cert;
+	char		*nats_tls_key;
+	int64_t		 relay_timeout;		/* ms of silence: relay lost */
+	int64_t		 relay_max;		/* relays at once */
+	int64_t		 relay_max_slots;	/* slots one relay may announce */
+	char		*relay_name;		/* relay: NULL = host name */
+
 	/* operation */
 	char		*control_socket;	/* NULL = none */
 	char		*metrics_listen;	/* NULL = off */

@@ -32,8 +32,10 @@
 #include "log.h"
 #include "listener.h"
 #include "metrics.h"
+#include "natsbus.h"
 #include "poller.h"
 #include "pool.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
@@ -521,6 +523,9 @@ tgd_open(struct tgd *d)
 {
 	char err[512];
 
+	/* libnats's threads wake the loop: its base needs locking */
+	if (d->conf.nats_url != NULL)
+		natsbus_init();
 	if ((d->base = event_base_new()) == NULL)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
@@ -550,6 +555,9 @@ tgd_open(struct tgd *d)
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
 		    d->conf.listen);
+	if (d->conf.nats_url != NULL &&
+	    (d->remote = remote_new(d->base, d->pool, &d->conf)) == NULL)
+		fatalx(EXIT_CONFIG, "cannot use NATS at %s", d->conf.nats_url);
 	if (d->conf.metrics_listen != NULL && (d->metrics = metrics_new(d->base,
 	    d->conf.metrics_listen, tgd_metrics, d)) == NULL)
 		fatalx(EXIT_CONFIG, "cannot serve metrics on %s",
@@ -567,6 +575,7 @@ tgd_close(struct tgd *d)
 
 	control_free(d->control);
 	listener_free(d->listener);
+	remote_free(d->remote);
 	metrics_free(d->metrics);
 	poller_free(d->poller);
 	pool_free(d->pool);

@@ -25,6 +25,7 @@ struct journal;
 struct listener;
 struct poller;
 struct pool;
+struct remote;
 struct router;
 
 /* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
@@ -57,6 +58,7 @@ struct tgd {
 	struct poller		*poller;
 	struct pool		*pool;
 	struct listener		*listener;	/* `listen`: external workers */
+	struct remote		*remote;	/* `nats_url`: relays' slots */
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;

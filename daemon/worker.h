@@ -88,6 +88,7 @@ struct worker {
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
 	int			 shutdown_sent;
 	int			 retired;	/* the pool asked it to go */
+	int64_t			 grace;		/* ms from cancel to terminate; 0: kill_grace */
 	struct event		*hello_timer;
 	TAILQ_HEAD(, run)	 runs;		/* its jobs */
 	TAILQ_ENTRY(worker)	 entry;		/* the pool's workers */
