@@ -260,9 +260,10 @@ remote_end(struct rsession *s, const char *why)
 		snprintf(s->why, sizeof(s->why), "%s", why);
 	HASH_DEL(rm->sessions, s);
 	rm->nsessions--;
-	log_warnx("relay %s epoch=%" PRIu64 ": session ended: %s (%d "
-	    "update(s) it held run again elsewhere)", s->name, s->epoch,
-	    s->why, s->w->busy);
+	log_msg(s->w->busy == 0 && strcmp(s->why, "it left") == 0 ?
+	    LOG_LVL_INFO : LOG_LVL_WARN, "relay %s epoch=%" PRIu64 ": session "
+	    "ended: %s (%d update(s) it held run again elsewhere)", s->name,
+	    s->epoch, s->why, s->w->busy);
 	remote_say_gone(rm, s->name, s->epoch, s->why);
 	worker_set_state(s->w, W_DEAD);
 	event_active(s->gone, 0, 0);

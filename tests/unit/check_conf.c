@@ -620,7 +620,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 38);
+	ck_assert_int_eq(n, 52);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -790,7 +790,7 @@ START_TEST(test_man_page_reload)
 		free(entry);
 		n++;
 	}
-	ck_assert_int_eq(n, 38);
+	ck_assert_int_eq(n, 52);
 	free(buf);
 	free(man);
 }
