@@ -193,6 +193,43 @@ class Nats(ScenarioCase):
         self.assertEqual(d.stop(), 0)
         self.assertTrue(b.running())
 
+    def test_server_permissions_keep_relays_to_their_subjects(self):
+        """proto/NATS.md's server configuration: each user publishes only
+        on its own subjects.  A relay that calls itself w2 but logs in as
+        w1 cannot even say hello; w1 itself works."""
+        conf = """
+authorization {
+  users = [
+    { user: daemon, password: "dpass",
+      permissions: { publish: ["tgrunner.daemon.>"]
+                     subscribe: ["tgrunner.relay.*.*"] } }
+    { user: w1, password: "w1pass",
+      permissions: { publish: ["tgrunner.relay.w1.>"]
+                     subscribe: ["tgrunner.daemon.w1.>"] } }
+  ]
+}
+"""
+        fake = self.start_fake()
+        srv = self.start_nats(extra=conf)
+        pw = {}
+        for user, secret in (("daemon", "dpass"), ("w1", "w1pass")):
+            pw[user] = os.path.join(self.tmp, user + ".pw")
+            with open(pw[user], "w") as f:
+                f.write(secret + "\n")
+        d = self.daemon(fake, srv.url, nats_user="daemon",
+                        nats_password_file=pw["daemon"])
+        self.start_relay(fake, d, srv.url, "w1", nats_user="w1",
+                         nats_password_file=pw["w1"])
+        liar = self.start_relay(fake, d, srv.url, "w2", wait=False,
+                                nats_user="w1",
+                                nats_password_file=pw["w1"])
+        liar.wait_log(r"(?i)permission", timeout=20)
+        ids = self.generate(fake, 200, 20)
+        rec = self.finish(fake, d, ids, timeout=60)
+        self.assertReport(rec.check(ids, key_of=key_chat), d)
+        self.assertEqual(d.grep(r"relay w2"), [])
+        self.assertEqual(liar.grep(r"joined the daemon"), [])
+
     # -----------------------------------------------------------------
 
     def test_hosts_in_network_namespaces(self):
