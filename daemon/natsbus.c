@@ -66,6 +66,8 @@ struct natsbus {
 	int			 up;		/* as the loop saw it last */
 	uint64_t		 dropped;
 	int			 warned_full;
+	char			 lasterr[NB_ERRLEN];	/* the loop's */
+	int64_t			 lasterr_at;
 };
 
 /* --- from libnats's threads ------------------------------------------------ */
@@ -141,6 +143,9 @@ nb_on_error(natsConnection *nc, natsSubscription *sub, natsStatus s,
 	if (s == NATS_SLOW_CONSUMER)
 		snprintf(err, sizeof(err), "slow consumer: messages dropped "
 		    "(more than %d waiting)", NB_PENDING_MSGS);
+	else if (s == NATS_NOT_PERMITTED)
+		snprintf(err, sizeof(err), "not permitted: the server refused "
+		    "a publish or subscription (its permissions for this user)");
 	/* up = -1: an error, not a change of state */
 	nb_on_state(arg, -1, err);
 }
@@ -170,8 +175,17 @@ nb_wake(evutil_socket_t fd, short ev, void *arg)
 		if (it->m != NULL) {
 			nb->ops->msg(nb->arg, it->m);
 			natsMsg_Destroy(it->m);
-		} else if (it->up == -1)
-			log_warnx("nats: %s", it->err ? it->err : "error");
+		} else if (it->up == -1) {
+			/* the same error again and again: once a minute */
+			if (strcmp(nb->lasterr, it->err ? it->err : "") != 0 ||
+			    mono_ms() - nb->lasterr_at >= 60000) {
+				snprintf(nb->lasterr, sizeof(nb->lasterr), "%s",
+				    it->err ? it->err : "");
+				nb->lasterr_at = mono_ms();
+				log_warnx("nats: %s", it->err ? it->err :
+				    "error");
+			}
+		}
 		else if (it->up != nb->up) {
 			nb->up = it->up;
 			if (it->up)

@@ -223,7 +223,7 @@ authorization {
         liar = self.start_relay(fake, d, srv.url, "w2", wait=False,
                                 nats_user="w1",
                                 nats_password_file=pw["w1"])
-        liar.wait_log(r"(?i)permission", timeout=20)
+        liar.wait_log(r"nats: not permitted", timeout=20)
         ids = self.generate(fake, 200, 20)
         rec = self.finish(fake, d, ids, timeout=60)
         self.assertReport(rec.check(ids, key_of=key_chat), d)
