@@ -53,9 +53,19 @@ class Setup:
     def __init__(self, builddir, relays, local_workers=0, env=None,
                  slots=1):
         os.environ["TG_BUILDDIR"] = builddir
+        tgtest.BUILDDIR = builddir
+        self.procs = []
+        self.nats = None
+        self.fake = None
+        try:
+            self._start(builddir, relays, local_workers, env, slots)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, builddir, relays, local_workers, env, slots):
         self.tmp = tempfile.mkdtemp(prefix="tgbench-nats-")
         self.fake = FakeApi(builddir=builddir)
-        self.procs = []
         self.nats = natstest.NatsServer(self._dir("nats"))
         cmd = benchrun.worker_command(builddir)
         env = dict(env or {})
@@ -101,8 +111,10 @@ class Setup:
                 p.close()
             except Exception:
                 pass
-        self.nats.close()
-        self.fake.stop()
+        if self.nats is not None:
+            self.nats.close()
+        if self.fake is not None:
+            self.fake.stop()
 
 
 def ends(path):

@@ -119,9 +119,9 @@ class Nats(ScenarioCase):
                              worker_env=dict(env))
         ids = self.generate(fake, 1500, 100)
         rec = d.records()
+        wait_until(lambda: len(self.served_by(
+            rec, set(a.worker_pids()))) >= 100, 60, what="relay a at work")
         pa = set(a.worker_pids())
-        wait_until(lambda: len(self.served_by(rec, pa)) >= 100, 60,
-                   what="relay a at work")
         t = a.crash()
         d.wait_log(r"relay a epoch=\d+: session ended", timeout=20)
         rec.wait_ended(ids, 120, daemon=d)
@@ -161,9 +161,8 @@ class Nats(ScenarioCase):
                                          "TG_REPLY": "1"})
         ids = self.generate(fake, 40, 40)
         rec = d.records()
-        pa = set(a.worker_pids())
-        wait_until(lambda: len(self.served_by(rec, pa)) >= 4, 30,
-                   what="relay a holds updates")
+        wait_until(lambda: len(self.served_by(
+            rec, set(a.worker_pids()))) >= 4, 30, what="relay a holds updates")
         a.stop_signal(signal.SIGSTOP)		# partitioned: silent
         try:
             d.wait_log(r"relay a epoch=\d+: session ended: silent",
@@ -280,9 +279,8 @@ authorization {
         a, b = relays["a"], relays["b"]
         ids = self.generate(fake, 1500, 100, rate=300)
         rec = d.records()
-        pa = set(a.worker_pids())
-        wait_until(lambda: len(self.served_by(rec, pa)) >= 50, 60,
-                   what="relay a at work")
+        wait_until(lambda: len(self.served_by(
+            rec, set(a.worker_pids()))) >= 50, 60, what="relay a at work")
         ns, _, ns_if = hosts["a"]
         ip("-n", ns, "link", "set", ns_if, "down")
         t_cut = time.time_ns()
