@@ -409,7 +409,7 @@ void
 child_exited(struct worker *w, int status)
 {
 	struct child *c = w->conn;
-	char why[128];
+	char why[384];
 	int how = 0, early = !w->hello && !w->retired;
 	int draining = w->state == W_DRAINING || w->retired;
 
@@ -423,6 +423,10 @@ child_exited(struct worker *w, int status)
 	else
 		snprintf(why, sizeof(why), "worker exited with status %d",
 		    WEXITSTATUS(status));
+	/* killed for a reason of ours: say which */
+	if (w->cut[0] != '\0')
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+		    " after %s", w->cut);
 	/* asked to go, and went: by exit(0), or the SIGTERM it was sent */
 	if (draining && TAILQ_EMPTY(&w->runs) && ((WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0) || (w->retired && WIFSIGNALED(status) &&

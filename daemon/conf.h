@@ -16,10 +16,26 @@
 
 #define EXIT_CONFIG	78	/* EX_CONFIG from sysexits.h */
 
+/* configure's directories (-D in Makefile.am) and the defaults from them */
+#ifndef LOCALSTATEDIR
+#define LOCALSTATEDIR	"/var"
+#endif
+#ifndef RUNSTATEDIR
+#define RUNSTATEDIR	"/run"
+#endif
+#define CONF_STATE_DIR		LOCALSTATEDIR "/lib/tgrunner"
+/* the daemon's control_socket and tgrunnerctl's socket, both */
+#define CONF_CONTROL_SOCKET	RUNSTATEDIR "/tgrunner/control.sock"
+
 enum fsync_mode { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
+
+/* The programs that read a configuration file (conf_unused). */
+#define CONF_DAEMON	1		/* tgrunnerd */
+#define CONF_RELAY	2		/* tgrunner-relay */
 
 struct conf {
 	char		*path;			/* file it was read from */
+	uint64_t	 infile[2];		/* bit i: option i set in the file */
 
 	/* Bot API */
 	char		*api_url;		/* default https://api.telegram.org */
@@ -64,6 +80,14 @@ struct conf {
 	int64_t		 hello_timeout;		/* ms a new worker has to say hello */
 	char		*listen;		/* NULL = no listening socket */
 	char		*listen_allow;		/* "uid:1000, gid:33" list; NULL = daemon's uid only */
+
+	/* the Bot API endpoint for workers (workerapi.h) */
+	char		*worker_api_listen;	/* "host:port", "unix:/path"; NULL = off */
+	int64_t		 worker_api_max_connections;	/* all workers, default 256 */
+	int64_t		 worker_api_max_per_worker;	/* default 32 */
+	int64_t		 worker_api_timeout;	/* ms: idle or slow client, default 30s */
+	int64_t		 download_max_size;	/* bytes, default 20M */
+	char		*local_files_dir;	/* a local Bot API server's --dir */
 
 	/* worker hosts over NATS (tgrunner-relay) */
 	char		*nats_url;		/* NULL = no remote slots */
@@ -113,6 +137,12 @@ void	 conf_clear(struct conf *c);
  */
 void	 conf_reload(struct conf *cur, struct conf *next, char *applied,
 	    size_t appliedsz, char *restart, size_t restartsz);
+/*
+ * The options set in c's file that prog (CONF_DAEMON, CONF_RELAY) does not
+ * read, as "api_url, state_dir" in buf (truncated with "..." if it is too
+ * short); returns how many.  They are checked all the same.
+ */
+int	 conf_unused(const struct conf *c, int prog, char *buf, size_t bufsz);
 /* Print every option of the table with its default and help (for -n -v / docs). */
 void	 conf_dump_table(FILE *fp);
 /* Print the effective configuration. */

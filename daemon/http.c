@@ -63,6 +63,10 @@ struct http_req {
 	char			 err[HTTP_ERR_MAX];
 	http_cb			 cb;
 	void			*arg;
+	/* streamed GET only */
+	const struct http_stream_cb *stream;
+	int			 head_done;
+	int			 aborted;	/* head or data said stop */
 };
 
 struct http_sock {
@@ -252,6 +256,46 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* The status line and headers are in: tell the stream's receiver once. */
+static int
+http_stream_head(struct http_req *r)
+{
+	long		 status = 0;
+	curl_off_t	 length = -1;
+	char		*ctype = NULL;
+
+	r->head_done = 1;
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	if (r->stream->head(r->arg, status, (int64_t)length, ctype) == -1) {
+		r->aborted = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* CURLOPT_WRITEFUNCTION of a stream: straight to its receiver. */
+static size_t
+http_stream_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb;
+
+	if (r->aborted || (!r->head_done && http_stream_head(r) == -1))
+		return 0;	/* CURLE_WRITE_ERROR */
+	switch (r->stream->data(r->arg, data, n)) {
+	case 0:
+		return n;
+	case 1:
+		/* curl hands the same bytes over again after http_resume */
+		return CURL_WRITEFUNC_PAUSE;
+	default:
+		r->aborted = 1;
+		return 0;
+	}
+}
+
 static void
 http_req_error(struct http_req *r)
 {
@@ -263,6 +307,8 @@ http_req_error(struct http_req *r)
 	}
 	if (r->too_big)
 		why = "response body too large";
+	else if (r->aborted)
+		why = "stopped by the receiver";
 	else if (r->src_failed)
 		why = "a file to upload shrank or could not be read";
 	else if (r->curl_err[0] != '\0')
@@ -280,6 +326,10 @@ http_req_complete(struct http_req *r)
 	struct http_response resp;
 
 	http_req_error(r);
+	/* a stream with no body: its head was never seen by the write callback */
+	if (r->stream != NULL && !r->head_done && r->status > 0 &&
+	    r->code == CURLE_OK)
+		(void)http_stream_head(r);
 	memset(&resp, 0, sizeof(resp));
 	resp.status = r->status;
 	resp.body = r->buf != NULL ? r->buf : "";
@@ -585,6 +635,53 @@ http_post_form(struct http *h, const char *url, const struct http_part *parts,
 		return NULL;
 	}
 	return http_req_start(h, r);
+}
+
+/*
+ * Start a streamed GET.  The returned handle belongs to the http object, as
+ * for http_post.
+ */
+struct http_req *
+http_get_stream(struct http *h, const char *url, long timeout_ms,
+    const struct http_stream_cb *cb, void *arg)
+{
+	struct http_req *r;
+	CURL *e;
+	int rc = 0;
+
+	if ((r = http_req_new(h, cb->done, arg)) == NULL)
+		return NULL;
+	r->stream = cb;
+	e = r->easy;
+	if (http_req_setup(r, url, NULL, timeout_ms) == -1) {
+		log_warnx("%s: cannot set up request", __func__);
+		http_req_free(r);
+		return NULL;
+	}
+	rc |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	/* the bytes as the server has them: Content-Length stays true */
+	rc |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_stream_write);
+	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	if (rc != 0) {
+		log_warnx("%s: cannot set up request", __func__);
+		http_req_free(r);
+		return NULL;
+	}
+	return http_req_start(h, r);
+}
+
+void
+http_resume(struct http_req *r)
+{
+	struct timeval now = { 0, 0 };
+
+	if (r->state != REQ_RUNNING)
+		return;
+	/* may call the write callback at once with what curl held back */
+	curl_easy_pause(r->easy, CURLPAUSE_CONT);
+	/* and let the loop drive the transfer on, never from in here */
+	evtimer_add(r->http->timer, &now);
 }
 
 void

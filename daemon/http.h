@@ -8,6 +8,7 @@
 #define TG_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct http;
@@ -57,6 +58,26 @@ struct http_req	*http_post(struct http *, const char *url, const char *ctype,
 struct http_req	*http_post_form(struct http *, const char *url,
 		    const struct http_part *parts, size_t nparts,
 		    long timeout_ms, http_cb, void *arg);
+/*
+ * A GET whose body is handed over as it arrives (a download relayed to a
+ * client).  head: the status line and headers are in (length -1 when the
+ * server sent no Content-Length, ctype NULL when no Content-Type); data:
+ * the next bytes of the body.  Both run inside curl's callbacks, so they
+ * must not start, cancel or free any request; they return 0 to go on or
+ * -1 to abort the transfer, and data may return 1: "not taken, pause"
+ * (the same bytes come again after http_resume).  done then runs once,
+ * from the loop, as for http_post (its body is empty).
+ */
+struct http_stream_cb {
+	int	(*head)(void *arg, long status, int64_t length,
+		    const char *ctype);
+	int	(*data)(void *arg, const char *p, size_t len);
+	http_cb	 done;
+};
+struct http_req	*http_get_stream(struct http *, const char *url,
+		    long timeout_ms, const struct http_stream_cb *, void *arg);
+/* Go on with a paused stream.  Not from inside its head or data. */
+void		 http_resume(struct http_req *);
 void		 http_cancel(struct http_req *);
 size_t		 http_running(const struct http *);
 

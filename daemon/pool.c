@@ -121,8 +121,9 @@ worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warnx("worker=%d pid=%d: no hello within %lld ms", w->id,
-	    (int)w->pid, (long long)w->pool->conf->hello_timeout);
+	snprintf(w->cut, sizeof(w->cut), "hello missing: none within %lld ms",
+	    (long long)w->pool->conf->hello_timeout);
+	log_warnx("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 	worker_close(w, SIGTERM);
 }
 
@@ -305,10 +306,11 @@ run_timeout(evutil_socket_t fd, short ev, void *arg)
 		run_cancel(r, "timeout");
 		return;
 	}
-	log_warnx("worker=%d pid=%d: update=%lld not answered %lld ms after "
-	    "cancel; terminating the worker", w->id, (int)w->pid,
-	    (long long)r->job->id, (long long)(w->grace > 0 ? w->grace :
-	    w->pool->conf->kill_grace));
+	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
+	    "after cancel", (long long)r->job->id, (long long)(w->grace > 0 ?
+	    w->grace : w->pool->conf->kill_grace));
+	log_warnx("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
+	    w->spawned ? "terminating the worker" : "disconnecting");
 	worker_terminate(w, SIGTERM);
 }
 
@@ -325,7 +327,16 @@ pool_cancel(struct pool *p, struct job *job, const char *reason)
 	run_cancel(r, reason);
 }
 
-/* The run of update id held by w, or NULL (a protocol error). */
+void
+pool_worker_unreachable(struct worker *w)
+{
+	struct run *r;
+
+	TAILQ_FOREACH(r, &w->runs, entry)
+		evtimer_del(r->timer);
+}
+
+/* The run of update id held by w, or NULL. */
 static struct run *
 pool_run_find(struct worker *w, int64_t id)
 {
@@ -427,8 +438,14 @@ pool_worker_gone(struct worker *w, const char *why, int how)
 		p->stats.crashed++;
 	if ((how & WORKER_EARLY) && !p->stopping) {
 		p->early_deaths++;
-		snprintf(p->problem, sizeof(p->problem), "workers exit before "
-		    "hello (%s, %d times in a row)", why, p->early_deaths);
+		/* cut off for a reason of ours: that reason is the problem */
+		if (w->cut[0] != '\0')
+			snprintf(p->problem, sizeof(p->problem), "workers' %s "
+			    "(%d times in a row)", w->cut, p->early_deaths);
+		else
+			snprintf(p->problem, sizeof(p->problem), "workers exit "
+			    "before hello (%s, %d times in a row)", why,
+			    p->early_deaths);
 	}
 	while ((r = TAILQ_FIRST(&w->runs)) != NULL) {
 		timed_out = r->cancelled;

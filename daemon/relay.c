@@ -133,16 +133,21 @@ struct relay {
 static void	relay_dispatch(struct relay *);
 static void	relay_end_session(struct relay *, const char *why);
 
+static const char usage_text[] =
+    "usage: tgrunner-relay [-dhnvV] [-c file]\n"
+    "  -c, --config FILE  configuration file (default " DEFAULT_CONF ")\n"
+    "  -n, --check        check the configuration and exit\n"
+    "  -v, --verbose      with -n: print the effective configuration\n"
+    "  -d, --debug        log at debug level\n"
+    "  -h, --help         print this help and exit\n"
+    "  -V, --version      print the version and exit\n";
+
+/* A usage error: sysexits' EX_USAGE, help on stderr. */
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: tgrunner-relay [-dnvV] [-c file]\n"
-	    "  -c file  configuration file (default " DEFAULT_CONF ")\n"
-	    "  -n       check the configuration and exit\n"
-	    "  -v       with -n: print the effective configuration\n"
-	    "  -d       log at debug level\n"
-	    "  -V       print the version and exit\n");
-	exit(2);
+	fputs(usage_text, stderr);
+	exit(64);
 }
 
 /* --- to the daemon --------------------------------------------------------- */
@@ -830,7 +835,7 @@ relay_stop(struct relay *r, const char *why)
 static void
 relay_reload(struct relay *r)
 {
-	char applied[1024], restart[1024];
+	char applied[1024], restart[1024], unused[512];
 	struct conf_error err;
 	struct conf nc;
 	int replace;
@@ -840,6 +845,9 @@ relay_reload(struct relay *r)
 		    err.file, err.line, err.msg);
 		return;
 	}
+	if (conf_unused(&nc, CONF_RELAY, unused, sizeof(unused)) > 0)
+		log_warnx("reload: %s: set but read by tgrunnerd only (ignored "
+		    "here): %s", r->conf.path, unused);
 	replace = strcmp(nc.worker_command ? nc.worker_command : "",
 	    r->conf.worker_command ? r->conf.worker_command : "") != 0;
 	conf_reload(&r->conf, &nc, applied, sizeof(applied), restart,
@@ -983,18 +991,67 @@ relay_close(struct relay *r)
 	conf_clear(&r->conf);
 }
 
+/*
+ * The file is the daemon's format with the daemon's checks; what only the
+ * relay needs is checked here.  Options only the daemon reads are named
+ * once (a copy of tgrunner.conf is a likely start), not refused: they are
+ * harmless, and the same file may serve both on one host.
+ */
+static void
+relay_load_conf(const char *path, struct conf *c, int check)
+{
+	struct conf_error err;
+	char unused[512];
+
+	if (conf_load(path, c, &err) == -1) {
+		if (err.line > 0)
+			fprintf(stderr, "%s:%d: %s\n", err.file, err.line,
+			    err.msg);
+		else
+			fprintf(stderr, "%s: %s\n", err.file, err.msg);
+		exit(EXIT_CONFIG);
+	}
+	if (c->nats_url == NULL) {
+		fprintf(stderr, "%s: nats_url is required: the relay reaches "
+		    "the daemon through NATS\n", path);
+		exit(EXIT_CONFIG);
+	}
+	if (c->workers == 0 && c->listen == NULL) {
+		fprintf(stderr, "%s: workers = 0 needs listen, or the relay has "
+		    "nothing to offer\n", path);
+		exit(EXIT_CONFIG);
+	}
+	if (conf_unused(c, CONF_RELAY, unused, sizeof(unused)) == 0)
+		return;
+	if (check)
+		fprintf(stderr, "%s: warning: set but read by tgrunnerd only "
+		    "(ignored here): %s\n", path, unused);
+	else
+		log_warnx("%s: set but read by tgrunnerd only (ignored here): "
+		    "%s", path, unused);
+}
+
 int
 main(int argc, char *argv[])
 {
 	static struct relay r;
-	struct conf_error err;
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'n' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	const char *path = DEFAULT_CONF;
 	int ch, check = 0, debug = 0, verbose = 0;
 
-	while ((ch = getopt(argc, argv, "c:dnvV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:dhnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;
 		case 'd': debug = 1; break;
+		case 'h': fputs(usage_text, stdout); return 0;
 		case 'n': check = 1; break;
 		case 'v': verbose = 1; break;
 		case 'V': printf("tgrunner-relay %s\n", PACKAGE_VERSION);
@@ -1004,31 +1061,16 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc)
 		usage();
-	if (conf_load(path, &r.conf, &err) == -1) {
-		if (err.line > 0)
-			fprintf(stderr, "%s:%d: %s\n", err.file, err.line,
-			    err.msg);
-		else
-			fprintf(stderr, "%s: %s\n", err.file, err.msg);
-		return EXIT_CONFIG;
-	}
-	if (r.conf.nats_url == NULL) {
-		fprintf(stderr, "%s: nats_url is required: the relay reaches "
-		    "the daemon through NATS\n", path);
-		return EXIT_CONFIG;
-	}
-	if (r.conf.workers == 0 && r.conf.listen == NULL) {
-		fprintf(stderr, "%s: workers: 0 needs listen, or the relay has "
-		    "nothing to offer\n", path);
-		return EXIT_CONFIG;
-	}
 	if (check) {
+		relay_load_conf(path, &r.conf, 1);
 		if (verbose)
 			conf_print(&r.conf, stdout);
 		printf("%s: configuration OK\n", path);
 		return 0;
 	}
-	log_init("tgrunner-relay", debug ? LOG_LVL_DEBUG : r.conf.log_level);
+	log_init("tgrunner-relay", LOG_LVL_INFO);
+	relay_load_conf(path, &r.conf, 0);
+	log_set_level(debug ? LOG_LVL_DEBUG : r.conf.log_level);
 	srandom((unsigned)(getpid() ^ time(NULL) ^ (unsigned)mono_us()));
 	relay_open(&r);
 	event_base_dispatch(r.base);

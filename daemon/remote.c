@@ -129,7 +129,12 @@ remote_say_gone(struct remote *rm, const char *name, uint64_t epoch,
 
 /* --- the connection type ------------------------------------------------------ */
 
-/* The welcome gets what a relay needs besides the protocol's members. */
+/*
+ * The welcome gets what a relay needs besides the protocol's members.  It
+ * loses the Bot API endpoint's api_root and api_token: that endpoint
+ * listens on the daemon's loopback, out of a worker host's reach, so the
+ * relay's workers are never told of it (proto/NATS.md).
+ */
 static char *
 remote_welcome(struct rsession *s, const char *line, size_t len, size_t *out)
 {
@@ -138,6 +143,8 @@ remote_welcome(struct rsession *s, const char *line, size_t len, size_t *out)
 
 	if ((o = json_loadb(line, len, 0, NULL)) == NULL)
 		return NULL;
+	json_object_del(o, "api_root");
+	json_object_del(o, "api_token");
 	json_object_set_new(o, "epoch", json_integer((json_int_t)s->epoch));
 	json_object_set_new(o, "heartbeat", json_integer(s->rm->beat_ms));
 	json_object_set_new(o, "relay_timeout",
@@ -266,6 +273,8 @@ remote_end(struct rsession *s, const char *why)
 	    s->epoch, s->why, s->w->busy);
 	remote_say_gone(rm, s->name, s->epoch, s->why);
 	worker_set_state(s->w, W_DEAD);
+	/* nothing reaches it any more: no cancel, no deadline of ours */
+	pool_worker_unreachable(s->w);
 	event_active(s->gone, 0, 0);
 }
 

@@ -62,16 +62,21 @@ tgd_state_str(enum tgd_state s)
 	return "?";
 }
 
+static const char usage_text[] =
+    "usage: tgrunnerd [-dhnvV] [-c file]\n"
+    "  -c, --config FILE  configuration file (default " DEFAULT_CONF ")\n"
+    "  -n, --check        check the configuration and exit\n"
+    "  -v, --verbose      with -n: print the effective configuration\n"
+    "  -d, --debug        log at debug level\n"
+    "  -h, --help         print this help and exit\n"
+    "  -V, --version      print the version and exit\n";
+
+/* A usage error: sysexits' EX_USAGE, help on stderr. */
 static __attribute__((noreturn)) void
 usage(void)
 {
-	fprintf(stderr, "usage: tgrunnerd [-dnvV] [-c file]\n"
-	    "  -c file  configuration file (default " DEFAULT_CONF ")\n"
-	    "  -n       check the configuration and exit\n"
-	    "  -v       with -n: print the effective configuration\n"
-	    "  -d       log at debug level\n"
-	    "  -V       print the version and exit\n");
-	exit(2);
+	fputs(usage_text, stderr);
+	exit(64);
 }
 
 /* --- jobs ------------------------------------------------------------------ */
@@ -547,9 +552,14 @@ tgd_open(struct tgd *d)
 		fatalx(EXIT_NOMEM, "out of memory at start");
 	if (d->conf.control_socket != NULL && (d->control = control_new(d->base,
 	    d->conf.control_socket, 0600, tgd_commands, tgd_control_state, d)) ==
-	    NULL)
-		fatalx(EXIT_STATE, "cannot open control_socket %s",
-		    d->conf.control_socket);
+	    NULL) {
+		/* the default's directory exists under the unit only */
+		if (strcmp(d->conf.control_socket, CONF_CONTROL_SOCKET) != 0)
+			fatalx(EXIT_STATE, "cannot open control_socket %s",
+			    d->conf.control_socket);
+		log_warnx("no control socket: tgrunnerctl cannot reach this "
+		    "daemon (set control_socket to a usable path, or empty)");
+	}
 	api_on_release(d->api, tgd_api_released, d);
 	if (d->conf.listen != NULL &&
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
@@ -616,13 +626,24 @@ int
 main(int argc, char *argv[])
 {
 	static struct tgd d;
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'n' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	const char *path = DEFAULT_CONF;
+	char unused[512];
 	int ch, check = 0, debug = 0, verbose = 0;
 
-	while ((ch = getopt(argc, argv, "c:dnvV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:dhnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;
 		case 'd': debug = 1; break;
+		case 'h': fputs(usage_text, stdout); return 0;
 		case 'n': check = 1; break;
 		case 'v': verbose = 1; break;
 		case 'V': printf("tgrunnerd %s\n", PACKAGE_VERSION); return 0;
@@ -633,12 +654,18 @@ main(int argc, char *argv[])
 		usage();
 	load_conf_or_exit(path, &d.conf);
 	if (check) {
+		if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+			fprintf(stderr, "%s: warning: set but read by "
+			    "tgrunner-relay only: %s\n", path, unused);
 		if (verbose)
 			conf_print(&d.conf, stdout);
 		printf("%s: configuration OK\n", path);
 		return 0;
 	}
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
+	if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+		log_warnx("%s: set but read by tgrunner-relay only: %s", path,
+		    unused);
 	d.token = token_load(&d.conf);
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));

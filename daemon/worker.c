@@ -26,6 +26,8 @@
 #include "worker.h"
 #include "xmalloc.h"
 
+#define WORKER_COMPLAINTS_MAX	10	/* warnings logged per connection */
+
 const char *
 worker_state_str(enum worker_state s)
 {
@@ -105,12 +107,15 @@ worker_drain(struct worker *w, int64_t deadline)
 	w->shutdown_sent = 1;
 }
 
+/* Before hello, a broken frame is a refused hello (PROTOCOL.md section 5). */
 void
 worker_protocol_error(struct worker *w, const char *why)
 {
 	pool_counters(w->pool)->protocol_errors++;
-	log_warnx("worker=%d pid=%d: protocol error: %s; disconnecting", w->id,
-	    (int)w->pid, why);
+	snprintf(w->cut, sizeof(w->cut), "%s: %s", w->state == W_STARTING ?
+	    "hello refused" : "protocol error", why);
+	log_warnx("worker=%d pid=%d: %s; disconnecting", w->id, (int)w->pid,
+	    w->cut);
 	/* what it says can no longer be trusted: no grace */
 	worker_close(w, SIGKILL);
 }
@@ -127,8 +132,10 @@ handle_hello(struct worker *w, struct frame *f)
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
-		log_warnx("worker=%d pid=%d: speaks protocol %d, this daemon %d",
-		    w->id, (int)w->pid, f->u.hello.protocol, PROTO_VERSION);
+		snprintf(w->cut, sizeof(w->cut), "hello refused: it speaks "
+		    "protocol %d, this daemon %d", f->u.hello.protocol,
+		    PROTO_VERSION);
+		log_warnx("worker=%d pid=%d: %s", w->id, (int)w->pid, w->cut);
 		worker_close(w, SIGTERM);
 		return;
 	}
@@ -150,11 +157,53 @@ handle_hello(struct worker *w, struct frame *f)
 	pool_worker_ready(w);
 }
 
+/*
+ * A frame the protocol tolerates but does not obey (PROTOCOL.md section
+ * 5): warn, the first few times per connection only, so that a worker
+ * stuck in a loop cannot flood the log.
+ */
+static void
+worker_complain(struct worker *w, const char *what, int64_t id,
+    const char *outcome)
+{
+	if (w->complaints > WORKER_COMPLAINTS_MAX)
+		return;
+	if (++w->complaints > WORKER_COMPLAINTS_MAX) {
+		log_warnx("worker=%d pid=%d: more frames for updates it does "
+		    "not hold; not logging them any more", w->id, (int)w->pid);
+		return;
+	}
+	log_warnx("worker=%d pid=%d: %s for update=%lld, which is not held by "
+	    "this worker (answered already, or never sent to it); %s", w->id,
+	    (int)w->pid, what, (long long)id, outcome);
+}
+
+/*
+ * A call for an update w does not hold: its key's order cannot be kept, so
+ * it is not made; the worker hears why (and uses id 0 next time).
+ */
+static void
+worker_refuse_call(struct worker *w, const struct frame *f)
+{
+	struct frame out = { .type = FRAME_RESULT };
+	char desc[160];
+
+	worker_complain(w, "call", f->u.call.id, "answered with an error");
+	snprintf(desc, sizeof(desc), "tgrunner: update %lld is not held by "
+	    "this worker", (long long)f->u.call.id);
+	out.u.result.ref = f->u.call.ref;
+	out.u.result.ok = 0;
+	out.u.result.error_code = 400;
+	out.u.result.description = desc;
+	worker_send_frame(w, &out);
+}
+
+/* The first answer counts: a late or stray one changes nothing. */
 static void
 handle_done(struct worker *w, struct frame *f)
 {
 	if (pool_run_done(w, f->u.done.id, f->u.done.calls) == -1)
-		worker_protocol_error(w, "done for an update it does not hold");
+		worker_complain(w, "done", f->u.done.id, "ignored");
 }
 
 static void
@@ -165,7 +214,7 @@ handle_fail(struct worker *w, struct frame *f)
 	snprintf(why, sizeof(why), "worker failed it: %s",
 	    f->u.fail.error ? f->u.fail.error : "(no reason)");
 	if (pool_run_failed(w, f->u.fail.id, why, f->u.fail.retry) == -1)
-		worker_protocol_error(w, "fail for an update it does not hold");
+		worker_complain(w, "fail", f->u.fail.id, "ignored");
 }
 
 static void
@@ -173,17 +222,21 @@ handle_call(struct worker *w, struct frame *f)
 {
 	if (pool_run_call(w, f->u.call.id, f->u.call.ref, f->u.call.method,
 	    f->u.call.params) == -1)
-		worker_protocol_error(w, "call for an update it does not hold");
+		worker_refuse_call(w, f);
 }
 
 /* One switch per receiver; every case a named handler. */
 void
 worker_input(struct worker *w, struct frame *f)
 {
+	char err[64];
+
 	log_debug("worker=%d pid=%d: <- %s", w->id, (int)w->pid,
 	    proto_type_name(f->type));
 	if (w->state == W_STARTING && f->type != FRAME_HELLO) {
-		worker_protocol_error(w, "frame before hello");
+		snprintf(err, sizeof(err), "a %s frame came first",
+		    proto_type_name(f->type));
+		worker_protocol_error(w, err);
 		return;
 	}
 	switch (f->type) {
@@ -338,5 +391,6 @@ wsock_close(struct wsock *s)
 	if (s->bev != NULL) {
 		bufferevent_free(s->bev);
 		s->bev = NULL;
+		pool_worker_unreachable(s->w);
 	}
 }

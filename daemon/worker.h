@@ -12,6 +12,9 @@
  *     own state (conn);
  *   - hands every frame the peer sends to worker_input(), and reports a
  *     connection that closed with worker_closed();
+ *   - once nothing more can be sent to the peer (its connection closed),
+ *     calls pool_worker_unreachable(): the deadlines of its updates stop,
+ *     as it can no longer be told to cancel;
  *   - once no process can still work on the worker's updates (a child
  *     reaped, a peer disconnected, a relay declared lost), calls
  *     pool_worker_gone(): its updates are given back and it is freed.
@@ -89,6 +92,8 @@ struct worker {
 	int			 shutdown_sent;
 	int			 retired;	/* the pool asked it to go */
 	int64_t			 grace;		/* ms from cancel to terminate; 0: kill_grace */
+	int			 complaints;	/* frames tolerated, not obeyed */
+	char			 cut[192];	/* why the daemon cut it off */
 	struct event		*hello_timer;
 	TAILQ_HEAD(, run)	 runs;		/* its jobs */
 	TAILQ_ENTRY(worker)	 entry;		/* the pool's workers */
@@ -114,6 +119,12 @@ struct worker	*pool_worker_new(struct pool *, const struct worker_ops *,
 #define WORKER_EARLY	0x2
 #define WORKER_UNSTARTED 0x4	/* never ran (its start failed): not counted */
 void		 pool_worker_gone(struct worker *, const char *why, int how);
+/*
+ * Nothing more can be sent to w: the deadlines of what it holds stop (no
+ * cancel it could not hear, no timeout reported for a worker cut off);
+ * its updates come back with pool_worker_gone().
+ */
+void		 pool_worker_unreachable(struct worker *);
 /* Tell the pool's user that slots may have appeared. */
 void		 pool_capacity(struct pool *);
 struct event_base *pool_base(const struct pool *);
@@ -129,7 +140,10 @@ void		 pool_slots_changed(struct worker *, int before);
 /* w said hello and was welcomed: it takes updates now. */
 void		 pool_worker_ready(struct worker *);
 json_t		*pool_bot(const struct pool *);
-/* done / fail / call for job id: 0, or -1 if w does not hold id. */
+/*
+ * done / fail / call for job id: 0, or -1 if w does not hold id (nothing
+ * happened: what the worker is told is the protocol's business).
+ */
 int		 pool_run_done(struct worker *, int64_t id, json_t *calls);
 int		 pool_run_failed(struct worker *, int64_t id, const char *why,
 		    int retry);
@@ -146,7 +160,10 @@ void		 worker_set_state(struct worker *, enum worker_state);
 void		 worker_input(struct worker *, struct frame *);
 /* The peer closed its end, or the connection failed. */
 void		 worker_closed(struct worker *);
-/* Cut w off for breaking the protocol (logged, counted). */
+/*
+ * Cut w off for breaking the protocol (logged, counted, remembered in
+ * w->cut); before hello, that is a refused hello.
+ */
 void		 worker_protocol_error(struct worker *, const char *why);
 int		 worker_send_frame(struct worker *, const struct frame *);
 /* No more updates for w; shutdown once it holds none. */

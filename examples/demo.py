@@ -35,7 +35,7 @@ api_url = {api_url}
 token_file = {token_file}
 state_dir = {tmp}/state
 workers = {workers}
-worker_command = env ECHO_STATE_DIR={echo_state} {builddir}/examples/echo
+worker_command = env ECHO_STATE_DIR={echo_state} {builddir}/examples/echo-worker
 session_key = {session_key}
 poll_timeout = 10s
 control_socket = {tmp}/control.sock

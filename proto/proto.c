@@ -17,6 +17,7 @@
 
 #define PROTO_MAX_METHOD	64	/* bytes of a Bot API method name */
 #define PROTO_MAX_NAME		256	/* bytes of hello's "name" */
+#define PROTO_MAX_API		512	/* bytes of welcome's api_root, api_token */
 
 static const struct {
 	const char	*name;
@@ -231,8 +232,16 @@ pdec_welcome(struct pdec *d, struct frame *f)
 	    pdec_int32(d, "worker_id", 0, 0, INT_MAX,
 	    &f->u.welcome.worker_id) ||
 	    pdec_object(d, "bot", 0, &f->u.welcome.bot) ||
-	    pdec_int(d, "max_frame", 0, 1, INT64_MAX, &f->u.welcome.max_frame))
+	    pdec_int(d, "max_frame", 0, PROTO_MIN_FRAME, PROTO_MAX_FRAME,
+	    &f->u.welcome.max_frame) ||
+	    pdec_string(d, "api_root", 1, PROTO_MAX_API,
+	    &f->u.welcome.api_root) ||
+	    pdec_string(d, "api_token", 1, PROTO_MAX_API,
+	    &f->u.welcome.api_token))
 		return -1;
+	/* the one is no use without the other */
+	if ((f->u.welcome.api_root == NULL) != (f->u.welcome.api_token == NULL))
+		return pdec_fail(d, "api_root and api_token come together");
 	return 0;
 }
 
@@ -407,6 +416,13 @@ proto_parse(struct pdec *d, const char *line, size_t len)
 		return NULL;
 	}
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL && json_error_code(&jerr) ==
+	    json_error_numeric_overflow) {
+		/* a ref or a chat_id of 2^64: say which rule it breaks */
+		pdec_fail(d, "number out of range (integers must fit in 64 "
+		    "bits, reals must be finite): %s", jerr.text);
+		return NULL;
+	}
 	if (root == NULL) {
 		pdec_fail(d, "malformed JSON: %s", jerr.text);
 		return NULL;
@@ -568,7 +584,10 @@ penc_body(json_t *o, const struct frame *f)
 		return penc_int(o, "protocol", f->u.welcome.protocol) ||
 		    penc_int(o, "worker_id", f->u.welcome.worker_id) ||
 		    penc_ref(o, "bot", f->u.welcome.bot) ||
-		    penc_int(o, "max_frame", f->u.welcome.max_frame);
+		    penc_int(o, "max_frame", f->u.welcome.max_frame) ||
+		    (f->u.welcome.api_root && penc_str(o, "api_root",
+		    f->u.welcome.api_root)) || (f->u.welcome.api_token &&
+		    penc_str(o, "api_token", f->u.welcome.api_token));
 	case FRAME_UPDATE:
 		return penc_int(o, "id", f->u.update.id) ||
 		    penc_ref(o, "keys", f->u.update.keys) ||

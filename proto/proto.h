@@ -14,6 +14,7 @@
 
 #define PROTO_VERSION		1
 #define PROTO_MAX_FRAME		(1024 * 1024)	/* bytes, newline included */
+#define PROTO_MIN_FRAME		64		/* least welcome.max_frame */
 #define PROTO_MAX_SLOTS		1024		/* "slots" in hello */
 #define PROTO_MAX_REF		128		/* bytes of a call's "ref" string */
 #define PROTO_MAX_CALLS		100		/* "calls" attached to one done */
@@ -52,7 +53,9 @@ struct frame {
 	union {
 		struct { int protocol; int slots; const char *name; } hello;
 		struct { int protocol; int worker_id; json_t *bot;
-			 int64_t max_frame; } welcome;
+			 int64_t max_frame;
+			 const char *api_root, *api_token; } welcome;
+						/* api_*: NULL if absent */
 		struct { int64_t id; json_t *keys; int attempt;
 			 int64_t deadline; json_t *update; } update;
 		struct { int64_t id; json_t *calls; } done;	/* calls may be NULL */

@@ -19,6 +19,7 @@
 #ifndef TGRUNNER_WORKER_H
 #define TGRUNNER_WORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -153,7 +154,11 @@ int		 tgw_process(struct tgw *, tgw_event_fn cb, void *arg);
  * Answer an update this worker holds.  calls (stolen, may be NULL) is an
  * array of {"method","params"} run by the daemon after the update is done.
  * The frame is queued and written as far as the socket takes it.  Returns
- * 0, or -1 (id not held, invalid calls, frame too large, I/O error).
+ * 0, or -1 (id not held, invalid calls, frame too large, I/O error).  A
+ * done that cannot be sent as built (invalid calls, or longer than the
+ * daemon's max_frame) fails with errno EMSGSIZE and nothing sent: the
+ * update is still held, answer it with tgw_fail(..., retry 0) (PROTOCOL.md
+ * section 5).
  */
 int		 tgw_done(struct tgw *, int64_t id, json_t *calls);
 int		 tgw_fail(struct tgw *, int64_t id, const char *error,
@@ -167,6 +172,32 @@ int		 tgw_send_call(struct tgw *, int64_t id, json_t *ref,
 int		 tgw_want_write(const struct tgw *);
 /* Write what the socket takes: 0 all written, 1 some left, -1 error. */
 int		 tgw_flush(struct tgw *);
+
+/* ---- the Bot API endpoint and downloads ------------------------------------ */
+
+/*
+ * The daemon's Bot API endpoint for this worker (tgrunner-protocol(7)):
+ * welcome's api_root ("http://127.0.0.1:41234" or "unix:/path") and
+ * api_token (a credential used where a bot token goes), else
+ * $TGRUNNER_API_ROOT and $TGRUNNER_API_TOKEN; NULL when there is none.
+ * Any HTTP Bot API client can use them.  Valid until tgw_close().
+ */
+const char	*tgw_api_root(const struct tgw *);
+const char	*tgw_api_token(const struct tgw *);
+/*
+ * Download the file of file_id (a photo's, a document's, from an update)
+ * through that endpoint: getFile, then the file.  Blocks (at most a minute
+ * without progress).  max_size bounds the file, 0 for none but the
+ * daemon's download_max_size.  tgw_download writes it to path (created or
+ * truncated; removed again on error); tgw_download_mem returns it in
+ * *data (malloc'd, with a NUL after the *len bytes; the caller frees it).
+ * Returns 0, or -1 with tgw_error() set: no endpoint, the Bot API's error
+ * (e.g. "getFile: 400 Bad Request: invalid file_id"), too large, I/O.
+ */
+int		 tgw_download(struct tgw *, const char *file_id,
+		    const char *path, int64_t max_size);
+int		 tgw_download_mem(struct tgw *, const char *file_id,
+		    int64_t max_size, void **data, size_t *len);
 
 /* ---- helpers on Update objects -------------------------------------------- */
 

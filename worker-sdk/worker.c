@@ -28,6 +28,7 @@
 
 #include "proto.h"
 #include "tgrunner-worker.h"
+#include "tgw-private.h"
 
 #define TGW_INBUF_MIN		16384
 #define TGW_OUTBUF_MAX		(64 * PROTO_MAX_FRAME)	/* unsent bytes */
@@ -61,6 +62,8 @@ struct tgw {
 	int			 broken;	/* read or protocol error */
 	int			 shutdown;
 	char			 err[256];
+	char			*api_root;	/* the Bot API endpoint, or NULL */
+	char			*api_token;
 };
 
 struct tgw_ctx {
@@ -72,14 +75,32 @@ struct tgw_ctx {
 };
 
 static int
+tgw_vseterr(struct tgw *w, const char *fmt, va_list ap)
+{
+	vsnprintf(w->err, sizeof(w->err), fmt, ap);
+	fprintf(stderr, "tgrunner-worker: %s\n", w->err);
+	return -1;
+}
+
+static int
 tgw_seterr(struct tgw *w, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(w->err, sizeof(w->err), fmt, ap);
+	tgw_vseterr(w, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "tgrunner-worker: %s\n", w->err);
+	return -1;
+}
+
+int
+tgwi_seterr(struct tgw *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	tgw_vseterr(w, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
@@ -211,6 +232,10 @@ tgw_close(struct tgw *w)
 	if (w->fd >= 0)
 		close(w->fd);
 	json_decref(w->bot);
+	free(w->api_root);
+	if (w->api_token != NULL)
+		explicit_bzero(w->api_token, strlen(w->api_token));
+	free(w->api_token);
 	free(w->held);
 	free(w->in);
 	free(w->out);
@@ -287,14 +312,20 @@ tgw_send(struct tgw *w, const struct frame *f)
 	char *line;
 	int r;
 
-	if ((line = proto_encode(f, &len)) == NULL)
-		return tgw_seterr(w, "cannot encode %s frame (invalid or "
-		    "larger than %d bytes)", proto_type_name(f->type),
-		    PROTO_MAX_FRAME);
+	/* EMSGSIZE: nothing was sent, the caller may answer otherwise */
+	if ((line = proto_encode(f, &len)) == NULL) {
+		tgw_seterr(w, "cannot encode %s frame (invalid or larger than "
+		    "%d bytes)", proto_type_name(f->type), PROTO_MAX_FRAME);
+		errno = EMSGSIZE;
+		return -1;
+	}
 	if ((int64_t)len > w->max_frame) {
 		free(line);
-		return tgw_seterr(w, "%s frame larger than the daemon's "
-		    "max_frame", proto_type_name(f->type));
+		tgw_seterr(w, "%s frame of %zu bytes, more than the daemon's "
+		    "max_frame %lld", proto_type_name(f->type), len,
+		    (long long)w->max_frame);
+		errno = EMSGSIZE;
+		return -1;
 	}
 	r = tgw_append(w, line, len);
 	free(line);
@@ -569,6 +600,24 @@ tgw_hello(struct tgw *w, const char *name)
 	return tgw_flush_all(w);
 }
 
+/* The Bot API endpoint: welcome's, else the environment's (spawned). */
+static int
+tgw_api_setup(struct tgw *w, const struct frame *f)
+{
+	const char *root = f->u.welcome.api_root, *token = f->u.welcome.api_token;
+
+	if (root == NULL || token == NULL) {
+		root = getenv("TGRUNNER_API_ROOT");
+		token = getenv("TGRUNNER_API_TOKEN");
+	}
+	if (root == NULL || token == NULL || *root == '\0' || *token == '\0')
+		return 0;
+	if ((w->api_root = strdup(root)) == NULL ||
+	    (w->api_token = strdup(token)) == NULL)
+		return -1;
+	return 0;
+}
+
 static int
 tgw_welcome(struct tgw *w)
 {
@@ -595,6 +644,10 @@ tgw_welcome(struct tgw *w)
 	w->worker_id = q->f.u.welcome.worker_id;
 	w->bot = json_incref(q->f.u.welcome.bot);
 	w->max_frame = q->f.u.welcome.max_frame;
+	if (tgw_api_setup(w, &q->f) == -1) {
+		tgw_qfree(q);
+		return tgw_seterr(w, "out of memory");
+	}
 	tgw_qfree(q);
 	return 0;
 }
@@ -654,6 +707,18 @@ const json_t *
 tgw_bot(const struct tgw *w)
 {
 	return w->bot;
+}
+
+const char *
+tgw_api_root(const struct tgw *w)
+{
+	return w->api_root;
+}
+
+const char *
+tgw_api_token(const struct tgw *w)
+{
+	return w->api_token;
 }
 
 int

@@ -24,6 +24,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -58,6 +59,9 @@
 #define FA_MAX_POLL_TIMEOUT	50
 #define FA_MAX_DELAY_MS		600000
 #define FA_GEN_BUF		512
+#define FA_MAX_FILES		1000		/* registered with /_ctl/file */
+#define FA_MAX_FILE_SIZE	(64 * 1024 * 1024)
+#define FA_FILE_CHUNK		(64 * 1024)	/* chunked answers */
 
 enum fa_fault_kind {
 	FAULT_5XX, FAULT_429, FAULT_SLOW, FAULT_TRUNCATED, FAULT_MALFORMED,
@@ -104,6 +108,17 @@ struct fa_callrec {
 	char		*method;
 	char		*json;
 	size_t		 len;
+};
+
+/* A file getFile knows and /file/bot<token>/<path> serves. */
+struct fa_file {
+	struct fa_file	*next;
+	char		*file_id;
+	char		*path;
+	unsigned char	*data;
+	size_t		 len;
+	int		 chunked;	/* served without Content-Length */
+	char		 sha256[65];
 };
 
 struct fa_released {
@@ -187,9 +202,13 @@ static struct {
 	struct fa_pending	*pending;
 	struct fa_pending	*held;
 	char			*webhook;
+	struct fa_file		*files;
+	size_t			 nfiles;
 
 	unsigned long long	 served;
 	unsigned long long	 polls;
+	unsigned long long	 unauthorized;	/* requests with a wrong token */
+	unsigned long long	 file_requests;	/* GET /file/bot<token>/... */
 } fa;
 
 static const char *fa_methods[] = {
@@ -738,9 +757,23 @@ fa_count_call(const char *method)
 		fa.polls++;
 }
 
+/* A request header worth recording, as ,"name":"value". */
 static void
-fa_record_call(const char *method, json_t *params, json_t *files,
-    const char *fault)
+fa_record_header(struct evbuffer *b, struct evhttp_request *req,
+    const char *header, const char *name)
+{
+	const char *v = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    header);
+
+	if (v == NULL)
+		return;
+	evbuffer_add_printf(b, ",\"%s\":", name);
+	fa_add_jstr(b, v);
+}
+
+static void
+fa_record_call(struct evhttp_request *req, const char *method, json_t *params,
+    json_t *files, const char *fault)
 {
 	struct fa_callrec *c;
 	struct evbuffer *b = evbuffer_new();
@@ -767,6 +800,8 @@ fa_record_call(const char *method, json_t *params, json_t *files,
 	}
 	if (fault != NULL)
 		evbuffer_add_printf(b, ",\"fault\":\"%s\"", fault);
+	fa_record_header(b, req, "X-Tgrunner-Update", "update_header");
+	fa_record_header(b, req, "User-Agent", "user_agent");
 	evbuffer_add(b, "}", 1);
 	c->len = evbuffer_get_length(b);
 	c->json = fa_xrealloc(NULL, c->len);
@@ -1468,6 +1503,63 @@ fa_m_sendmessage(struct fa_call *c)
 	json_decref(msg);
 }
 
+static struct fa_file *
+fa_file_by_id(const char *id)
+{
+	struct fa_file *f;
+
+	LL_FOREACH(fa.files, f)
+		if (strcmp(f->file_id, id) == 0)
+			return f;
+	return NULL;
+}
+
+static struct fa_file *
+fa_file_by_path(const char *path)
+{
+	struct fa_file *f;
+
+	LL_FOREACH(fa.files, f)
+		if (strcmp(f->path, path) == 0)
+			return f;
+	return NULL;
+}
+
+/* A File object; its file_unique_id is "u" and the file_id. */
+static void
+fa_file_json(struct evbuffer *b, const struct fa_file *f)
+{
+	char uid[300];
+
+	evbuffer_add_printf(b, "{\"file_id\":");
+	fa_add_jstr(b, f->file_id);
+	snprintf(uid, sizeof(uid), "u%s", f->file_id);
+	evbuffer_add_printf(b, ",\"file_unique_id\":");
+	fa_add_jstr(b, uid);
+	evbuffer_add_printf(b, ",\"file_size\":%zu,\"file_path\":", f->len);
+	fa_add_jstr(b, f->path);
+	evbuffer_add(b, "}", 1);
+}
+
+static void
+fa_m_getfile(struct fa_call *c)
+{
+	const char *id = fa_param_str(c->params, "file_id", "");
+	struct fa_file *f;
+
+	if (*id == '\0') {
+		fa_call_error(c, 400, "Bad Request: file_id is empty");
+		return;
+	}
+	if ((f = fa_file_by_id(id)) == NULL) {
+		fa_call_error(c, 400, "Bad Request: invalid file_id");
+		return;
+	}
+	evbuffer_add(c->out, "{\"ok\":true,\"result\":", 20);
+	fa_file_json(c->out, f);
+	evbuffer_add(c->out, "}", 1);
+}
+
 static void
 fa_m_other(struct fa_call *c)
 {
@@ -1484,6 +1576,7 @@ static const struct {
 	{ "deleteWebhook",	fa_m_deletewebhook },
 	{ "getWebhookInfo",	fa_m_getwebhookinfo },
 	{ "sendMessage",	fa_m_sendmessage },
+	{ "getFile",		fa_m_getfile },
 };
 
 static void
@@ -1652,8 +1745,10 @@ fa_bot_path(struct evhttp_request *req, char *method, size_t msz)
 	    strchr(slash + 1, '/') != NULL)
 		return 404;
 	toklen = slash - tok;
-	if (toklen != strlen(fa.token) || memcmp(tok, fa.token, toklen) != 0)
+	if (toklen != strlen(fa.token) || memcmp(tok, fa.token, toklen) != 0) {
+		fa.unauthorized++;
 		return 401;
+	}
 	fa_canon_method(slash + 1, strlen(slash + 1), method, msz);
 	return 0;
 }
@@ -1727,12 +1822,176 @@ fa_bot_dispatch(struct evhttp_request *req, const char *prior)
 	c.status = 200;
 	c.out = evbuffer_new();
 	if (strcmp(c.method, "getUpdates") != 0)
-		fa_record_call(c.method, c.params, c.files, c.fault);
+		fa_record_call(req, c.method, c.params, c.files, c.fault);
 	fa_method_run(&c);
 	fa_call_finish(&c, f);
 	evbuffer_free(c.out);
 	json_decref(c.params);
 	json_decref(c.files);
+}
+
+/* --- files ---------------------------------------------------------------- */
+
+static void
+fa_file_free(struct fa_file *f)
+{
+	free(f->file_id);
+	free(f->path);
+	free(f->data);
+	free(f);
+}
+
+static void
+fa_files_clear(void)
+{
+	struct fa_file *f, *tmp;
+
+	LL_FOREACH_SAFE(fa.files, f, tmp) {
+		LL_DELETE(fa.files, f);
+		fa_file_free(f);
+	}
+	fa.nfiles = 0;
+}
+
+/* Chunked, FA_FILE_CHUNK at a time, as a server without Content-Length. */
+static void
+fa_file_send_chunked(struct evhttp_request *req, const struct fa_file *f)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t off, n;
+
+	evhttp_send_reply_start(req, 200, "OK");
+	for (off = 0; off < f->len; off += n) {
+		n = f->len - off < FA_FILE_CHUNK ? f->len - off : FA_FILE_CHUNK;
+		evbuffer_add(b, f->data + off, n);
+		evhttp_send_reply_chunk(req, b);
+	}
+	evhttp_send_reply_end(req);
+	evbuffer_free(b);
+}
+
+/* GET /file/bot<token>/<file_path>, as Telegram's file server answers it. */
+static void
+fa_file_dispatch(struct evhttp_request *req, const char *path)
+{
+	const char *tok = path + 9, *slash = strchr(tok, '/');
+	struct evbuffer *b;
+	struct fa_file *f;
+	char *fp;
+
+	fa.file_requests++;
+	if (slash == NULL || (size_t)(slash - tok) != strlen(fa.token) ||
+	    memcmp(tok, fa.token, slash - tok) != 0) {
+		fa.unauthorized++;
+		fa_send_error(req, 401, "Unauthorized");
+		return;
+	}
+	fp = evhttp_uridecode(slash + 1, 0, NULL);
+	f = fp != NULL ? fa_file_by_path(fp) : NULL;
+	free(fp);
+	if (f == NULL) {
+		fa_send_error(req, 404, "Not Found");
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/octet-stream");
+	if (f->chunked) {
+		fa_file_send_chunked(req, f);
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add_reference(b, f->data, f->len, NULL, NULL);
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
+/* size bytes of splitmix64 output from seed: the same file every time. */
+static unsigned char *
+fa_file_generate(size_t size, uint64_t seed)
+{
+	unsigned char *p = fa_xrealloc(NULL, size);
+	uint64_t s = seed, v = 0;
+	size_t i;
+
+	for (i = 0; i < size; i++) {
+		if (i % 8 == 0)
+			v = fa_rand(&s);
+		p[i] = (unsigned char)(v >> (8 * (i % 8)));
+	}
+	return p;
+}
+
+static const char *
+fa_file_parse(json_t *j, struct fa_file *f)
+{
+	const char *id = fa_param_str(j, "file_id", "");
+	const char *content = fa_param_str(j, "content", NULL);
+	const char *path = fa_param_str(j, "file_path", NULL);
+	long long size = fa_param_int(j, "size", -1);
+	char buf[64];
+
+	if (*id == '\0' || strlen(id) > 255)
+		return "file_id must be 1 to 255 bytes";
+	if (fa_file_by_id(id) != NULL)
+		return "file_id is registered already";
+	if (fa.nfiles >= FA_MAX_FILES)
+		return "too many files";
+	if ((content == NULL) == (size < 0))
+		return "give content or size";
+	if (size > FA_MAX_FILE_SIZE)
+		return "size must be at most 64M";
+	if (path == NULL) {
+		snprintf(buf, sizeof(buf), "documents/file_%zu.bin", fa.nfiles);
+		path = buf;
+	}
+	if (*path == '\0' || fa_file_by_path(path) != NULL)
+		return "file_path is empty or registered already";
+	f->file_id = fa_xstrdup(id);
+	f->path = fa_xstrdup(path);
+	f->chunked = fa_param_bool(j, "chunked");
+	if (content != NULL) {
+		f->len = strlen(content);
+		f->data = (unsigned char *)fa_xstrdup(content);
+	} else {
+		f->len = (size_t)size;
+		f->data = fa_file_generate(f->len,
+		    (uint64_t)fa_param_int(j, "seed", 1));
+	}
+	fa_sha256_hex(f->data, f->len, f->sha256);
+	return NULL;
+}
+
+static json_t	*fa_ctl_body(struct evhttp_request *, int);
+
+static void
+fa_ctl_file(struct evhttp_request *req)
+{
+	struct fa_file *f;
+	struct evbuffer *b;
+	const char *err;
+	char desc[128];
+	json_t *j;
+
+	if ((j = fa_ctl_body(req, 1)) == NULL)
+		return;
+	f = fa_xrealloc(NULL, sizeof(*f));
+	memset(f, 0, sizeof(*f));
+	err = json_is_object(j) ? fa_file_parse(j, f) : "expected an object";
+	json_decref(j);
+	if (err != NULL) {
+		fa_file_free(f);
+		snprintf(desc, sizeof(desc), "Bad Request: %s", err);
+		fa_send_error(req, 400, desc);
+		return;
+	}
+	LL_APPEND(fa.files, f);
+	fa.nfiles++;
+	b = evbuffer_new();
+	evbuffer_add_printf(b, "{\"ok\":true,\"file\":");
+	fa_file_json(b, f);
+	evbuffer_add_printf(b, ",\"sha256\":\"%s\"}", f->sha256);
+	fa_send_json(req, 200, b);
+	evbuffer_free(b);
 }
 
 /* --- control interface -------------------------------------------------- */
@@ -1956,7 +2215,9 @@ fa_ctl_stats(struct evhttp_request *req)
 		fa_add_jstr(b, c->method);
 		evbuffer_add_printf(b, ":%lu", c->n);
 	}
-	evbuffer_add_printf(b, "},\"held\":%d,\"webhook\":", fa.held != NULL);
+	evbuffer_add_printf(b, "},\"unauthorized\":%llu,\"file_requests\":%llu"
+	    ",\"held\":%d,\"webhook\":", fa.unauthorized, fa.file_requests,
+	    fa.held != NULL);
 	fa_add_jstr(b, fa.webhook ? fa.webhook : "");
 	evbuffer_add(b, "}", 1);
 	fa_send_json(req, 200, b);
@@ -2099,7 +2360,8 @@ fa_ctl_reset(struct evhttp_request *req)
 	fa_dq_free(&fa.released);
 	free(fa.webhook);
 	fa.webhook = NULL;
-	fa.served = fa.polls = 0;
+	fa_files_clear();
+	fa.served = fa.polls = fa.unauthorized = fa.file_requests = 0;
 	fa.confirmed_offset = 0;
 	fa_allowed_set(NULL);
 	fa_send_text(req, 200, "{\"ok\":true}");
@@ -2118,6 +2380,7 @@ static const struct {
 	{ "/_ctl/fault/clear",	NULL },
 	{ "/_ctl/restart_ids",	fa_ctl_restart_ids },
 	{ "/_ctl/reset",	fa_ctl_reset },
+	{ "/_ctl/file",		fa_ctl_file },
 };
 
 static void
@@ -2166,18 +2429,33 @@ fa_request(struct evhttp_request *req, void *arg)
 	fa_nodelay(req);
 	if (path != NULL && strncmp(path, "/_ctl/", 6) == 0)
 		fa_ctl_dispatch(req, path);
+	else if (path != NULL && strncmp(path, "/file/bot", 9) == 0)
+		fa_file_dispatch(req, path);
 	else
 		fa_bot_dispatch(req, NULL);
 }
 
 /* --- start-up ------------------------------------------------------------- */
 
+static const char fa_usage_text[] =
+    "usage: tgrunner-fakeapi [-hvV] [-l 127.0.0.1:PORT] [-t TOKEN] "
+    "[-p PORTFILE] [-s SEED]\n"
+    "                        [-f FIRST_UPDATE_ID]\n"
+    "  -l ADDR   listen address (default 127.0.0.1:8081; port 0: any free)\n"
+    "  -t TOKEN  bot token accepted (default " FA_DEFAULT_TOKEN ")\n"
+    "  -p FILE   write the port there once listening\n"
+    "  -s SEED   default seed of /_ctl/generate (default 1)\n"
+    "  -f ID     first update_id (default 1000)\n"
+    "  -v        log every request to stderr\n"
+    "  -h, --help     print this help and exit\n"
+    "  -V, --version  print the version and exit\n";
+
+/* A usage error: sysexits' EX_USAGE, help on stderr. */
 static void
 fa_usage(void)
 {
-	fprintf(stderr, "usage: tgrunner-fakeapi [-v] [-l 127.0.0.1:PORT] "
-	    "[-t TOKEN] [-p PORTFILE] [-s SEED] [-f FIRST_UPDATE_ID]\n");
-	exit(2);
+	fputs(fa_usage_text, stderr);
+	exit(64);
 }
 
 static int
@@ -2259,6 +2537,7 @@ fa_shutdown(void)
 	fa_calls_clear();
 	fa_chats_clear();
 	fa_faults_clear();
+	fa_files_clear();
 	fa_dq_free(&fa.released);
 	while (fa.ntypes > 0)
 		free(fa.types[--fa.ntypes]);
@@ -2270,10 +2549,20 @@ static void
 fa_options(int argc, char *argv[], const char **listen_addr,
     const char **portfile, long long *first)
 {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	int ch;
 
-	while ((ch = getopt(argc, argv, "l:t:p:s:f:v")) != -1) {
+	while ((ch = getopt_long(argc, argv, "hl:t:p:s:f:vV", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
+		case 'h': fputs(fa_usage_text, stdout); exit(0);
+		case 'V':
+			printf("tgrunner-fakeapi %s\n", PACKAGE_VERSION);
+			exit(0);
 		case 'l': *listen_addr = optarg; break;
 		case 't': fa.token = optarg; break;
 		case 'p': *portfile = optarg; break;

@@ -175,6 +175,22 @@ class FakeApi:
     def reset(self):
         self._ctl("reset", {})
 
+    def add_file(self, file_id, content=None, size=None, seed=1,
+                 file_path=None, chunked=False):
+        """Register a file for getFile and /file/bot<token>/<path>: its
+        content (str), or size deterministic bytes made from seed.
+        Returns {"file": File object, "sha256": hex digest}."""
+        body = {"file_id": file_id, "chunked": chunked}
+        if content is not None:
+            body["content"] = content
+        if size is not None:
+            body["size"] = size
+            body["seed"] = seed
+        if file_path is not None:
+            body["file_path"] = file_path
+        res = self._ctl("file", body)
+        return {"file": res["file"], "sha256": res["sha256"]}
+
     # --- the Bot API side -------------------------------------------------
 
     def bot(self, method, _timeout=None, **params):

@@ -203,6 +203,9 @@ class Daemon:
             ("api_url", fake.url),
             ("token_file", self.token_path),
             ("state_dir", self.state_dir),
+            # never the built-in default under RUNSTATEDIR: a test must not
+            # take over the socket of an installed daemon
+            ("control_socket", os.path.join(tmpdir, "control.sock")),
             ("journal_fsync", "batch"),
             ("workers", workers),
             ("worker_command", worker_command or shlex.quote(worker_path())),

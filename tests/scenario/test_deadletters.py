@@ -49,6 +49,14 @@ class DeadLetters(ScenarioCase):
         d.wait_ready()
         self.assertEqual(self.ctl(d, "dead-letters", "retry", str(ids[0]))
                          ["requeued"], 1)
+        # it is no dead letter any more: a retry of it says so and fails
+        again = subprocess.run([build_path("tgrunnerctl"), "-s",
+                                d.conf["control_socket"], "dead-letters",
+                                "retry", str(ids[0])], capture_output=True,
+                               text=True, timeout=10)
+        self.assertEqual(again.returncode, 1, again.stderr)
+        self.assertIn("no dead letter with update_id %d" % ids[0],
+                      again.stderr)
         self.assertEqual(self.ctl(d, "dead-letters", "retry", "all")
                          ["requeued"], 19)
         rec = d.records()

@@ -1,7 +1,7 @@
 /*
  * Unit tests of daemon/conf.c: every value type, every error class with its
  * file:line, and the agreement of the option table with tgrunner.conf(5)
- * and examples/tgrunner.conf (found through $TG_SRCDIR).
+ * and examples/tgrunner.conf, as installed (inst/ under $TG_BUILDDIR).
  */
 #include "config.h"
 
@@ -92,7 +92,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.drop_pending_updates, 0);
 	ck_assert_int_eq(c.backoff_min, 100);
 	ck_assert_int_eq(c.backoff_max, 30000);
-	ck_assert_str_eq(c.state_dir, "/var/lib/tgrunner");
+	ck_assert_str_eq(c.state_dir, LOCALSTATEDIR "/lib/tgrunner");
 	ck_assert_int_eq(c.journal_fsync, FSYNC_BATCH);
 	ck_assert_int_eq(c.session_key_n, 1);
 	ck_assert_int_eq(c.session_key[0], KEY_CHAT);
@@ -109,7 +109,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c.hello_timeout, 10000);
 	ck_assert_ptr_null(c.listen);
 	ck_assert_ptr_null(c.listen_allow);
-	ck_assert_ptr_null(c.control_socket);
+	/* the same path as tgrunnerctl's default */
+	ck_assert_str_eq(c.control_socket, RUNSTATEDIR "/tgrunner/control.sock");
 	ck_assert_ptr_null(c.metrics_listen);
 	ck_assert_int_eq(c.shutdown_timeout, 30000);
 	ck_assert_int_eq(c.log_level, LOG_LVL_INFO);
@@ -474,6 +475,35 @@ START_TEST(test_cross_checks)
 }
 END_TEST
 
+START_TEST(test_worker_api_listen)
+{
+	load_ok(CMD);
+	ck_assert_str_eq(c.worker_api_listen, "127.0.0.1:0");
+	ck_assert_int_eq(c.download_max_size, 20 * 1024 * 1024);
+	ck_assert_int_eq(c.worker_api_timeout, 30000);
+	ck_assert_ptr_null(c.local_files_dir);
+	load_ok(CMD "worker_api_listen = [::1]:8443\n");
+	ck_assert_str_eq(c.worker_api_listen, "[::1]:8443");
+	load_ok(CMD "worker_api_listen = localhost:0\n");
+	load_ok(CMD "worker_api_listen = unix:/run/tgrunner/api.sock\n");
+	ck_assert_str_eq(c.worker_api_listen, "unix:/run/tgrunner/api.sock");
+	load_ok(CMD "worker_api_listen =\n");
+	ck_assert_ptr_null(c.worker_api_listen);
+	/* the bot's API with the token behind it: never off loopback */
+	load_err(CMD "worker_api_listen = 0.0.0.0:8080\n", 2,
+	    "not a loopback address");
+	load_err(CMD "worker_api_listen = 10.1.2.3:0\n", 2,
+	    "not a loopback address");
+	load_err(CMD "worker_api_listen = unix:relative.sock\n", 2,
+	    "unix: and an absolute socket path");
+	load_err(CMD "worker_api_listen = 127.0.0.1\n", 2, "host:port");
+	load_err(CMD "worker_api_listen = 127.0.0.1:65536\n", 2, "host:port");
+	load_err(CMD "download_max_size = 0\n", 2, "download_max_size");
+	load_err(CMD "worker_api_timeout = 500ms\n", 2, "worker_api_timeout");
+	load_err(CMD "local_files_dir = relative\n", 2, "absolute path");
+}
+END_TEST
+
 /* On error c is zeroed: a caller that drops it leaks nothing. */
 START_TEST(test_error_leaves_nothing)
 {
@@ -592,18 +622,23 @@ table_rows(struct row *rows, int max)
 	return n;
 }
 
+/*
+ * A file as installed: the build tree's inst/ has the man pages and the
+ * configuration with the configured paths (so with this build's defaults).
+ */
 static char *
 slurp(const char *rel)
 {
-	const char	*srcdir = getenv("TG_SRCDIR");
+	const char	*builddir = getenv("TG_BUILDDIR");
 	char		 file[1024], *buf = NULL;
 	size_t		 cap = 0;
 	FILE		*fp;
 	ssize_t		 n;
 
-	snprintf(file, sizeof(file), "%s/%s", srcdir ? srcdir : ".", rel);
+	snprintf(file, sizeof(file), "%s/inst/%s", builddir ? builddir : ".",
+	    rel);
 	fp = fopen(file, "r");
-	ck_assert_msg(fp != NULL, "%s: %s (set TG_SRCDIR)", file,
+	ck_assert_msg(fp != NULL, "%s: %s (set TG_BUILDDIR, run make)", file,
 	    strerror(errno));
 	n = getdelim(&buf, &cap, '\0', fp);
 	ck_assert_int_gt(n, 0);
@@ -620,7 +655,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 52);
+	ck_assert_int_eq(n, 58);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -692,7 +727,7 @@ START_TEST(test_example_complete)
 	char		 want[32768], *ex, *line;
 	int		 i, n;
 
-	ex = slurp("examples/tgrunner.conf");
+	ex = slurp("tgrunner.conf");
 	n = table_rows(rows, 64);
 	for (i = 0; i < n; i++) {
 		/* Commented out at its default, or set. */
@@ -702,7 +737,7 @@ START_TEST(test_example_complete)
 			continue;
 		snprintf(want, sizeof(want), "\n%s = ", rows[i].name);
 		line = strstr(ex, want);
-		ck_assert_msg(line != NULL, "examples/tgrunner.conf lacks %s "
+		ck_assert_msg(line != NULL, "tgrunner.conf lacks %s "
 		    "(or has a default other than '%s')", rows[i].name,
 		    rows[i].def);
 	}
@@ -710,7 +745,7 @@ START_TEST(test_example_complete)
 	conf_clear(&c);
 	write_bytes(ex, strlen(ex));
 	if (conf_load(path, &c, &err) != 0)
-		ck_abort_msg("examples/tgrunner.conf:%d: %s", err.line,
+		ck_abort_msg("inst/tgrunner.conf:%d: %s", err.line,
 		    err.msg);
 	free(ex);
 }
@@ -790,9 +825,36 @@ START_TEST(test_man_page_reload)
 		free(entry);
 		n++;
 	}
-	ck_assert_int_eq(n, 52);
+	ck_assert_int_eq(n, 58);
 	free(buf);
 	free(man);
+}
+END_TEST
+
+/* Options the other program reads are named; both programs' own are not. */
+START_TEST(test_unused)
+{
+	char	 buf[512], small[24];
+
+	load_ok("workers = 0\nnats_url = nats://127.0.0.1:4222\n"
+	    "relay_name = r1\nlog_level = info\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(buf, "");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 1);
+	ck_assert_str_eq(buf, "relay_name");
+
+	load_ok("api_url = http://127.0.0.1:1\nstate_dir = /tmp\n"
+	    "session_key = user\nrelay_timeout = 5s\nworkers = 0\n"
+	    "nats_url = nats://127.0.0.1:4222\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 4);
+	ck_assert_str_eq(buf, "api_url, state_dir, session_key, "
+	    "relay_timeout");
+	/* too small: whole names, then "...", never a name after it */
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, sizeof(small)), 4);
+	ck_assert_str_eq(small, "api_url, state_dir, ...");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, 8), 4);
+	ck_assert_str_eq(small, "...");
 }
 END_TEST
 
@@ -825,11 +887,13 @@ conf_suite(void)
 	tcase_add_test(tc, test_syntax_errors);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_cross_checks);
+	tcase_add_test(tc, test_worker_api_listen);
 	tcase_add_test(tc, test_error_leaves_nothing);
 	tcase_add_test(tc, test_print_round_trip);
 	tcase_add_test(tc, test_dump_table_defaults);
 	tcase_add_test(tc, test_man_page_complete);
 	tcase_add_test(tc, test_example_complete);
+	tcase_add_test(tc, test_unused);
 	suite_add_tcase(s, tc);
 	return s;
 }

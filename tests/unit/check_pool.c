@@ -7,8 +7,11 @@
  * change to it.  Then real children, spawned and reaped.
  *
  * What is held: dispatch and free slots, affinity, what done/fail/call
- * mean, protocol errors, deadlines (cancel, then terminate), that a job is
- * given back only once its worker is gone, draining and recycling.
+ * mean (and that one for an update not held is tolerated: ignored, or a
+ * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
+ * protocol errors and why a worker was cut off, deadlines (cancel, then
+ * terminate; none for a worker cut off), that a job is given back only
+ * once its worker is gone, draining and recycling.
  */
 #include "config.h"
 
@@ -61,6 +64,7 @@ fake_send(struct worker *w, const char *line, size_t len)
 	return 0;
 }
 
+/* As a socket type does: nothing can be sent to it any more. */
 static void
 fake_close(struct worker *w, int sig)
 {
@@ -68,6 +72,7 @@ fake_close(struct worker *w, int sig)
 
 	f->closes++;
 	f->close_sig = sig;
+	pool_worker_unreachable(w);
 }
 
 static void
@@ -428,15 +433,20 @@ START_TEST(test_done_frees_slot)
 	ck_assert_uint_eq(pool_free_slots(pool), 2);
 	ck_assert_uint_eq(pool_running(pool), 0);
 
-	/* another worker's update, or one already done: cut off */
+	/* another worker's update, or one already done: ignored */
 	ck_assert_int_eq(pool_dispatch(pool, job(2), a->w), 0);
 	input(b->w, "{\"type\":\"done\",\"id\":2}");
-	ck_assert_int_eq(b->closes, 1);
-	ck_assert_int_eq(b->close_sig, SIGKILL);
+	ck_assert_int_eq(b->closes, 0);
+	ck_assert_ptr_nonnull(jobs[2]->owner);
 	input(a->w, "{\"type\":\"done\",\"id\":1}");
-	ck_assert_int_eq(a->closes, 1);
-	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
+	ck_assert_int_eq(a->closes, 0);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
 	ck_assert_int_eq(nevs, 1);
+	ck_assert_uint_eq(pool_running(pool), 1);
+	/* the update held is still the worker's to answer */
+	input(a->w, "{\"type\":\"done\",\"id\":2}");
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(evs[1].id, 2);
 }
 END_TEST
 
@@ -444,13 +454,17 @@ START_TEST(test_protocol_state)
 {
 	struct fake *a = connect_fake(0), *b;
 
+	/* before hello, any other frame is a refused hello */
 	input(a->w, "{\"type\":\"done\",\"id\":1}");
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(a->close_sig, SIGKILL);
+	ck_assert_str_eq(a->w->cut, "hello refused: a done frame came first");
 	b = ready_fake(1, 1);
+	ck_assert_str_eq(b->w->cut, "");
 	input(b->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
 	    PROTO_VERSION);
 	ck_assert_int_eq(b->closes, 1);
+	ck_assert_str_eq(b->w->cut, "protocol error: second hello");
 	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
 	/* another protocol version is not an error: it is told to go */
 	a = connect_fake(2);
@@ -459,6 +473,8 @@ START_TEST(test_protocol_state)
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(a->close_sig, SIGTERM);
 	ck_assert_int_eq(a->w->state, W_STARTING);
+	ck_assert_ptr_nonnull(strstr(a->w->cut, "hello refused: it speaks "
+	    "protocol"));
 	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 2);
 }
 END_TEST
@@ -471,7 +487,7 @@ START_TEST(test_given_back_only_when_gone)
 	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
 	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
 	/* cut off, but the process may still be working on both */
-	input(a->w, "{\"type\":\"done\",\"id\":7}");
+	worker_protocol_error(a->w, "test");
 	ck_assert_int_eq(a->closes, 1);
 	ck_assert_int_eq(count_evs('f'), 0);
 	ck_assert_uint_eq(pool_running(pool), 2);
@@ -507,8 +523,11 @@ START_TEST(test_fail_frame)
 	ck_assert_int_eq(evs[0].retry, 0);
 	ck_assert_int_eq(evs[1].retry, 1);
 	ck_assert_uint_eq(pool_free_slots(pool), 2);
+	/* answered already: the first answer counts, this one is ignored */
 	input(a->w, "{\"type\":\"fail\",\"id\":2,\"error\":\"again\"}");
-	ck_assert_int_eq(a->closes, 1);
+	ck_assert_int_eq(a->closes, 0);
+	ck_assert_int_eq(nevs, 2);
+	ck_assert_int_eq(a->w->complaints, 1);
 }
 END_TEST
 
@@ -620,6 +639,52 @@ START_TEST(test_late_done_counts)
 }
 END_TEST
 
+/* A worker stuck sending stray answers is tolerated, and logged boundedly. */
+START_TEST(test_stray_answers_bounded)
+{
+	struct fake *a = ready_fake(0, 1);
+	int i;
+
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	for (i = 0; i < 50; i++)
+		input(a->w, "{\"type\":\"done\",\"id\":%d}", 100 + i);
+	ck_assert_int_eq(a->closes, 0);
+	/* the complaint after the last one logged says that it was the last */
+	ck_assert_int_eq(a->w->complaints, 11);
+	ck_assert_int_eq(nevs, 0);
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(nevs, 1);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
+}
+END_TEST
+
+/*
+ * A worker cut off cannot be told to cancel: its deadlines stop, and its
+ * updates come back when it is gone, as what it died of, not as timeouts.
+ */
+START_TEST(test_cut_off_no_deadline)
+{
+	struct fake *a;
+
+	conf.update_timeout = 50;
+	conf.kill_grace = 50;
+	a = ready_fake(0, 2);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	worker_closed(a->w);
+	ck_assert_int_eq(a->closes, 1);
+	testloop_for(base, 300);
+	ck_assert_str_eq(sent_type(a, -1), "update");
+	ck_assert_int_eq(a->terms, 0);
+	ck_assert_int_eq(pool_stats(pool)->timeouts, 0);
+	ck_assert_int_eq(count_evs('f'), 0);
+	pool_worker_gone(a->w, "worker exited on signal 15", WORKER_CRASHED);
+	ck_assert_int_eq(count_evs('f'), 2);
+	ck_assert_str_eq(evs[0].text, "worker exited on signal 15");
+	ck_assert_str_eq(evs[1].text, "worker exited on signal 15");
+}
+END_TEST
+
 START_TEST(test_call_frames)
 {
 	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
@@ -637,11 +702,20 @@ START_TEST(test_call_frames)
 	ck_assert_int_eq(evs[0].worker_id, a->w->id);
 	ck_assert_str_eq(evs[0].text, "sendMessage");
 	ck_assert_int_eq(evs[1].id, 0);
-	/* a call for someone else's update */
+	/* a call for someone else's update: not made, answered with why */
 	input(b->w, "{\"type\":\"call\",\"id\":1,\"ref\":3,\"method\":"
 	    "\"getMe\"}");
-	ck_assert_int_eq(b->closes, 1);
+	ck_assert_int_eq(b->closes, 0);
 	ck_assert_int_eq(nevs, 2);
+	r = sent(b, -1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "type")),
+	    "result");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "ref")), 3);
+	ck_assert(json_is_false(json_object_get(r, "ok")));
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "error_code")),
+	    400);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "description")),
+	    "tgrunner: update 1 is not held by this worker");
 
 	pool_result(pool, a->w->id, ref, 1, res, 0, NULL, NULL, 0);
 	r = sent(a, -1);
@@ -740,15 +814,51 @@ have_problem(void *arg)
 #define SH_WORKER "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' " \
 	">&3; read -r l <&3; read -r l <&3; exit 3"
 
+static struct event *sigchld;
+
+/* `workers = 1` of cmd, reaped on SIGCHLD. */
+static void
+children_start(const char *cmd)
+{
+	sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+	evsignal_add(sigchld, NULL);
+	conf.workers = 1;
+	conf.worker_command = strdup(cmd);
+	pool_reconfigure(pool, &conf, 0);
+}
+
+/* The pool kills its children before nothing reaps them any more. */
+static void
+children_stop(void)
+{
+	pool_free(pool);
+	pool = NULL;
+	event_free(sigchld);
+}
+
+/*
+ * Children of cmd until the pool has a problem with them: that it says
+ * want, then how many times in a row (more children may have died by the
+ * time the test looks).
+ */
+static void
+children_problem(const char *cmd, const char *want)
+{
+	const char *p;
+
+	children_start(cmd);
+	TESTLOOP_UNTIL(base, have_problem, NULL, 20000, "a problem");
+	p = pool_problem(pool);
+	ck_assert_msg(strncmp(p, want, strlen(want)) == 0 &&
+	    strstr(p + strlen(want), " times in a row)") != NULL,
+	    "problem \"%s\", not \"%s...\"", p, want);
+}
+
 START_TEST(test_child_dies_with_update)
 {
-	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
 	json_t *a;
 
-	evsignal_add(sig, NULL);
-	conf.workers = 1;
-	conf.worker_command = strdup(SH_WORKER);
-	pool_reconfigure(pool, &conf, 0);
+	children_start(SH_WORKER);
 	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
 	ck_assert_int_eq(pool_stats(pool)->spawned, 1);
 	a = pool_describe(pool);
@@ -767,27 +877,36 @@ START_TEST(test_child_dies_with_update)
 	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "a new child");
 	ck_assert_int_eq(pool_stats(pool)->spawned, 2);
 	ck_assert_ptr_null(pool_problem(pool));
-	pool_free(pool);
-	pool = NULL;
-	event_free(sig);
+	children_stop();
 }
 END_TEST
 
 START_TEST(test_child_dies_before_hello)
 {
-	struct event *sig = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
-
-	evsignal_add(sig, NULL);
-	conf.workers = 1;
-	conf.worker_command = strdup("exit 1");
-	pool_reconfigure(pool, &conf, 0);
-	TESTLOOP_UNTIL(base, have_problem, NULL, 20000, "a problem");
-	ck_assert_ptr_nonnull(strstr(pool_problem(pool),
-	    "workers exit before hello (worker exited with status 1"));
+	children_problem("false", "workers exit before hello (worker exited "
+	    "with status 1, ");
 	ck_assert_uint_eq(pool_free_slots(pool), 0);
-	pool_free(pool);
-	pool = NULL;
-	event_free(sig);
+	children_stop();
+}
+END_TEST
+
+/* Children cut off before hello: the problem says why, not just "exit". */
+START_TEST(test_child_hello_refused)
+{
+	children_problem("printf '{\"type\":\"hello\",\"protocol\":1,"
+	    "\"slots\":0}\\n' >&3; sleep 30", "workers' hello refused: "
+	    "\"slots\" out of range (");
+	ck_assert_int_ge(pool_stats(pool)->protocol_errors, 1);
+	children_stop();
+}
+END_TEST
+
+START_TEST(test_child_hello_missing)
+{
+	conf.hello_timeout = 100;
+	children_problem("sleep 30", "workers' hello missing: none within "
+	    "100 ms (");
+	children_stop();
 }
 END_TEST
 
@@ -809,6 +928,8 @@ pool_suite(void)
 	tcase_add_test(tc, test_deadline);
 	tcase_add_test(tc, test_given_deadline_and_cancel);
 	tcase_add_test(tc, test_late_done_counts);
+	tcase_add_test(tc, test_stray_answers_bounded);
+	tcase_add_test(tc, test_cut_off_no_deadline);
 	tcase_add_test(tc, test_call_frames);
 	tcase_add_test(tc, test_shutdown_when_idle);
 	tcase_add_test(tc, test_recycle);
@@ -817,6 +938,8 @@ pool_suite(void)
 	tcase_add_checked_fixture(ch, setup, teardown);
 	tcase_add_test(ch, test_child_dies_with_update);
 	tcase_add_test(ch, test_child_dies_before_hello);
+	tcase_add_test(ch, test_child_hello_refused);
+	tcase_add_test(ch, test_child_hello_missing);
 	suite_add_tcase(s, ch);
 	return s;
 }

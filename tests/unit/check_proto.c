@@ -154,15 +154,94 @@ check_invalid(const char *name, const char *buf, size_t len)
 	ck_assert_ptr_null(f.root);
 }
 
+/* Well-formed, of a type nobody knows: the daemon refuses it, a worker ignores it. */
+static void
+check_ignored(const char *name, const char *buf, size_t len)
+{
+	struct frame f;
+	char err[256] = "";
+	json_t *root;
+
+	ck_assert_msg(strncmp(name, "d2w_", 4) == 0, "%s: not d2w_", name);
+	ck_assert_msg(proto_decode(buf, len, PROTO_D2W, &f, err,
+	    sizeof(err)) == -1, "%s: accepted", name);
+	ck_assert_msg(strstr(err, "unknown frame type") != NULL, "%s: %s",
+	    name, err);
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+	ck_assert_msg(json_is_object(root), "%s: not a JSON object", name);
+	json_decref(root);
+}
+
 START_TEST(vectors_valid)
 {
-	ck_assert_int_ge(for_each_vector("valid", check_valid), 20);
+	ck_assert_int_ge(for_each_vector("valid", check_valid), 40);
 }
 END_TEST
 
 START_TEST(vectors_invalid)
 {
-	ck_assert_int_ge(for_each_vector("invalid", check_invalid), 40);
+	ck_assert_int_ge(for_each_vector("invalid", check_invalid), 100);
+}
+END_TEST
+
+START_TEST(vectors_ignored)
+{
+	ck_assert_int_ge(for_each_vector("ignored", check_ignored), 2);
+}
+END_TEST
+
+/* One line of proto/vectors/sized: built, then judged like a file. */
+static void
+check_sized(char *spec)
+{
+	char verdict[16], dir[8], *tmpl, *at, *buf;
+	size_t total, head, tail;
+	struct frame f;
+	int n;
+
+	n = 0;
+	ck_assert_msg(sscanf(spec, "%15s %7s %zu %n", verdict, dir, &total,
+	    &n) == 3 && n > 0, "sized: bad line %s", spec);
+	tmpl = spec + n;
+	tmpl[strcspn(tmpl, "\n")] = '\0';
+	ck_assert_ptr_nonnull(at = strchr(tmpl, '@'));
+	head = at - tmpl;
+	tail = strlen(at + 1);
+	ck_assert(total > head + tail + 1);
+	buf = malloc(total);
+	ck_assert_ptr_nonnull(buf);
+	memcpy(buf, tmpl, head);
+	memset(buf + head, 'x', total - 1 - head - tail);
+	memcpy(buf + total - 1 - tail, at + 1, tail);
+	buf[total - 1] = '\n';
+	if (strcmp(verdict, "valid") == 0)
+		check_valid(tmpl, buf, total - 1);
+	else {
+		ck_assert_str_eq(verdict, "invalid");
+		ck_assert_int_eq(proto_decode(buf, total - 1,
+		    strcmp(dir, "w2d") == 0 ? PROTO_W2D : PROTO_D2W, &f, NULL,
+		    0), -1);
+	}
+	free(buf);
+}
+
+START_TEST(vectors_sized)
+{
+	char path[8192], line[1024];
+	FILE *fp;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/sized", vecdir);
+	ck_assert_msg((fp = fopen(path, "r")) != NULL, "cannot open %s",
+	    path);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		check_sized(line);
+		n++;
+	}
+	fclose(fp);
+	ck_assert_int_ge(n, 4);
 }
 END_TEST
 
@@ -494,6 +573,8 @@ proto_suite(void)
 
 	tcase_add_test(tc, vectors_valid);
 	tcase_add_test(tc, vectors_invalid);
+	tcase_add_test(tc, vectors_ignored);
+	tcase_add_test(tc, vectors_sized);
 	tcase_add_test(tc, type_table);
 	tcase_add_test(tc, frame_size_limit);
 	tcase_add_test(tc, not_nul_terminated);

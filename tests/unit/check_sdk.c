@@ -392,12 +392,16 @@ START_TEST(nb_oversize_answer)
 	big = malloc(PROTO_MAX_FRAME + 1);
 	memset(big, 'z', PROTO_MAX_FRAME);
 	big[PROTO_MAX_FRAME] = '\0';
+	errno = 0;
 	ck_assert_int_eq(tgw_done(w, 31, json_pack("[{s:s, s:{s:s}}]",
 	    "method", "sendMessage", "params", "text", big)), -1);
+	ck_assert_int_eq(errno, EMSGSIZE);
 	free(big);
 	ck_assert_int_eq(tgw_busy(w), 1);	/* still ours to answer */
+	errno = 0;
 	ck_assert_int_eq(tgw_done(w, 31, json_pack("[{s:s}]", "method",
 	    "bad method")), -1);
+	ck_assert_int_eq(errno, EMSGSIZE);
 	ck_assert_int_eq(tgw_fail(w, 31, "too big", 0), 0);
 	dframe(&f, FRAME_FAIL);
 	ck_assert_int_eq(f.u.fail.id, 31);

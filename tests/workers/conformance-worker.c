@@ -119,7 +119,11 @@ cw_check(struct cw *c, int r, const char *what)
 	}
 }
 
-/* done with one sendMessage to chat. */
+/*
+ * done with one sendMessage to chat; a reply that does not fit in the
+ * daemon's max_frame is a fail that asks for no retry (PROTOCOL.md
+ * section 5): another attempt would build the same reply.
+ */
 static void
 cw_reply(struct cw *c, int64_t id, int64_t chat, const char *text)
 {
@@ -132,7 +136,13 @@ cw_reply(struct cw *c, int64_t id, int64_t chat, const char *text)
 		    "fail");
 		return;
 	}
-	cw_check(c, tgw_done(c->w, id, calls), "done");
+	errno = 0;
+	if (tgw_done(c->w, id, calls) == 0)
+		return;
+	if (errno == EMSGSIZE)
+		cw_check(c, tgw_fail(c->w, id, tgw_error(c->w), 0), "fail");
+	else
+		cw_check(c, -1, "done");
 }
 
 static int

@@ -12,7 +12,8 @@
  *   TG_SLOTS=N            N > 1: non-blocking SDK interface, N handlers at once
  *   TG_REPLY=1            done carries sendMessage "echo: <text>"
  *   TG_MISBEHAVE=MODE[:P] garbage|hang|exit|midframe|oversize|baddone, with
- *                         probability P per update (1)
+ *                         probability P per update (1); baddone answers an
+ *                         id it does not hold first, then its own update
  *   TG_FAIL=P             answer fail {retry:true} with probability P
  *   TG_SEED=N             random seed (pid ^ time)
  *   TG_ENVDUMP=PATH       write the environment to PATH.<pid> at start
@@ -339,8 +340,9 @@ tw_oversize(struct tgw *w, int64_t id)
 
 /*
  * Misbehave instead of answering j.  exit and midframe end the process;
- * hang returns (the caller never answers); the rest return after the
- * daemon has closed the connection... which ends the process too.
+ * hang returns (the caller never answers); garbage and oversize return
+ * after the daemon has closed the connection... which ends the process
+ * too.  baddone is no protocol error: it returns at once, and j runs.
  */
 static void
 tw_misbehave(struct tgw *w, struct tw_job *j)
@@ -369,7 +371,7 @@ tw_misbehave(struct tgw *w, struct tw_job *j)
 		n = snprintf(buf, sizeof(buf), "{\"type\":\"done\",\"id\":%"
 		    PRId64 "}\n", j->id + 1000000007);
 		tw_raw_write(w, buf, n);
-		break;
+		return;
 	default:
 		return;
 	}
@@ -386,7 +388,8 @@ tw_start(struct tgw *w, struct tw_job *j)
 	tw_record('S', j);
 	if (tw.mis != MIS_NONE && tw_rand01() < tw.mis_p) {
 		tw_misbehave(w, j);
-		return 0;
+		if (tw.mis != MIS_BADDONE)
+			return 0;
 	}
 	j->fail = tw.fail_p > 0 && tw_rand01() < tw.fail_p;
 	return 1;

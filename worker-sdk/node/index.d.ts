@@ -40,8 +40,11 @@ export interface FailOptions {
 
 /** One update being handled; answered exactly once. */
 export declare class Context {
-	/** The update's id (its update_id). */
-	readonly id: number;
+	/**
+	 * The update's id (its update_id): a bigint only beyond
+	 * Number.MAX_SAFE_INTEGER, where a number would not be exact.
+	 */
+	readonly id: number | bigint;
 	/** Session keys ("chat:5", ...). */
 	readonly keys: string[];
 	/** 1, or more when delivered again (crash, timeout, retry). */
@@ -80,10 +83,22 @@ export declare class Context {
 	call<T = any>(method: string, params?: Record<string, unknown>): Promise<T>;
 	/** Wait ms; rejects with the CancelledError when cancelled. */
 	sleep(ms: number): Promise<void>;
+	/** A file by its file_id, through the daemon's Bot API endpoint. */
+	download(fileId: string): Promise<Buffer>;
+	download(fileId: string, opts: DownloadOptions & { path: string }):
+	    Promise<string>;
+	download(fileId: string, opts?: DownloadOptions): Promise<Buffer>;
 	/** Answer done now (later returns and throws are ignored). */
 	done(calls?: Call[]): boolean;
 	/** Answer fail now; retry defaults to false. */
 	fail(error: string | Error, options?: FailOptions): boolean;
+}
+
+export interface DownloadOptions {
+	/** Write the file here (resolves with the path) instead of a Buffer. */
+	path?: string;
+	/** At most this many bytes (RangeError beyond). */
+	maxSize?: number;
 }
 
 export type Handler = (ctx: Context) => unknown | Promise<unknown>;
@@ -96,6 +111,11 @@ export declare class Worker {
 	readonly bot: Record<string, any> | null;
 	readonly workerId: number | null;
 	readonly maxFrame: number;
+	/** The daemon's Bot API endpoint for this worker and its credential
+	 *  (welcome's api_root, api_token; else $TGRUNNER_API_ROOT and
+	 *  $TGRUNNER_API_TOKEN), or null. */
+	readonly apiRoot: string | null;
+	readonly apiToken: string | null;
 	/** Updates held, not yet answered. */
 	readonly busy: number;
 	readonly shuttingDown: boolean;
@@ -109,7 +129,23 @@ export declare class Worker {
 	run(): Promise<number>;
 	/** A Bot API call tied to no update (id 0). */
 	call<T = any>(method: string, params?: Record<string, unknown>): Promise<T>;
+	/** ctx.download() outside an update. */
+	download(fileId: string, opts?: DownloadOptions): Promise<Buffer | string>;
 }
+
+export interface AdapterOptions extends WorkerOptions {
+	/** Run an update whose handler threw again later (default true; an
+	 *  error's own boolean `retry` wins). */
+	retry?: boolean;
+}
+
+/** Framework adapters: feed the daemon's updates to an unchanged bot. */
+export declare const adapters: {
+	grammy: { run(bot: any, options?: AdapterOptions): Promise<number> };
+	telegraf: { run(bot: any, options?: AdapterOptions): Promise<number> };
+	/** $TGRUNNER_API_ROOT and $TGRUNNER_API_TOKEN, or throws. */
+	endpoint(): { apiRoot: string; apiToken: string };
+};
 
 export declare class ApiError extends Error {
 	readonly method: string;

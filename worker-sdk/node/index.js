@@ -20,12 +20,19 @@ const net = require('net');
 const fs = require('fs');
 const path = require('path');
 const timersPromises = require('timers/promises');
+const { fetchFile } = require('./download');
 
 const PROTOCOL = 1;
 const MAX_FRAME = 1048576;		/* bytes, newline included */
 const MAX_SLOTS = 1024;
 const MAX_CALLS = 100;			/* per done frame */
 const MAX_NAME = 256;			/* hello name, bytes */
+const MAX_REF = 128;			/* a string ref, bytes */
+const MIN_FRAME = 64;			/* least welcome.max_frame */
+const MAX_API = 512;			/* welcome.api_root, .api_token, bytes */
+const INT32_MIN = -(2 ** 31), INT32_MAX = 2 ** 31 - 1;
+const INT64_MIN = -(2n ** 63n), INT64_MAX = 2n ** 63n - 1n;
+const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
 const METHOD_RE = /^[A-Za-z0-9_]{1,64}$/;
 const CANCEL_GRACE = 1000;		/* ms a cancelled handler may take */
 const SHUTDOWN_MARGIN = 250;		/* ms before the shutdown deadline */
@@ -130,10 +137,141 @@ class LineSplitter {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-/* One line from the daemon to a plain object with a string "type". */
+/*
+ * What JSON.parse lets through but the protocol does not (section 2), found
+ * in one pass over text that JSON.parse accepted: duplicate members at any
+ * depth, integers beyond 64 bits, infinite reals, escaped NUL or lone
+ * surrogates.  Also what the frame's own members were written as: the
+ * top-level members written as reals (where an integer is due they are
+ * wrong, though JSON.parse makes 3.0 into 3) and those integers beyond
+ * 2^53, which JSON.parse rounds (they become BigInts).
+ */
+const SUSPECT_ESC_RE = /\\u(?:0000|[dD][89a-fA-F])/;
+const LONE_SURROGATE_RE =
+    /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/* - + . 0-9 e E: what may follow the first character of a number */
+function isNumberChar(c) {
+	return (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x65 ||
+	    c === 0x45 || c === 0x2d || c === 0x2b;
+}
+
+/* A member name of the innermost object; returns the current top key. */
+function addKey(stack, key, topKey) {
+	const keys = stack[stack.length - 1];
+	if (keys.has(key))
+		throw new ProtocolError('duplicate member ' +
+		    JSON.stringify(key).slice(0, 60));
+	keys.add(key);
+	return stack.length === 1 ? key : topKey;
+}
+
+function stringEnd(text, i) {
+	for (let j = i + 1; ; ) {
+		const q = text.indexOf('"', j);
+		let b = q - 1;
+		while (text.charCodeAt(b) === 0x5c)
+			b--;
+		if ((q - 1 - b) % 2 === 0)
+			return q + 1;
+		j = q + 1;
+	}
+}
+
+function checkText(s) {
+	if (s.indexOf('\u0000') !== -1)
+		throw new ProtocolError('NUL character in a frame');
+	if (LONE_SURROGATE_RE.test(s))
+		throw new ProtocolError('escaped lone surrogate in a frame');
+}
+
+function scanNumber(tok, topKey, info) {
+	if (/[.eE]/.test(tok)) {
+		if (!Number.isFinite(Number(tok)))
+			throw new ProtocolError('number out of range (reals must ' +
+			    'be finite): ' + tok.slice(0, 40));
+		if (topKey !== null)
+			info.reals.add(topKey);
+		return;
+	}
+	if (tok.length < 16)		/* 15 digits: always safe */
+		return;
+	const b = BigInt(tok);
+	if (b < INT64_MIN || b > INT64_MAX)
+		throw new ProtocolError('number out of range (integers must ' +
+		    'fit in 64 bits): ' + tok.slice(0, 40));
+	if (topKey !== null && (b > SAFE_MAX || b < -SAFE_MAX))
+		info.bigs.set(topKey, b);
+}
+
+function scanJson(text) {
+	const info = { reals: new Set(), bigs: new Map() };
+	const strings = SUSPECT_ESC_RE.test(text);
+	const stack = [];	/* per level: a Set of keys, or null (array) */
+	let wantKey = false;
+	let topKey = null;
+	for (let i = 0, n = text.length; i < n; ) {
+		const c = text.charCodeAt(i);
+		if (c === 0x22) {				/* " */
+			const end = stringEnd(text, i);
+			if (wantKey || strings) {
+				const raw = text.slice(i, end);
+				const str = raw.indexOf('\\') === -1 ?
+				    raw.slice(1, -1) : JSON.parse(raw);
+				if (wantKey)
+					topKey = addKey(stack, str, topKey);
+				if (strings)
+					checkText(str);
+				wantKey = false;
+			}
+			i = end;
+		} else if (c === 0x7b) {			/* { */
+			stack.push(new Set());
+			wantKey = true;
+			i++;
+		} else if (c === 0x5b) {			/* [ */
+			stack.push(null);
+			i++;
+		} else if (c === 0x7d || c === 0x5d) {		/* } ] */
+			stack.pop();
+			i++;
+		} else if (c === 0x2c) {			/* , */
+			wantKey = stack[stack.length - 1] !== null;
+			i++;
+		} else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+			let j = i + 1;
+			while (j < n && isNumberChar(text.charCodeAt(j)))
+				j++;
+			scanNumber(text.slice(i, j), stack.length === 1 ? topKey :
+			    null, info);
+			i = j;
+		} else
+			i++;	/* whitespace, ':', true, false, null */
+	}
+	return info;
+}
+
+/* An integer member in [lo, hi], written as one (a BigInt beyond 2^53). */
+function intMember(f, info, key, lo, hi) {
+	const v = f[key];
+	return !info.reals.has(key) && (Number.isSafeInteger(v) ||
+	    typeof v === 'bigint') && v >= lo && v <= hi;
+}
+
+/*
+ * One line from the daemon (without its newline) to a plain object with a
+ * string "type".  Refuses what the daemon's decoder refuses (proto/vectors
+ * says so); a frame of a type this library does not know is returned (the
+ * caller ignores it).  Ids and refs beyond 2^53 are BigInts.
+ */
 function decodeFrame(line) {
+	if (line.length + 1 > MAX_FRAME)
+		throw new ProtocolError('frame longer than ' + MAX_FRAME +
+		    ' bytes');
 	if (line.indexOf(0) !== -1)
 		throw new ProtocolError('NUL byte in a frame');
+	if (line.indexOf(0x0a) !== -1)
+		throw new ProtocolError('newline inside a frame');
 	let text;
 	try {
 		text = utf8.decode(line);
@@ -148,8 +286,20 @@ function decodeFrame(line) {
 	}
 	if (f === null || typeof f !== 'object' || Array.isArray(f))
 		throw new ProtocolError('frame is not a JSON object');
+	const info = scanJson(text);
 	if (typeof f.type !== 'string')
 		throw new ProtocolError('frame without a string "type"');
+	for (const [k, b] of info.bigs)
+		f[k] = b;
+	const check = D2W_CHECKS[f.type];
+	if (check !== undefined)
+		check(f, info);
+	else if (W2D_TYPES.has(f.type))
+		throw new ProtocolError(`${f.type} frame from the daemon`);
+	/* a deadline of 2^60 ms is as good as a Number: ids must be exact */
+	for (const k of info.bigs.keys())
+		if (k !== 'id' && k !== 'ref')
+			f[k] = Number(f[k]);
 	return f;
 }
 
@@ -198,62 +348,104 @@ function strictReplacer(key, value) {
  * holds a raw newline.  Lone surrogates become U+FFFD (the daemon only takes
  * valid UTF-8); a NUL character is refused (FrameError).
  */
-function encodeFrame(obj) {
-	let s = JSON.stringify(obj);
+function stringify(v) {
+	let s = JSON.stringify(v);
 	if (NUL_ESC_RE.test(s) || SURROGATE_ESC_RE.test(s))
-		s = JSON.stringify(obj, strictReplacer);
+		s = JSON.stringify(v, strictReplacer);
 	return s;
+}
+
+function encodeFrame(obj) {
+	const keys = Object.keys(obj);
+	if (!keys.some((k) => typeof obj[k] === 'bigint'))
+		return stringify(obj);
+	/* an id beyond 2^53, as it came: JSON.stringify cannot write it */
+	const parts = [];
+	for (const k of keys) {
+		const v = obj[k];
+		if (v !== undefined)
+			parts.push(JSON.stringify(k) + ':' + (typeof v === 'bigint' ?
+			    v.toString() : stringify(v)));
+	}
+	return '{' + parts.join(',') + '}';
 }
 
 /* ------------------------------------------------------------------------ */
 /* validation of daemon frames (peers are untrusted) */
-
-function isId(v) {
-	return Number.isSafeInteger(v) && v >= 0;
-}
 
 function need(cond, type, what) {
 	if (!cond)
 		throw new ProtocolError(`${type}: ${what}`);
 }
 
-function checkWelcome(f) {
-	need(f.protocol === PROTOCOL, 'welcome', 'protocol is not ' + PROTOCOL);
-	need(isId(f.worker_id), 'welcome', 'bad worker_id');
-	need(f.bot !== null && typeof f.bot === 'object' &&
-	    !Array.isArray(f.bot), 'welcome', 'bot is not an object');
-	need(Number.isSafeInteger(f.max_frame) && f.max_frame >= 64,
-	    'welcome', 'bad max_frame');
+function isObject(v) {
+	return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function checkUpdate(f) {
-	need(isId(f.id), 'update', 'bad id');
+/* Section 4 of PROTOCOL.md: the same ranges as proto/proto.c. */
+function checkWelcome(f, info) {
+	need(intMember(f, info, 'protocol', 1, INT32_MAX), 'welcome',
+	    'bad protocol');
+	need(intMember(f, info, 'worker_id', 0, INT32_MAX), 'welcome',
+	    'bad worker_id');
+	need(isObject(f.bot), 'welcome', 'bot is not an object');
+	need(intMember(f, info, 'max_frame', MIN_FRAME, MAX_FRAME), 'welcome',
+	    'bad max_frame');
+	for (const name of ['api_root', 'api_token'])
+		need(f[name] === undefined || (typeof f[name] === 'string' &&
+		    Buffer.byteLength(f[name]) <= MAX_API), 'welcome',
+		    `${name} is not a string of at most ${MAX_API} bytes`);
+	need((f.api_root === undefined) === (f.api_token === undefined),
+	    'welcome', 'api_root and api_token come together');
+}
+
+function checkUpdate(f, info) {
+	need(intMember(f, info, 'id', 0, INT64_MAX), 'update', 'bad id');
 	need(Array.isArray(f.keys) && f.keys.every((k) => typeof k === 'string'),
 	    'update', 'keys is not an array of strings');
-	need(Number.isSafeInteger(f.attempt) && f.attempt >= 1, 'update',
+	need(intMember(f, info, 'attempt', 1, INT32_MAX), 'update',
 	    'bad attempt');
-	need(isId(f.deadline), 'update', 'bad deadline');
-	need(f.update !== null && typeof f.update === 'object' &&
-	    !Array.isArray(f.update), 'update', 'update is not an object');
+	need(intMember(f, info, 'deadline', 0, INT64_MAX), 'update',
+	    'bad deadline');
+	need(isObject(f.update), 'update', 'update is not an object');
 }
 
-function checkResult(f) {
-	need(typeof f.ref === 'string' || Number.isSafeInteger(f.ref),
+function checkResult(f, info) {
+	need(intMember(f, info, 'ref', INT64_MIN, INT64_MAX) ||
+	    (typeof f.ref === 'string' && Buffer.byteLength(f.ref) <= MAX_REF),
 	    'result', 'bad ref');
 	need(typeof f.ok === 'boolean', 'result', 'ok is not a boolean');
-	if (!f.ok)
-		need(Number.isSafeInteger(f.error_code), 'result',
-		    'error without an integer error_code');
+	if (f.ok) {
+		need('result' in f, 'result', 'no result');
+		return;
+	}
+	need(intMember(f, info, 'error_code', INT32_MIN, INT32_MAX), 'result',
+	    'error without an integer error_code');
+	need(typeof f.description === 'string', 'result',
+	    'error without a description');
+	need(f.parameters === undefined || isObject(f.parameters), 'result',
+	    'parameters is not an object');
+	need(f.retry_after === undefined ||
+	    intMember(f, info, 'retry_after', 0, INT32_MAX), 'result',
+	    'bad retry_after');
 }
 
-function checkCancel(f) {
-	need(isId(f.id), 'cancel', 'bad id');
+function checkCancel(f, info) {
+	need(intMember(f, info, 'id', 0, INT64_MAX), 'cancel', 'bad id');
+	need(f.reason === undefined || typeof f.reason === 'string', 'cancel',
+	    'reason is not a string');
 }
 
-function checkShutdown(f) {
-	need(f.deadline === undefined || isId(f.deadline), 'shutdown',
+function checkShutdown(f, info) {
+	need(f.deadline === undefined ||
+	    intMember(f, info, 'deadline', 0, INT64_MAX), 'shutdown',
 	    'bad deadline');
 }
+
+const D2W_CHECKS = { __proto__: null, welcome: checkWelcome,
+    update: checkUpdate, result: checkResult, cancel: checkCancel,
+    shutdown: checkShutdown };
+const W2D_TYPES = new Set(['hello', 'done', 'fail', 'call']);
 
 /* ------------------------------------------------------------------------ */
 /* the update context */
@@ -374,6 +566,19 @@ class Context {
 	call(method, params) {
 		return this._worker._call(this.answered ? 0 : this.id, method,
 		    params);
+	}
+
+	/**
+	 * The file of fileId (a photo's, a document's) through the daemon's
+	 * Bot API endpoint: a Buffer, or with opts.path written there (the
+	 * path resolved).  opts.maxSize bounds it (RangeError beyond; the
+	 * daemon's own bound is download_max_size).  Rejects with ApiError
+	 * for the Bot API's errors (an unknown file_id), Error when the daemon
+	 * serves no endpoint.
+	 */
+	download(fileId, opts) {
+		return this._worker._download(this.answered ? 0 : this.id, fileId,
+		    opts);
 	}
 
 	/** Resolves after ms; rejects with the cancel reason if cancelled. */
@@ -516,6 +721,9 @@ class Worker {
 		this._traceFd = -1;
 		this.bot = null;
 		this.workerId = null;
+		/* the daemon's Bot API endpoint and this worker's credential */
+		this.apiRoot = null;
+		this.apiToken = null;
 		this.maxFrame = MAX_FRAME;
 		this.protocol = PROTOCOL;
 	}
@@ -583,6 +791,23 @@ class Worker {
 	/** A Bot API call not tied to an update (id 0: no per-key order). */
 	call(method, params) {
 		return this._call(0, method, params);
+	}
+
+	/** ctx.download() outside an update. */
+	download(fileId, opts) {
+		return this._download(0, fileId, opts);
+	}
+
+	async _download(id, fileId, opts) {
+		if (this.apiRoot === null)
+			throw new Error('the daemon serves no Bot API endpoint ' +
+			    '(worker_api_listen is off)');
+		const f = await this._call(id, 'getFile', { file_id: fileId });
+		if (!f || typeof f.file_path !== 'string')
+			throw new ApiError('getFile', { error_code: 400,
+			    description: 'getFile answered no file_path' });
+		return fetchFile(this.apiRoot, this.apiToken, f.file_path, opts,
+		    (r) => new ApiError('download', r));
 	}
 
 	/* -- connection ------------------------------------------------------ */
@@ -694,16 +919,25 @@ class Worker {
 	_onWelcome(f) {
 		if (this._state !== S_HELLO)
 			throw new ProtocolError('second welcome');
-		checkWelcome(f);
+		if (f.protocol !== PROTOCOL)
+			throw new ProtocolError(`welcome for protocol ${f.protocol}, ` +
+			    `this library speaks ${PROTOCOL}`);
 		this.workerId = f.worker_id;
 		this.bot = f.bot;
 		this.maxFrame = f.max_frame;
+		if (f.api_root !== undefined) {
+			this.apiRoot = f.api_root;
+			this.apiToken = f.api_token;
+		} else if (process.env.TGRUNNER_API_ROOT &&
+		    process.env.TGRUNNER_API_TOKEN) {
+			this.apiRoot = process.env.TGRUNNER_API_ROOT;
+			this.apiToken = process.env.TGRUNNER_API_TOKEN;
+		}
 		this._splitter.limit = Math.max(MAX_FRAME, f.max_frame);
 		this._state = S_RUNNING;
 	}
 
 	_onUpdate(f) {
-		checkUpdate(f);
 		if (this._running.has(f.id))
 			throw new ProtocolError(`update ${f.id} sent twice`);
 		if (this._running.size >= this.slots)
@@ -809,7 +1043,6 @@ class Worker {
 	}
 
 	_onResult(f) {
-		checkResult(f);
 		const c = this._calls.get(f.ref);
 		if (c === undefined)
 			return;		/* not ours: nothing waits for it */
@@ -821,7 +1054,6 @@ class Worker {
 	}
 
 	_onCancel(f) {
-		checkCancel(f);
 		const ctx = this._running.get(f.id);
 		if (ctx === undefined || ctx.cancelled)
 			return;		/* crossed our answer on the wire */
@@ -835,7 +1067,6 @@ class Worker {
 	}
 
 	_onShutdown(f) {
-		checkShutdown(f);
 		if (this._state === S_DRAINING)
 			return;
 		this._state = S_DRAINING;
@@ -938,6 +1169,10 @@ const KNOWN_TYPES = new Set(['welcome', 'update', 'result', 'cancel',
 
 module.exports = {
 	Worker,
+	/* framework adapters, loaded when used: adapters.grammy.run(bot) */
+	get adapters() {
+		return require('./adapters');
+	},
 	Context,
 	ApiError,
 	ProtocolError,

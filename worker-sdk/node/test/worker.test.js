@@ -375,6 +375,28 @@ test('EOF from the daemon ends the run; pending calls reject', async (t) => {
 	assert.match(String(callErr), /closed/);
 });
 
+test('ids beyond 2^53 are answered exactly, calls included', async (t) => {
+	let seen;
+	const { d } = await pair(t, async (ctx) => {
+		seen = ctx.id;
+		await ctx.call('getMe');
+		ctx.reply('big');
+	});
+	await d.handshake();
+	d.sendRaw('{"type":"update","id":9223372036854775807,"keys":[],' +
+	    '"attempt":1,"deadline":0,"update":{"update_id":1,"message":' +
+	    '{"chat":{"id":5},"text":"x"}}}\n');
+	const c = await d.next();
+	assert.strictEqual(c.type, 'call');
+	assert.match(d.raw[d.raw.length - 1], /"id":9223372036854775807,/);
+	d.send({ type: 'result', ref: c.ref, ok: true, result: {} });
+	const f = await d.next();
+	assert.strictEqual(f.type, 'done');
+	assert.match(d.raw[d.raw.length - 1],
+	    /^\{"type":"done","id":9223372036854775807,"calls":/);
+	assert.strictEqual(seen, 2n ** 63n - 1n);
+});
+
 const MALFORMED = [
 	['not JSON', 'hello there\n'],
 	['not an object', '[1]\n'],
@@ -382,8 +404,11 @@ const MALFORMED = [
 	['invalid UTF-8', Buffer.from([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d, 0x0a])],
 	['raw NUL', '{"type":"cancel","id":1}\u0000\n'],
 	['update id not an integer', JSON.stringify(message('1', 'x')) + '\n'],
-	['update id beyond 2^53', '{"type":"update","id":9007199254740993,' +
+	['update id beyond 2^63', '{"type":"update","id":9223372036854775808,' +
 	    '"keys":[],"attempt":1,"deadline":0,"update":{}}\n'],
+	['update id written as a real', '{"type":"update","id":5.0,' +
+	    '"keys":[],"attempt":1,"deadline":0,"update":{}}\n'],
+	['duplicate member', '{"type":"cancel","id":1,"id":2}\n'],
 	['keys not strings', JSON.stringify(message(1, 'x', 5, { keys: [1] })) +
 	    '\n'],
 	['attempt 0', JSON.stringify(message(1, 'x', 5, { attempt: 0 })) + '\n'],

@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 
+from ._download import endpoint_from, fetch_file
 from ._frames import (MAX_CALLS, MAX_NAME, MAX_SLOTS, PROTO_MAX_FRAME,
                       PROTOCOL, FrameTooLarge, ProtocolError, check_method,
                       decode, dumps, encode)
@@ -215,6 +216,16 @@ class Context:
                                "worker.call() for calls after it" % self.id)
         return await self.worker._call(self.id, method, params)
 
+    async def download(self, file_id, path=None, max_size=None):
+        """The file of file_id (a photo's, a document's), through the
+        daemon: its bytes, or with path, written there (path returned).
+        max_size bounds it (ValueError beyond; the daemon's own bound is
+        download_max_size).  Raises ApiError for the Bot API's errors
+        (e.g. an unknown file_id), RuntimeError when the daemon serves no
+        Bot API endpoint."""
+        return await self.worker._download(0 if self.answered else self.id,
+                                           file_id, path, max_size)
+
     def _answer_done(self):
         data = b'{"type":"done","id":%d' % self.id
         if self._calls:
@@ -222,9 +233,17 @@ class Context:
         self.worker._answer(self, data + b"}\n")
 
     def _answer_fail(self, error, retry):
-        data = encode({"type": "fail", "id": self.id,
-                       "error": _clean_error(error), "retry": bool(retry)},
-                      self.worker.max_frame)
+        f = {"type": "fail", "id": self.id, "error": _clean_error(error),
+             "retry": bool(retry)}
+        for cut in (None, 16, 0):	# a tiny max_frame: the error gives way
+            if cut is not None:
+                f["error"] = f["error"][:cut]
+            try:
+                data = encode(f, self.worker.max_frame)
+                break
+            except FrameTooLarge:
+                if cut == 0:
+                    raise
         self.worker._answer(self, data)
 
 
@@ -348,17 +367,20 @@ class Worker:
     `slots` at once.
 
     handler   async def handler(ctx): ... (or register with @worker.handler)
-    slots     updates handled at once (1..1024)
+    slots     updates handled at once (1..1024, default 1 as in the C
+              and Node.js libraries)
     name      shown by the daemon in logs and status (default: the
               program's name)
     trace     optional callable(direction, line): sees every frame, ">"
               sent and "<" received (line is bytes without the newline)
 
     After the welcome: bot (the bot's getMe User, a dict), worker_id,
-    max_frame.
+    max_frame, and api_root / api_token: the daemon's Bot API endpoint
+    for this worker and its credential (from the welcome, else from
+    $TGRUNNER_API_ROOT / $TGRUNNER_API_TOKEN), or None.
     """
 
-    def __init__(self, handler=None, *, slots=16, name=None, trace=None):
+    def __init__(self, handler=None, *, slots=1, name=None, trace=None):
         if type(slots) is not int or not 1 <= slots <= MAX_SLOTS:
             raise ValueError("slots must be an integer in 1..%d" % MAX_SLOTS)
         if name is None:
@@ -374,6 +396,8 @@ class Worker:
         self.worker_id = None
         self.max_frame = PROTO_MAX_FRAME
         self.welcome = None
+        self.api_root = None
+        self.api_token = None
         self._conn = None
 
     # -- registration ------------------------------------------------------
@@ -474,6 +498,22 @@ class Worker:
         should use ctx.call(), which keeps their order per session key."""
         return await self._call(0, method, params)
 
+    async def download(self, file_id, path=None, max_size=None):
+        """ctx.download() outside an update."""
+        return await self._download(0, file_id, path, max_size)
+
+    async def _download(self, job_id, file_id, path, max_size):
+        if self.api_root is None:
+            raise RuntimeError("the daemon serves no Bot API endpoint "
+                               "(worker_api_listen is off)")
+        f = await self._call(job_id, "getFile", {"file_id": file_id})
+        if not isinstance(f, dict) or not isinstance(f.get("file_path"),
+                                                     str):
+            raise ApiError(400, "getFile answered no file_path", None, None,
+                           "getFile")
+        return await fetch_file(self.api_root, self.api_token,
+                                f["file_path"], path, max_size)
+
     # -- internals ---------------------------------------------------------
 
     async def _call(self, job_id, method, params):
@@ -528,11 +568,14 @@ class Worker:
             log.debug("ignoring frames of unknown type %r", kind)
 
     def _on_welcome(self, msg):
+        if msg["protocol"] != PROTOCOL:
+            raise ProtocolError("welcome for protocol %d, this library "
+                                "speaks %d" % (msg["protocol"], PROTOCOL))
         self.welcome = msg
         self.bot = msg["bot"]
         self.worker_id = msg["worker_id"]
-        self.max_frame = msg.get("max_frame", PROTO_MAX_FRAME)
-        self._conn.limit = max(PROTO_MAX_FRAME, self.max_frame)
+        self.max_frame = msg["max_frame"]
+        self.api_root, self.api_token = endpoint_from(msg)
         self._conn.hold = True
         self._welcomed.set_result(msg)
 
@@ -563,6 +606,11 @@ class Worker:
             else:
                 log.warning("update %d: Fail(%r) after it was answered",
                             ctx.id, e.error)
+        except FrameTooLarge as e:
+            # the same answer would be built again: no retry (PROTOCOL.md 5)
+            log.error("update %d: %s", ctx.id, e)
+            if not ctx.answered:
+                ctx._answer_fail("%s: %s" % (type(e).__name__, e), False)
         except Exception as e:
             log.error("update %d: the handler raised:\n%s", ctx.id,
                       traceback.format_exc().rstrip())
