@@ -428,7 +428,8 @@ natsbus_up(const struct natsbus *nb)
 size_t
 natsbus_max_payload(const struct natsbus *nb)
 {
-	int64_t n = nb->nc != NULL ? natsConnection_GetMaxPayload(nb->nc) : 0;
+	int64_t n = nb != NULL && nb->nc != NULL ?
+	    natsConnection_GetMaxPayload(nb->nc) : 0;
 
 	return n > 0 ? (size_t)n : 0;
 }
@@ -531,7 +532,8 @@ natsbus_publish(struct natsbus *nb, const char *subject, const char *reply,
 	natsMsg *m = NULL;
 	natsStatus s;
 
-	if (len > INT32_MAX)
+	/* a link without a bus (fuzz/fuzz_nlink.c) sends nothing */
+	if (nb == NULL || len > INT32_MAX)
 		return -1;
 	s = natsMsg_Create(&m, subject, reply, data, (int)len);
 	if (s == NATS_OK && h != NULL && nb_set_headers(m, h) == -1)
@@ -746,11 +748,9 @@ nlink_control(struct nlink *l, const struct nbhdr *h)
 }
 
 void
-nlink_input(struct nlink *l, natsMsg *msg, const struct nbhdr *h)
+nlink_input(struct nlink *l, const char *data, size_t len,
+    const struct nbhdr *h)
 {
-	const char *data = natsMsg_GetData(msg);
-	size_t len = (size_t)natsMsg_GetDataLength(msg);
-
 	nlink_control(l, h);
 	if (h->seq <= l->recvd) {
 		/* resent, and we had it: say so again */
@@ -768,11 +768,17 @@ nlink_input(struct nlink *l, natsMsg *msg, const struct nbhdr *h)
 		if (l->partlen + len > PROTO_MAX_FRAME) {
 			free(l->part);
 			l->part = NULL;
-			l->partlen = 0;
+			l->partlen = l->partcap = 0;
 			l->error(l->arg, "frame too long");
 			return;
 		}
-		l->part = xreallocarray(l->part, l->partlen + len + 1, 1);
+		/* doubling: a peer's many small pieces cost linear time */
+		if (l->partlen + len + 1 > l->partcap) {
+			l->partcap = l->partcap > 0 ? l->partcap : 4096;
+			while (l->partlen + len + 1 > l->partcap)
+				l->partcap *= 2;
+			l->part = xreallocarray(l->part, l->partcap, 1);
+		}
 		memcpy(l->part + l->partlen, data, len);
 		l->partlen += len;
 		if (h->more)
@@ -780,7 +786,7 @@ nlink_input(struct nlink *l, natsMsg *msg, const struct nbhdr *h)
 		data = l->part;
 		len = l->partlen;
 		l->part = NULL;
-		l->partlen = 0;
+		l->partlen = l->partcap = 0;
 		l->frame(l->arg, data, len);
 		free((char *)data);
 		return;

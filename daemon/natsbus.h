@@ -100,6 +100,7 @@ struct nlink {
 	size_t			 max_unacked;	/* frames; a bound */
 	char			*part;		/* a frame arriving in pieces */
 	size_t			 partlen;
+	size_t			 partcap;	/* bytes allocated at part */
 	int64_t			 progress;	/* mono ms: acked last moved */
 	int64_t			 resent;	/* mono ms: last resend */
 	int			 ack_owed;
@@ -121,8 +122,9 @@ void		 nlink_reply(struct nlink *, const char *first,
 		    const char *probe);
 /* Send one frame: 0, or -1 when the bound of unacknowledged frames bites. */
 int		 nlink_send(struct nlink *, const char *data, size_t len);
-/* A message of this link's epoch on its frame subject. */
-void		 nlink_input(struct nlink *, natsMsg *, const struct nbhdr *);
+/* A message of this link's epoch on its frame subject: its payload. */
+void		 nlink_input(struct nlink *, const char *data, size_t len,
+		    const struct nbhdr *);
 /* Acknowledgement, gap report and sent count of a beat (or any header). */
 void		 nlink_control(struct nlink *, const struct nbhdr *);
 /* Send a beat now: what we have, what we sent. */

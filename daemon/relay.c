@@ -730,7 +730,8 @@ relay_msg(void *arg, natsMsg *m)
 	if (strcmp(kind, "beat") == 0)
 		nlink_control(&r->link, &h);
 	else if (h.seq > 0)
-		nlink_input(&r->link, m, &h);
+		nlink_input(&r->link, natsMsg_GetData(m),
+		    (size_t)natsMsg_GetDataLength(m), &h);
 }
 
 static void

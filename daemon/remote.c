@@ -561,7 +561,8 @@ remote_msg(void *arg, natsMsg *m)
 	s->heard = mono_ms();
 	s->noresp = 0;
 	if (strcmp(kind, "frame") == 0 && h.seq > 0)
-		nlink_input(&s->link, m, &h);
+		nlink_input(&s->link, natsMsg_GetData(m),
+		    (size_t)natsMsg_GetDataLength(m), &h);
 	else if (strcmp(kind, "beat") == 0)
 		nlink_control(&s->link, &h);
 }
