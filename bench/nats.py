@@ -164,6 +164,12 @@ def med(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
+def spread(rows, key):
+    """min-max of the runs, as text"""
+    v = [r[key] for r in rows]
+    return "%.4g-%.4g" % (min(v), max(v))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--builddir", required=True)
@@ -210,13 +216,13 @@ def main():
         "",
         "`%s`, %d run(s) interleaved, medians." % (res["command"], runs),
         "",
-        "| relays (100 slots each, 50 ms handlers) | updates/s | x one relay | target |",
-        "|---|---|---|---|",
+        "| relays (100 slots each, 50 ms handlers) | updates/s | spread (min-max) | x one relay | target |",
+        "|---|---|---|---|---|",
     ]
     for n, target in ((1, "-"), (2, ">= 1.9"), (4, ">= 3.6")):
         r = res["throughput"][n]
-        lines.append("| %d | %.0f | %.2f | %s |" % (n, r["per_s"],
-                                                    r["x_one"], target))
+        lines.append("| %d | %.0f | %s | %.2f | %s |" % (
+            n, r["per_s"], spread(thr[n], "per_s"), r["x_one"], target))
     lines += ["", "| 0 ms handlers, %d/s | p50 ms | p99 ms | daemon CPU us/update |" % rate,
               "|---|---|---|---|",
               "| local workers | %.2f | %.2f | %.1f |" % (
@@ -227,7 +233,14 @@ def main():
               "%.2f | %.2f | %.2fx |" % (
                   rel["p50"] - loc["p50"], rel["p99"] - loc["p99"],
                   rel["cpu_per_update_us"] / max(loc["cpu_per_update_us"],
-                                                 1e-9))]
+                                                 1e-9)),
+              "",
+              "Spread (min-max of the runs): local p50 %s, p99 %s, CPU %s; "
+              "relay p50 %s, p99 %s, CPU %s." % (
+                  spread(lat[False], "p50"), spread(lat[False], "p99"),
+                  spread(lat[False], "cpu_per_update_us"),
+                  spread(lat[True], "p50"), spread(lat[True], "p99"),
+                  spread(lat[True], "cpu_per_update_us"))]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     os.makedirs(args.out, exist_ok=True)

@@ -10,6 +10,7 @@ relay held.
 TG_NATS_COUNT sets the size of the first scenario (4000 in make check;
 `make nats-check` runs 20000)."""
 
+import json
 import os
 import re
 import signal
@@ -71,6 +72,22 @@ class Nats(ScenarioCase):
                         "ran twice but not held by the lost relay: %s"
                         % sorted(set(rep.duplicated) - held))
 
+    def wait_slots(self, d, relays, slots):
+        """Until the daemon has each relay's slots (relay name -> slots):
+        updates generated before would all go to the relays already
+        there."""
+        def have():
+            out = subprocess.run([tgtest.build_path("tgrunnerctl"), "-s",
+                                  d.conf["control_socket"], "--json",
+                                  "workers"], capture_output=True,
+                                 text=True, timeout=10)
+            if out.returncode != 0:
+                return False
+            got = {w.get("relay"): w.get("slots")
+                   for w in json.loads(out.stdout)["workers"]}
+            return all(got.get(r.name) == slots for r in relays)
+        wait_until(have, 60, what="the relays' slots at the daemon")
+
     def served_by(self, rec, relay_pids):
         return {r.id for r in rec.refresh().recs
                 if r.kind == "S" and r.pid in relay_pids}
@@ -86,6 +103,7 @@ class Nats(ScenarioCase):
                              worker_env=dict(env))
         b = self.start_relay(fake, d, srv.url, "b", workers=3,
                              worker_env=dict(env))
+        self.wait_slots(d, (a, b), 3 * 4)
         ids = self.generate(fake, COUNT, 500, dist="hot", hot_share=0.1)
         t0 = time.monotonic()
         rec = self.finish(fake, d, ids, timeout=120 + COUNT / 100)
