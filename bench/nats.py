@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -115,6 +116,8 @@ class Setup:
             self.nats.close()
         if self.fake is not None:
             self.fake.stop()
+        if getattr(self, "tmp", None):
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def ends(path):
