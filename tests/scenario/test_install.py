@@ -8,10 +8,9 @@ is valid as installed and runs the installed worker, the daemon's and
 tgrunnerctl's default sockets are the same path, a second install keeps
 an edited configuration, uninstall removes an unchanged one only, and
 the installed man pages name installed files and pages only (or
-systemd's).  The worker libraries
-install as their READMEs say: the Python one offline with Debian's
-setuptools (pip --no-build-isolation), the Node.js one's npm pack has the
-LICENSE and README."""
+systemd's).  The worker libraries install as their READMEs say: the
+Python one offline with Debian's setuptools (pip --no-build-isolation),
+the Node.js one's npm pack has the LICENSE and README."""
 
 import filecmp
 import glob
