@@ -78,6 +78,10 @@ const char	*tgd_state_str(enum tgd_state);
 void		 tgd_dispatch(struct tgd *);
 /* Journal json[0..len) again as update id and queue it: 0, or -1. */
 int		 tgd_requeue(void *d, int64_t id, const char *json, size_t len);
+/* Re-read the configuration; the outcome as a control answer (new ref). */
+json_t		*tgd_reload(struct tgd *);
+/* Replace the workers one at a time; source names who asked (for the log). */
+json_t		*tgd_restart_workers(struct tgd *, const char *source);
 
 /* commands.c: the control socket's table, and /metrics */
 struct evbuffer;

@@ -20,9 +20,11 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "conf.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "timeutil.h"
 #include "worker.h"
 #include "xmalloc.h"
 
@@ -89,7 +91,10 @@ worker_send_frame(struct worker *w, const struct frame *f)
 
 /*
  * No more updates for w; it is told to shut down once it holds none, so
- * that a worker never has to finish work and exit at the same time.
+ * that a worker never has to finish work and exit at the same time.  A
+ * worker drained for a reason of its own (recycled, replaced) gets its
+ * whole shutdown_timeout from the shutdown on, however long its last
+ * updates took.
  */
 void
 worker_drain(struct worker *w, int64_t deadline)
@@ -102,7 +107,9 @@ worker_drain(struct worker *w, int64_t deadline)
 	w->shutdown_at = deadline;
 	if (w->busy > 0 || w->shutdown_sent)
 		return;
-	f.u.shutdown.deadline = deadline;
+	if (deadline == 0)
+		w->shutdown_at = wall_ms() + pool_conf(w->pool)->shutdown_timeout;
+	f.u.shutdown.deadline = w->shutdown_at;
 	worker_send_frame(w, &f);
 	w->shutdown_sent = 1;
 }
@@ -127,8 +134,17 @@ handle_hello(struct worker *w, struct frame *f)
 {
 	struct frame out = { .type = FRAME_WELCOME };
 
-	if (w->state != W_STARTING) {
+	if (w->hello) {
 		worker_protocol_error(w, "second hello");
+		return;
+	}
+	/*
+	 * Read only once it was told to go or found gone (its last frames,
+	 * read after its death): no welcome, and no work for it.
+	 */
+	if (w->state != W_STARTING) {
+		log_debug("worker=%d pid=%d: hello after it was told to go; "
+		    "not welcomed", w->id, (int)w->pid);
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
@@ -321,6 +337,11 @@ wsock_event(struct bufferevent *bev, short what, void *arg)
 	    w->id, (int)w->pid, what & BEV_EVENT_EOF ? "closed" : "error",
 	    what & BEV_EVENT_WRITING ? " while writing" : "",
 	    evbuffer_get_length(bufferevent_get_input(bev)));
+	/*
+	 * A write to a peer that is gone can fail before the read event with
+	 * its last frames (a done) is handled: read them first.
+	 */
+	wsock_drain(s);
 	worker_closed(w);
 }
 
@@ -365,23 +386,33 @@ wsock_send(struct wsock *s, const char *line, size_t len)
 }
 
 /*
- * The process is gone, but what it wrote before exiting may still sit in
- * the socket (a done raced with SIGCHLD): read and handle it, or updates
- * it finished would be run again.
+ * The peer is gone, but what it wrote before it went may still sit in the
+ * socket (a done raced with SIGCHLD, or with a failed write to it): read
+ * and handle it, or updates it finished would run again.  It takes no new
+ * work meanwhile (a done frees a slot; a hello would offer some).
+ *
+ * A socket bufferevent freezes the end of its input buffer, and unfreezes
+ * it only around its own reads: evbuffer_read() fails on it unless it is
+ * unfrozen the same way.
  */
 void
 wsock_drain(struct wsock *s)
 {
+	struct worker *w = s->w;
 	struct evbuffer *in;
 	evutil_socket_t fd;
 
 	if (s->bev == NULL)
 		return;
+	if (w->state == W_STARTING || w->state == W_READY)
+		worker_set_state(w, W_KILLING);
 	in = bufferevent_get_input(s->bev);
 	fd = bufferevent_getfd(s->bev);
+	evbuffer_unfreeze(in, 0);
 	while (evbuffer_get_length(in) <= PROTO_MAX_FRAME &&
 	    evbuffer_read(in, fd, 65536) > 0)
 		;
+	evbuffer_freeze(in, 0);
 	wsock_read(s->bev, s);
 }
 

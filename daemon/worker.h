@@ -81,11 +81,13 @@ struct worker {
 	pid_t			 pid;		/* the peer's, for logs; 0 unknown/reaped */
 	enum worker_state	 state;
 	int			 spawned;	/* started by the pool: counts for `workers` */
+	unsigned		 gen;		/* the pool's generation when it joined */
 	int			 slots;
 	int			 busy;
 	int			 avail;		/* on the pool's list of free slots */
 	uint64_t		 served;
 	uint64_t		 limit;		/* recycle after this many, 0 = never */
+	struct event		*exit_timer;	/* shutdown sent: the deadline to go */
 	time_t			 started;
 	int			 hello;		/* said hello: not an early death */
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
@@ -166,7 +168,10 @@ void		 worker_closed(struct worker *);
  */
 void		 worker_protocol_error(struct worker *, const char *why);
 int		 worker_send_frame(struct worker *, const struct frame *);
-/* No more updates for w; shutdown once it holds none. */
+/*
+ * No more updates for w; shutdown once it holds none.  deadline: when it
+ * must be gone (wall ms), or 0 for shutdown_timeout after the shutdown.
+ */
 void		 worker_drain(struct worker *, int64_t deadline);
 /* The type's close and terminate (see struct worker_ops). */
 void		 worker_close(struct worker *, int sig);
@@ -185,7 +190,10 @@ struct wsock {
 /* Frames on fd (non-blocking, owned from now on) for w. */
 void		 wsock_open(struct wsock *, struct worker *, int fd);
 int		 wsock_send(struct wsock *, const char *line, size_t len);
-/* Read and handle what the socket still holds (the peer has exited). */
+/*
+ * Read and handle what the socket still holds (the peer has exited, or a
+ * write to it failed); a starting or ready worker goes to W_KILLING.
+ */
 void		 wsock_drain(struct wsock *);
 void		 wsock_close(struct wsock *);
 

@@ -7,13 +7,13 @@ talks to it without a socket argument.  Also: the installed configuration
 is valid as installed and runs the installed worker, the daemon's and
 tgrunnerctl's default sockets are the same path, a second install keeps
 an edited configuration, uninstall removes an unchanged one only, and
-the installed man pages name installed files only.  tgrunner-relay
-installs with its own configuration (valid as installed, kept and
-uninstalled like tgrunner.conf), unit, man page and example, and its
-example names no option the relay does not read.  The worker libraries
-install as their READMEs say: the Python one offline with Debian's
-setuptools (pip --no-build-isolation), the Node.js one's npm pack has the
-LICENSE and README."""
+the installed man pages name installed files and pages only (or
+systemd's).  tgrunner-relay installs with its own configuration (valid
+as installed, kept and uninstalled like tgrunner.conf), unit, man page
+and example, and its example names no option the relay does not read.
+The worker libraries install as their READMEs say: the Python one
+offline with Debian's setuptools (pip --no-build-isolation), the Node.js
+one's npm pack has the LICENSE and README."""
 
 import filecmp
 import glob
@@ -30,6 +30,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 import tgtest					# noqa: E402
 from tgtest import ScenarioCase, BUILDDIR, wait_until	# noqa: E402
+
+# pages of other packages the installed ones may refer to (systemd's: the
+# daemon's unit runs under it)
+SYSTEM_PAGES = ("sd-daemon(3)", "systemd.service(5)")
 
 
 def make(*args):
@@ -206,6 +210,7 @@ class Install(ScenarioCase):
         pages = glob.glob(os.path.join(st.root, "**", "man", "man*", "*.*"),
                           recursive=True)
         self.assertEqual(len(pages), 6)
+        installed = {os.path.basename(p) for p in pages}
         for page in pages:
             text = open(page).read()
             # every path in a .Pa (or .B/.I) of the tree's layout
@@ -216,6 +221,13 @@ class Install(ScenarioCase):
                     continue
                 self.fail("%s names %s, a file of the source tree"
                           % (os.path.basename(page), path))
+            # every page it refers to is installed, or one of systemd's
+            for name, sect in re.findall(r"(?m)^\.Xr (\S+) (\d)", text):
+                if "%s(%s)" % (name, sect) in SYSTEM_PAGES:
+                    continue
+                self.assertIn("%s.%s" % (name, sect), installed,
+                              "%s refers to %s(%s), which is not installed"
+                              % (os.path.basename(page), name, sect))
             # files the install puts under the prefix (not those of the
             # administrator, under etc/, or of the daemon, var/ and run/)
             for path in re.findall(r"(/usr/\S*/tgrunner/[\w./-]+\w)", text):

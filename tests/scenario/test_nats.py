@@ -146,12 +146,11 @@ class Nats(ScenarioCase):
         rec.wait_ended(ids, 120, daemon=d)
         # A done that had not left relay a when it died is lost with it, and
         # the daemon runs what it still held there again: at most the
-        # relay's 4 slots, each named in the daemon's log.  On a loaded
-        # machine such a done can wait in the relay well past the checker's
-        # default grace of 0.1 s, so the grace is 5 s and the re-run ids are
+        # relay's 4 slots, each named in the daemon's log.  The checker
+        # excuses a re-run only for an update whose E is the last line of a
+        # (one-slot) worker killed with the relay; the re-run ids are also
         # held to those the daemon retried for relay a.
-        rep = rec.check(ids, key_of=key_chat, deaths={p: t for p in pa},
-                        death_grace=5.0)
+        rep = rec.check(ids, key_of=key_chat, deaths={p: t for p in pa})
         self.assertReport(rep, d)
         self.assertEqual(rep.lost, [])
         retried = {int(m) for m in re.findall(

@@ -11,22 +11,35 @@
  * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
  * protocol errors and why a worker was cut off, deadlines (cancel, then
  * terminate; none for a worker cut off), that a job is given back only
- * once its worker is gone, draining and recycling.
+ * once its worker is gone, draining and recycling.  And restarts of the
+ * children one at a time: a replacement up before an old one goes, the
+ * updates an old one holds finished there, a replacement that does not
+ * come up stops it with the old ones running on, a worker that ignores
+ * its shutdown made to go at the deadline.  With children, the
+ * orders of events a loaded machine produces now and then are forced:
+ * a done still in the socket of a worker whose death (or a failed write
+ * to it) is seen first is honoured (#19).
  */
 #include "config.h"
 
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <event2/event.h>
 #include <jansson.h>
 
 #include "conf.h"
+#include "log.h"
 #include "pool.h"
 #include "proto.h"
 #include "router.h"
@@ -135,6 +148,7 @@ static struct fake		 fakes[MAXF];
 static struct ev		 evs[256];
 static int			 nevs, ncapacity;
 static struct job		*jobs[MAXJ];
+static json_t			*description;	/* the_worker()'s */
 
 static void
 on_done(void *arg, struct job *job, struct worker *w, json_t *calls)
@@ -144,6 +158,7 @@ on_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 	e->what = 'd';
 	e->id = job->id;
 	e->w = w;
+	e->worker_id = w->id;
 	snprintf(e->text, sizeof(e->text), "%s", calls ? "calls" : "");
 }
 
@@ -213,6 +228,8 @@ teardown(void)
 		json_decref(fakes[i].sent);
 	for (i = 0; i < MAXJ; i++)
 		job_free(jobs[i]);
+	json_decref(description);
+	description = NULL;
 	event_base_free(base);
 	conf_clear(&conf);
 }
@@ -816,15 +833,21 @@ have_problem(void *arg)
 
 static struct event *sigchld;
 
-/* `workers = 1` of cmd, reaped on SIGCHLD. */
+/* `workers = n` of cmd, reaped on SIGCHLD. */
 static void
-children_start(const char *cmd)
+children_start_n(const char *cmd, int n)
 {
 	sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
 	evsignal_add(sigchld, NULL);
-	conf.workers = 1;
+	conf.workers = n;
 	conf.worker_command = strdup(cmd);
 	pool_reconfigure(pool, &conf, 0);
+}
+
+static void
+children_start(const char *cmd)
+{
+	children_start_n(cmd, 1);
 }
 
 /* The pool kills its children before nothing reaps them any more. */
@@ -910,12 +933,436 @@ START_TEST(test_child_hello_missing)
 }
 END_TEST
 
+/* --- restarts, one at a time ------------------------------------------------ */
+
+/*
+ * A worker in sh that answers each update done after 1 s and exits 0 on
+ * shutdown (the update frame begins {"type":"update","id":N,...}).
+ */
+#define SH_GOOD "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' " \
+	">&3; while read -r l <&3; do case \"$l\" in *'\"shutdown\"'*) " \
+	"exit 0;; *'\"update\"'*) sleep 1; i=${l#*'\"id\":'}; i=${i%%,*}; " \
+	"printf '{\"type\":\"done\",\"id\":%s}\\n' \"$i\" >&3;; esac; done"
+/* One that never leaves by itself: shutdown is ignored. */
+#define SH_STUBBORN "printf '{\"type\":\"hello\",\"protocol\":1," \
+	"\"slots\":1}\\n' >&3; while read -r l <&3; do :; done"
+
+/* What was seen while a restart ran, sampled between loop passes. */
+static struct {
+	int	max_workers;	/* in the pool, any state */
+	int	min_ready;
+	int	draining_busy;	/* most an old worker held when it drained */
+} seen;
+
+static json_t *
+worker_ids(void)
+{
+	json_t *a = pool_describe(pool), *ids = json_array(), *o;
+	size_t i;
+
+	json_array_foreach(a, i, o)
+		json_array_append(ids, json_object_get(o, "id"));
+	json_decref(a);
+	return ids;
+}
+
+static int
+count_state(const char *state)
+{
+	json_t *a = pool_describe(pool), *o;
+	size_t i;
+	int n = 0;
+
+	json_array_foreach(a, i, o)
+		n += strcmp(json_string_value(json_object_get(o, "state")),
+		    state) == 0;
+	json_decref(a);
+	return n;
+}
+
+static int
+restart_over(void *arg)
+{
+	json_t *r = pool_restart_status(pool), *a = pool_describe(pool);
+	int over, ready = count_state("ready"), busy;
+
+	if ((int)json_array_size(a) > seen.max_workers)
+		seen.max_workers = (int)json_array_size(a);
+	if (ready < seen.min_ready)
+		seen.min_ready = ready;
+	busy = (int)json_integer_value(json_object_get(r, "draining_busy"));
+	if (busy > seen.draining_busy)
+		seen.draining_busy = busy;
+	over = strcmp(json_string_value(json_object_get(r, "state")),
+	    "running") != 0;
+	json_decref(a);
+	json_decref(r);
+	return over;
+}
+
+static int
+all_ready(void *arg)
+{
+	return count_state("ready") == conf.workers &&
+	    (int)pool_alive(pool) == conf.workers;
+}
+
+/* pool_restart and its end; the restart's status, for the test to free. */
+static json_t *
+restart_and_wait(int want)
+{
+	seen.max_workers = 0;
+	seen.min_ready = 1 << 30;
+	seen.draining_busy = 0;
+	ck_assert_int_eq(pool_restart(pool), want);
+	TESTLOOP_UNTIL(base, restart_over, NULL, 30000, "the restart's end");
+	return pool_restart_status(pool);
+}
+
+static int
+has_id(json_t *ids, json_int_t id)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(ids, i, v)
+		if (json_integer_value(v) == id)
+			return 1;
+	return 0;
+}
+
+START_TEST(test_restart_one_at_a_time)
+{
+	json_t *old, *now, *r, *a;
+	size_t i;
+
+	ck_assert(json_is_null(r = pool_restart_status(pool)));
+	json_decref(r);
+	children_start_n(SH_GOOD, 2);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "2 children ready");
+	old = worker_ids();
+	/* both busy: the old one that drains first still holds its update */
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "replaced")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "total")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "external")), 0);
+	json_decref(r);
+	/* never fewer ready than before, never more than one extra */
+	ck_assert_int_ge(seen.min_ready, 2);
+	ck_assert_int_le(seen.max_workers, 3);
+	ck_assert_int_eq(seen.draining_busy, 1);
+	/* the updates finished where they ran, not given back */
+	ck_assert_int_eq(count_evs('f'), 0);
+	ck_assert_int_eq(count_evs('d'), 2);
+	for (i = 0; i < 2; i++)
+		ck_assert(has_id(old, evs[i].worker_id));
+	/* two new workers, of the new generation, and ready */
+	now = worker_ids();
+	ck_assert_uint_eq(json_array_size(now), 2);
+	for (i = 0; i < 2; i++)
+		ck_assert(!has_id(old, json_integer_value(json_array_get(now,
+		    i))));
+	a = pool_describe(pool);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(json_integer_value(json_object_get(
+		    json_array_get(a, i), "generation")), 1);
+	json_decref(a);
+	ck_assert_int_eq(count_state("ready"), 2);
+	ck_assert_int_eq(pool_stats(pool)->crashed, 0);
+	json_decref(old);
+	json_decref(now);
+	children_stop();
+}
+END_TEST
+
+/* The script on disk broke: the first replacement dies, the rest stay. */
+START_TEST(test_restart_stops_on_failed_start)
+{
+	json_t *old, *now, *r;
+	const char *why;
+
+	children_start_n(SH_GOOD, 2);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "2 children ready");
+	old = worker_ids();
+	free(conf.worker_command);
+	conf.worker_command = strdup("false");
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "stopped");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "replaced")), 0);
+	why = json_string_value(json_object_get(r, "why"));
+	ck_assert_msg(strcmp(why, "new worker=3 did not come up: worker "
+	    "exited with status 1") == 0, "why: %s", why);
+	json_decref(r);
+	ck_assert_ptr_nonnull(pool_problem(pool));
+	/* the old ones run on; nothing started again behind the restart */
+	testloop_for(base, 300);
+	now = worker_ids();
+	ck_assert(json_equal(old, now));
+	ck_assert_int_eq(count_state("ready"), 2);
+	ck_assert_int_eq(pool_stats(pool)->spawned, 3);
+	json_decref(now);
+	/* fixed: a second restart goes through */
+	free(conf.worker_command);
+	conf.worker_command = strdup(SH_GOOD);
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	json_decref(r);
+	ck_assert_ptr_null(pool_problem(pool));
+	now = worker_ids();
+	ck_assert(!has_id(old, json_integer_value(json_array_get(now, 0))));
+	ck_assert(!has_id(old, json_integer_value(json_array_get(now, 1))));
+	json_decref(old);
+	json_decref(now);
+	children_stop();
+}
+END_TEST
+
+/* A worker that ignores shutdown is made to go at its deadline. */
+START_TEST(test_restart_shutdown_ignored)
+{
+	json_t *r;
+
+	conf.shutdown_timeout = 300;
+	children_start_n(SH_STUBBORN, 1);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "a child ready");
+	r = restart_and_wait(1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	json_decref(r);
+	ck_assert_int_eq(count_state("ready"), 1);
+	ck_assert_uint_eq(pool_alive(pool), 1);
+	children_stop();
+}
+END_TEST
+
+/* --- real children, the order of events forced ----------------------------- */
+
+/*
+ * Nothing reaps on SIGCHLD here: the test waits for a child's death
+ * without running the loop, then runs the loop or calls pool_reap() as it
+ * chooses, so that what the pool learns first is the test's choice.
+ */
+
+#define SH_HELLO "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' >&3; "
+/* hello, then read the welcome and one update */
+#define SH_TAKE_ONE SH_HELLO "read -r l <&3; read -r l <&3; "
+/* done for update 1 and death by SIGKILL: the done is all in the socket */
+#define SH_DONE_AND_DIE SH_TAKE_ONE \
+	"printf '{\"type\":\"done\",\"id\":1}\\n' >&3; kill -9 $$"
+
+/* `workers = 1` of cmd, reaped only when the test says. */
+static void
+children_by_hand(const char *cmd)
+{
+	conf.workers = 1;
+	conf.worker_command = strdup(cmd);
+	pool_reconfigure(pool, &conf, 0);
+}
+
+/* The one worker's member, from the pool's description (borrowed). */
+static json_t *
+the_worker(const char *member)
+{
+	json_decref(description);
+	description = pool_describe(pool);
+	ck_assert_int_eq(json_array_size(description), 1);
+	return json_object_get(json_array_get(description, 0), member);
+}
+
+static pid_t
+child_pid(void)
+{
+	pid_t pid = (pid_t)json_integer_value(the_worker("pid"));
+
+	ck_assert_int_gt(pid, 0);
+	return pid;
+}
+
+static int
+is_killing(void *arg)
+{
+	return strcmp(json_string_value(the_worker("state")), "killing") == 0;
+}
+
+/* Wait until pid is dead, not reaped, without running the loop. */
+static void
+wait_dead(pid_t pid, int code, int status)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	while (waitid(P_PID, pid, &si, WEXITED | WNOWAIT) == -1)
+		ck_assert_int_eq(errno, EINTR);
+	ck_assert_int_eq(si.si_code, code);
+	ck_assert_int_eq(si.si_status, status);
+}
+
+/* The worker took update 1, sent its done and died: the done counts. */
+static void
+assert_done_honoured(void)
+{
+	ck_assert_msg(count_evs('d') == 1 && count_evs('f') == 0, "done %d, "
+	    "failed %d (%s): a done in the socket of a dead worker was lost",
+	    count_evs('d'), count_evs('f'), nevs > 0 ? evs[0].text : "");
+	ck_assert_int_eq(evs[0].id, 1);
+}
+
+/* SIGCHLD is handled before the read event with the done. */
+START_TEST(test_child_done_then_reaped)
+{
+	pid_t pid;
+
+	children_by_hand(SH_DONE_AND_DIE);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	pid = child_pid();
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_reap(pool);
+	assert_done_honoured();
+}
+END_TEST
+
+/*
+ * Something is written to the dead worker first (the result of a call it
+ * made): the write fails, and the write error comes before the read event
+ * with its done.
+ */
+START_TEST(test_child_done_then_write_error)
+{
+	json_t *ref = json_integer(7);
+	pid_t pid;
+	int i, id;
+
+	children_by_hand(SH_DONE_AND_DIE);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	pid = child_pid();
+	id = (int)json_integer_value(the_worker("id"));
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_result(pool, id, ref, 1, NULL, 0, NULL, NULL, 0);
+	json_decref(ref);
+	/* the write error, and whatever else the loop has for it now */
+	for (i = 0; i < 5; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_msg(is_killing(NULL), "the failed write was not seen");
+	pool_reap(pool);
+	assert_done_honoured();
+}
+END_TEST
+
+static pid_t	 watched;
+
+static int
+watched_dead(void *arg)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_PID, watched, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == watched;
+}
+
+/*
+ * A live worker that closes its socket holding an update is told to go
+ * (SIGTERM), though reading what it left took it out of service already.
+ */
+START_TEST(test_child_closes_socket)
+{
+	children_by_hand(SH_TAKE_ONE "exec 3<&-; sleep 30");
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	watched = child_pid();
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, watched_dead, NULL, 20000, "the worker that "
+	    "closed its socket told to go");
+	wait_dead(watched, CLD_KILLED, SIGTERM);
+	pool_reap(pool);
+	ck_assert_int_eq(count_evs('f'), 1);
+	ck_assert_str_eq(evs[0].text, "worker exited on signal 15");
+}
+END_TEST
+
+/*
+ * A SIGKILL from elsewhere before hello says nothing about worker_command,
+ * even when the pool saw the connection close first and sent the corpse a
+ * SIGTERM: not a step towards giving up on spawning.  (One that exits by
+ * itself before hello is: test_child_dies_before_hello.)
+ */
+START_TEST(test_child_foreign_sigkill_before_hello)
+{
+	pid_t pid;
+
+	children_by_hand("sleep 30");
+	pid = child_pid();
+	kill(pid, SIGKILL);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	TESTLOOP_UNTIL(base, is_killing, NULL, 20000, "the closed connection");
+	pool_reap(pool);
+	ck_assert_msg(pool_problem(pool) == NULL, "counted as a failed start: "
+	    "%s", pool_problem(pool));
+}
+END_TEST
+
+/*
+ * A hello read only once the worker is dead gets no welcome, and its
+ * slots are never offered: nothing may be sent to a worker known gone.
+ */
+START_TEST(test_child_hello_then_reaped)
+{
+	pid_t pid;
+
+	children_by_hand(SH_HELLO "kill -9 $$");
+	pid = child_pid();
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_reap(pool);
+	ck_assert_int_eq(ncapacity, 0);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
+	ck_assert_int_eq(pool_stats(pool)->exited, 1);
+	ck_assert_ptr_null(pool_problem(pool));
+}
+END_TEST
+
+/* What a worker wrote to stdout just before it died is logged. */
+START_TEST(test_child_last_words)
+{
+	char path[] = "/tmp/check_pool.XXXXXX", buf[8192];
+	int fd, saved;
+	ssize_t n;
+	pid_t pid;
+
+	children_by_hand("echo 'my last words'; kill -9 $$");
+	pid = child_pid();
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	/* the log, at info level, into a file */
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	unlink(path);
+	ck_assert_int_ge(saved = dup(2), 0);
+	ck_assert_int_eq(dup2(fd, 2), 2);
+	log_set_level(LOG_LVL_INFO);
+	pool_reap(pool);
+	log_set_level(LOG_LVL_WARN);
+	ck_assert_int_eq(dup2(saved, 2), 2);
+	close(saved);
+	ck_assert_int_ge(n = pread(fd, buf, sizeof(buf) - 1, 0), 0);
+	close(fd);
+	buf[n] = '\0';
+	ck_assert_msg(strstr(buf, "my last words") != NULL, "not in the log:\n"
+	    "%s", buf);
+}
+END_TEST
+
 static Suite *
 pool_suite(void)
 {
 	Suite	*s = suite_create("pool");
 	TCase	*tc = tcase_create("fake");
 	TCase	*ch = tcase_create("children");
+	TCase	*hand = tcase_create("children reaped by hand");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_hello_and_dispatch);
@@ -940,7 +1387,18 @@ pool_suite(void)
 	tcase_add_test(ch, test_child_dies_before_hello);
 	tcase_add_test(ch, test_child_hello_refused);
 	tcase_add_test(ch, test_child_hello_missing);
+	tcase_add_test(ch, test_restart_one_at_a_time);
+	tcase_add_test(ch, test_restart_stops_on_failed_start);
+	tcase_add_test(ch, test_restart_shutdown_ignored);
 	suite_add_tcase(s, ch);
+	tcase_add_checked_fixture(hand, setup, teardown);
+	tcase_add_test(hand, test_child_done_then_reaped);
+	tcase_add_test(hand, test_child_done_then_write_error);
+	tcase_add_test(hand, test_child_closes_socket);
+	tcase_add_test(hand, test_child_foreign_sigkill_before_hello);
+	tcase_add_test(hand, test_child_hello_then_reaped);
+	tcase_add_test(hand, test_child_last_words);
+	suite_add_tcase(s, hand);
 	return s;
 }
 
