@@ -24,6 +24,7 @@
 #include "outbox.h"
 #include "poller.h"
 #include "pool.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 
@@ -58,7 +59,7 @@ tgd_cmd_status(void *arg, const char *args)
 	struct tgd *d = arg;
 
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -72,6 +73,7 @@ tgd_cmd_status(void *arg, const char *args)
 	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
 	    "api", api_status(d->api), "outbox", outbox_status(d->outbox),
 	    "workers", pool_describe(d->pool),
+	    "nats", remote_status(d->remote),
 	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
 }
@@ -229,6 +231,7 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	metrics_gauge(out, "tgrunner_keys_busy",
 	    "Session keys with unfinished updates.", router_keys(d->router));
 	pool_metrics(d->pool, out);
+	remote_metrics(d->remote, out);
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);
 	api_metrics(d->api, out);

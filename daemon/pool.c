@@ -323,19 +323,26 @@ pool_run_start(struct worker *w, struct job *job)
 	const char *keys[KEYS_MAX];
 	struct timeval tv;
 	struct run *r;
+	int64_t now = wall_ms(), deadline, ms;
 	char *line;
 	size_t len;
 	int i;
 
+	/* a deadline set by whoever gave us the job (a relay's daemon) holds */
+	deadline = job->deadline > 0 ? job->deadline :
+	    now + p->conf->update_timeout;
+	ms = deadline > now ? deadline - now : 0;
 	for (i = 0; i < job->nkeys; i++)
 		keys[i] = job_key(job, i);
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
-	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
-	    &len);
-	/* the daemon checked it fits (pool_update_fits) before queueing it */
-	if (line == NULL || len > PROTO_MAX_FRAME)
-		fatalx(EXIT_SOFTWARE, "%s: update=%lld cannot be framed",
-		    __func__, (long long)job->id);
+	    deadline, job->text->s, job->text->len, &len);
+	if (line == NULL)	/* proto/ returns NULL when memory runs out */
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
+	if (len > PROTO_MAX_FRAME) {
+		/* pool_update_fits() was checked before it was queued */
+		free(line);
+		return -1;
+	}
 	r = xcalloc(1, sizeof(*r));
 	r->job = job;
 	r->w = w;
@@ -347,7 +354,7 @@ pool_run_start(struct worker *w, struct job *job)
 		return -1;
 	}
 	free(line);
-	tv = tv_ms(p->conf->update_timeout);
+	tv = tv_ms(ms);
 	evtimer_add(r->timer, &tv);
 	job->owner = r;
 	HASH_ADD(hh, p->runs, job->id, sizeof(job->id), r);
@@ -359,33 +366,57 @@ pool_run_start(struct worker *w, struct job *job)
 	return 0;
 }
 
-/* Past update_timeout: cancel; past kill_grace more, the worker goes. */
+/* The worker is told to stop the job; past its grace it is made to go. */
+static void
+run_cancel(struct run *r, const char *reason)
+{
+	struct worker *w = r->w;
+	struct timeval tv = tv_ms(w->grace > 0 ? w->grace :
+	    w->pool->conf->kill_grace);
+	struct frame f = { .type = FRAME_CANCEL };
+
+	r->cancelled = 1;
+	f.u.cancel.id = r->job->id;
+	f.u.cancel.reason = reason;
+	worker_send_frame(w, &f);
+	evtimer_del(r->timer);
+	evtimer_add(r->timer, &tv);
+}
+
+/* Past the deadline: cancel; past its grace more, the worker goes. */
 static void
 run_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct run *r = arg;
 	struct worker *w = r->w;
-	struct timeval tv = tv_ms(w->pool->conf->kill_grace);
-	struct frame f = { .type = FRAME_CANCEL };
 
 	if (!r->cancelled) {
-		r->cancelled = 1;
 		w->pool->stats.timeouts++;
 		log_warnx("worker=%d pid=%d: update=%lld attempt=%d timed out; "
 		    "cancel", w->id, (int)w->pid, (long long)r->job->id,
 		    r->job->attempt);
-		f.u.cancel.id = r->job->id;
-		f.u.cancel.reason = "timeout";
-		worker_send_frame(w, &f);
-		evtimer_add(r->timer, &tv);
+		run_cancel(r, "timeout");
 		return;
 	}
 	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
-	    "after cancel", (long long)r->job->id,
-	    (long long)w->pool->conf->kill_grace);
+	    "after cancel", (long long)r->job->id, (long long)(w->grace > 0 ?
+	    w->grace : w->pool->conf->kill_grace));
 	log_warnx("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
 	    w->spawned ? "terminating the worker" : "disconnecting");
 	worker_terminate(w, SIGTERM);
+}
+
+void
+pool_cancel(struct pool *p, struct job *job, const char *reason)
+{
+	struct run *r = job->owner;
+
+	if (r == NULL || r->cancelled || r->w->state == W_DEAD)
+		return;
+	log_info("worker=%d pid=%d: update=%lld attempt=%d: %s; cancel",
+	    r->w->id, (int)r->w->pid, (long long)job->id, job->attempt,
+	    reason);
+	run_cancel(r, reason);
 }
 
 void

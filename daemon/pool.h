@@ -107,6 +107,12 @@ json_t		*pool_restart_status(const struct pool *);
  * Returns 0, or -1 when no slot is free.
  */
 int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
+/*
+ * Cancel the running job now (the deadline came early, from elsewhere):
+ * its worker is sent cancel, and made to go if it does not answer within
+ * kill_grace.  Nothing happens if it is not running or was cancelled.
+ */
+void		 pool_cancel(struct pool *, struct job *, const char *reason);
 size_t		 pool_free_slots(const struct pool *);
 size_t		 pool_running(const struct pool *);	/* jobs in workers */
 /*

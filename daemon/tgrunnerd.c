@@ -32,10 +32,12 @@
 #include "log.h"
 #include "listener.h"
 #include "metrics.h"
+#include "natsbus.h"
 #include "outbox.h"
 #include "poller.h"
 #include "pool.h"
 #include "proto.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
@@ -736,6 +738,9 @@ tgd_open(struct tgd *d)
 {
 	char err[512];
 
+	/* libnats's threads wake the loop: its base needs locking */
+	if (d->conf.nats_url != NULL)
+		natsbus_init();
 	if ((d->base = event_base_new()) == NULL)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
@@ -773,6 +778,9 @@ tgd_open(struct tgd *d)
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
 		    d->conf.listen);
+	if (d->conf.nats_url != NULL &&
+	    (d->remote = remote_new(d->base, d->pool, &d->conf)) == NULL)
+		fatalx(EXIT_CONFIG, "cannot use NATS at %s", d->conf.nats_url);
 	if (d->conf.metrics_listen != NULL && (d->metrics = metrics_new(d->base,
 	    d->conf.metrics_listen, tgd_metrics, d)) == NULL)
 		fatalx(EXIT_CONFIG, "cannot serve metrics on %s",
@@ -790,6 +798,7 @@ tgd_close(struct tgd *d)
 
 	control_free(d->control);
 	listener_free(d->listener);
+	remote_free(d->remote);
 	metrics_free(d->metrics);
 	poller_free(d->poller);
 	pool_free(d->pool);
@@ -841,6 +850,7 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *path = DEFAULT_CONF;
+	char unused[512];
 	int ch, check = 0, debug = 0, verbose = 0;
 
 	while ((ch = getopt_long(argc, argv, "c:dhnvV", longopts, NULL)) != -1) {
@@ -858,12 +868,18 @@ main(int argc, char *argv[])
 		usage();
 	load_conf_or_exit(path, &d.conf);
 	if (check) {
+		if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+			fprintf(stderr, "%s: warning: set but read by "
+			    "tgrunner-relay only: %s\n", path, unused);
 		if (verbose)
 			conf_print(&d.conf, stdout);
 		printf("%s: configuration OK\n", path);
 		return 0;
 	}
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
+	if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+		log_warnx("%s: set but read by tgrunner-relay only: %s", path,
+		    unused);
 	d.token = token_load(&d.conf);
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));

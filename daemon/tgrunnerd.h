@@ -26,6 +26,7 @@ struct journal;
 struct listener;
 struct poller;
 struct pool;
+struct remote;
 struct router;
 
 /* Update types keys.c does not know, named in the log once each. */
@@ -66,6 +67,7 @@ struct tgd {
 	struct poller		*poller;
 	struct pool		*pool;
 	struct listener		*listener;	/* `listen`: external workers */
+	struct remote		*remote;	/* `nats_url`: relays' slots */
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;
