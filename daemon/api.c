@@ -7,9 +7,10 @@
  *
  *   - A 429 pause of the global scope or of the call's chat holds every
  *     call, messages or not.
- *   - A message (flood_cost() > 0) needs its tokens in its chat's bucket
- *     and in the global one, and never overtakes messages already waiting
- *     on either: each scope is a FIFO.
+ *   - A message (flood_cost() > 0) needs room in its chat's limiter and
+ *     in the global one (a sliding window or a token bucket, flood.h), and
+ *     never overtakes messages already waiting on either: each scope is a
+ *     FIFO.
  *
  * A parked call holds no slot, and since it is still the head of its key
  * nothing of that key overtakes it, while other keys go on.  Scopes with
@@ -118,6 +119,8 @@ struct acall {
 	api_cb			 cb;
 	void			*arg;
 	int			 tries;
+	int			 flags;		/* API_HOLD ... */
+	int			 sent;		/* a request went out: may be done */
 	int			 failed;	/* could not start: report */
 	int			 fail_code;	/* with fail_desc: refused */
 	char			*fail_desc;
@@ -189,6 +192,8 @@ struct api {
 	void			(*bound_cb)(void *, const char *, int, int);
 	void			*bound_arg;
 	size_t			 inflight;
+	size_t			 held;		/* answered, slot kept: API_HOLD */
+	int			 stopped;	/* api_stop() */
 	size_t			 waiting;	/* AC_PARKED */
 	int64_t			 last_sweep;
 	struct api_stats	 stats;
@@ -203,8 +208,8 @@ struct api {
 
 static void	api_pump(struct api *);
 
-static int
-method_valid(const char *m)
+int
+api_method_valid(const char *m)
 {
 	size_t n = 0;
 
@@ -384,6 +389,7 @@ scope_free(struct api *a, struct ascope *s)
 {
 	HASH_DEL(a->scopes, s);
 	a->nscopes--;
+	flood_clear(&s->bucket);
 	free(s->name);
 	free(s);
 }
@@ -667,6 +673,7 @@ api_free(struct api *a)
 		HASH_DEL(a->workers, w);
 		free(w);
 	}
+	flood_clear(&a->global.bucket);
 	event_free(a->timer);
 	free(a->heap);
 	token_free(a->prefix);
@@ -856,6 +863,9 @@ api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 		a->stats.ok++;
 	else
 		a->stats.errors++;
+	/* its slot waits until the caller has recorded this answer */
+	if ((c->flags & API_HOLD) && c->sent)
+		a->held++;
 	api_count(a, c->method, api_outcome(r));
 	c->cb(c->arg, r);
 	api_release(a, c);
@@ -982,6 +992,7 @@ api_done(void *arg, const struct http_response *resp)
 	json_t *root;
 
 	c->req = NULL;
+	c->sent = 1;
 	a->inflight--;
 	root = resp->status > 0 ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
 	if (json_is_object(root) && json_is_boolean(json_object_get(root, "ok"))) {
@@ -1047,7 +1058,8 @@ api_pump(struct api *a)
 
 	for (;;) {
 		api_wake(a, now);
-		if (a->inflight >= (size_t)a->conf->api_max_inflight ||
+		if (a->stopped || a->inflight + a->held >=
+		    (size_t)a->conf->api_max_inflight ||
 		    (c = TAILQ_FIRST(&a->runnable)) == NULL)
 			break;
 		TAILQ_REMOVE(&a->runnable, c, rentry);
@@ -1147,7 +1159,7 @@ api_call_from(struct api *a, const struct api_from *from, const char *key,
 	struct acall *c;
 	char err[UPLOAD_ERR_MAX];
 
-	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
+	if (!api_method_valid(method) || (!(flags & API_NOLIMIT) &&
 	    a->queued >= (size_t)a->conf->api_max_queued)) {
 		a->stats.rejected++;
 		return -1;
@@ -1160,6 +1172,7 @@ api_call_from(struct api *a, const struct api_from *from, const char *key,
 	if (c->body == NULL)
 		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	c->cost = flood_cost(method, params);
+	c->flags = flags;
 	c->cb = cb;
 	c->arg = arg;
 	c->len = strlen(c->body);
@@ -1301,6 +1314,21 @@ api_drop_orphans(struct api *a, int64_t update)
 	if (n > 0)
 		api_pump(a);
 	return n;
+}
+
+void
+api_settle(struct api *a)
+{
+	if (a->held == 0)
+		return;
+	a->held = 0;
+	api_pump(a);
+}
+
+void
+api_stop(struct api *a)
+{
+	a->stopped = 1;
 }
 
 void

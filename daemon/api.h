@@ -3,8 +3,8 @@
  * or an HTTP client.  Calls that carry the same session key run one at a
  * time in the order issued (a chat's replies never overtake each other);
  * other keys' calls run in parallel, up to api_max_inflight in flight.
- * Messages are paced centrally (flood control, flood.h): a global token
- * bucket and one per chat; a 429 pauses its chat (or everything) for
+ * Messages are paced centrally (flood control, flood.h): a global limit
+ * and one per chat; a 429 pauses its chat (or everything) for
  * retry_after and the call is retried up to max_call_retries times.
  */
 #ifndef TG_API_H
@@ -95,6 +95,22 @@ void		 api_worker_gone(struct api *, int worker);
  * now.  Returns how many were dropped.
  */
 size_t		 api_drop_orphans(struct api *, int64_t update);
+/*
+ * Its request slot stays taken after the answer, until api_settle(): the
+ * caller records the answer (in the journal) before another request may
+ * start, so that at most api_max_inflight calls are ever sent and not
+ * recorded as answered.
+ */
+#define API_HOLD	0x2
+/* The answers given to API_HOLD calls are recorded: free their slots. */
+void		 api_settle(struct api *);
+/*
+ * Start no more requests (shutting down): queued calls stay queued, calls
+ * in flight finish.
+ */
+void		 api_stop(struct api *);
+/* A Bot API method name: 1 to 64 of [A-Za-z0-9_]. */
+int		 api_method_valid(const char *);
 /*
  * cb(arg) runs each time a call has finished and left the queue (from the
  * loop): the daemon's back-pressure resumes there.

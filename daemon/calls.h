@@ -2,15 +2,17 @@
  * Workers' Bot API calls, between the pool and the API client.  A call
  * frame is answered by a result frame to the worker that sent it (named by
  * id: it may be gone by then, and the result is dropped).  Calls attached
- * to done go out after the update, queued behind earlier calls of its
- * first key: the key itself is free at once, its replies still leave in
- * order.  Both run in the key's order with the other calls (api.h).
+ * to done are owed and go through the outbox (outbox.h), queued behind
+ * earlier calls of the update's first key: the key itself is free at once,
+ * its replies still leave in order.  Both run in the key's order with the
+ * other calls (api.h).
  *
- * Every call first passes the method policy (policy.h); a call frame also
- * the fair-queue bounds of its key and worker (api_bounded), past which
- * it is answered at once with a 429 and retry_after.  The calls attached
- * to done are owed: the bounds never refuse them, they hold back the
- * key's next updates instead (tgrunnerd.c).
+ * Every call first passes the method policy (policy.h): the calls attached
+ * to done before they are journaled, so a refused one is never owed.  A
+ * call frame also passes the fair-queue bounds of its key and worker
+ * (api_bounded), past which it is answered at once with a 429 and
+ * retry_after.  The calls attached to done are owed: the bounds never
+ * refuse them, they hold back the key's next updates instead (tgrunnerd.c).
  */
 #ifndef TG_CALLS_H
 #define TG_CALLS_H
@@ -30,12 +32,6 @@ struct pool;
 void	calls_frame(struct api *, struct pool *, struct policy *,
 	    int worker_id, json_t *ref, const struct job *, const char *method,
 	    json_t *params);
-/*
- * The calls attached to job's done frame from worker_id (borrowed, the
- * policy applied already: policy_filter_calls): owed, never refused.
- */
-void	calls_after_done(struct api *, const struct job *, int worker_id,
-	    json_t *calls);
 /* The key whose order a job's calls keep (its first), or NULL. */
 const char *calls_key(const struct job *);
 

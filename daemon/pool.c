@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@
 #endif
 
 #define SPAWN_BACKOFF_MIN_MS	100
+/* An update frame's head (id, keys, attempt, deadline) is smaller than this. */
+#define POOL_FRAME_HEAD_MAX	8192
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 
@@ -320,19 +323,23 @@ pool_run_start(struct worker *w, struct job *job)
 	const char *keys[KEYS_MAX];
 	struct timeval tv;
 	struct run *r;
+	int64_t now = wall_ms(), deadline, ms;
 	char *line;
 	size_t len;
 	int i;
 
+	/* a deadline set by whoever gave us the job (a relay's daemon) holds */
+	deadline = job->deadline > 0 ? job->deadline :
+	    now + p->conf->update_timeout;
+	ms = deadline > now ? deadline - now : 0;
 	for (i = 0; i < job->nkeys; i++)
 		keys[i] = job_key(job, i);
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
-	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
-	    &len);
+	    deadline, job->text->s, job->text->len, &len);
 	if (line == NULL)	/* proto/ returns NULL when memory runs out */
 		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (len > PROTO_MAX_FRAME) {
-		/* cannot happen for a real Update; never send what a peer must reject */
+		/* pool_update_fits() was checked before it was queued */
 		free(line);
 		return -1;
 	}
@@ -347,7 +354,7 @@ pool_run_start(struct worker *w, struct job *job)
 		return -1;
 	}
 	free(line);
-	tv = tv_ms(p->conf->update_timeout);
+	tv = tv_ms(ms);
 	evtimer_add(r->timer, &tv);
 	job->owner = r;
 	HASH_ADD(hh, p->runs, job->id, sizeof(job->id), r);
@@ -359,33 +366,57 @@ pool_run_start(struct worker *w, struct job *job)
 	return 0;
 }
 
-/* Past update_timeout: cancel; past kill_grace more, the worker goes. */
+/* The worker is told to stop the job; past its grace it is made to go. */
+static void
+run_cancel(struct run *r, const char *reason)
+{
+	struct worker *w = r->w;
+	struct timeval tv = tv_ms(w->grace > 0 ? w->grace :
+	    w->pool->conf->kill_grace);
+	struct frame f = { .type = FRAME_CANCEL };
+
+	r->cancelled = 1;
+	f.u.cancel.id = r->job->id;
+	f.u.cancel.reason = reason;
+	worker_send_frame(w, &f);
+	evtimer_del(r->timer);
+	evtimer_add(r->timer, &tv);
+}
+
+/* Past the deadline: cancel; past its grace more, the worker goes. */
 static void
 run_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct run *r = arg;
 	struct worker *w = r->w;
-	struct timeval tv = tv_ms(w->pool->conf->kill_grace);
-	struct frame f = { .type = FRAME_CANCEL };
 
 	if (!r->cancelled) {
-		r->cancelled = 1;
 		w->pool->stats.timeouts++;
 		log_warnx("worker=%d pid=%d: update=%lld attempt=%d timed out; "
 		    "cancel", w->id, (int)w->pid, (long long)r->job->id,
 		    r->job->attempt);
-		f.u.cancel.id = r->job->id;
-		f.u.cancel.reason = "timeout";
-		worker_send_frame(w, &f);
-		evtimer_add(r->timer, &tv);
+		run_cancel(r, "timeout");
 		return;
 	}
 	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
-	    "after cancel", (long long)r->job->id,
-	    (long long)w->pool->conf->kill_grace);
+	    "after cancel", (long long)r->job->id, (long long)(w->grace > 0 ?
+	    w->grace : w->pool->conf->kill_grace));
 	log_warnx("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
 	    w->spawned ? "terminating the worker" : "disconnecting");
 	worker_terminate(w, SIGTERM);
+}
+
+void
+pool_cancel(struct pool *p, struct job *job, const char *reason)
+{
+	struct run *r = job->owner;
+
+	if (r == NULL || r->cancelled || r->w->state == W_DEAD)
+		return;
+	log_info("worker=%d pid=%d: update=%lld attempt=%d: %s; cancel",
+	    r->w->id, (int)r->w->pid, (long long)job->id, job->attempt,
+	    reason);
+	run_cancel(r, reason);
 }
 
 void
@@ -952,6 +983,27 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 		}
 	pool_maintain(p);
 	restart_kick(p);
+}
+
+int
+pool_update_fits(const char *json, size_t len, const struct keyset *ks)
+{
+	const char *keys[KEYS_MAX];
+	char *line;
+	size_t n;
+	int i;
+
+	if (len + POOL_FRAME_HEAD_MAX <= PROTO_MAX_FRAME)
+		return 1;
+	if (len >= PROTO_MAX_FRAME)
+		return 0;
+	/* close to the limit: the frame itself, with the widest numbers */
+	for (i = 0; i < ks->n; i++)
+		keys[i] = ks->k[i];
+	line = proto_encode_update(INT64_MAX, keys, ks->n, INT_MAX,
+	    INT64_MAX, json, len, &n);
+	free(line);
+	return line != NULL;
 }
 
 int

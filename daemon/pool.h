@@ -84,6 +84,14 @@ void		 pool_start(struct pool *, json_t *bot);
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
 /*
+ * Can an update of len bytes of JSON with keys ks be framed for a worker
+ * (PROTO_MAX_FRAME)?  One that cannot must never reach a worker: the
+ * worker would have to refuse it, and so would the next.
+ */
+struct keyset;
+int		 pool_update_fits(const char *json, size_t len,
+		    const struct keyset *ks);
+/*
  * Replace every worker the pool started, one at a time (restart-workers):
  * a new one is started, and only once it is welcomed does an old one
  * drain (it finishes what it holds, then is told to shut down); the next
@@ -105,6 +113,12 @@ json_t		*pool_restart_status(const struct pool *);
  * Returns 0, or -1 when no slot is free.
  */
 int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
+/*
+ * Cancel the running job now (the deadline came early, from elsewhere):
+ * its worker is sent cancel, and made to go if it does not answer within
+ * kill_grace.  Nothing happens if it is not running or was cancelled.
+ */
+void		 pool_cancel(struct pool *, struct job *, const char *reason);
 size_t		 pool_free_slots(const struct pool *);
 /*
  * Hold worker_id back (on) or let it take updates again (off): a worker

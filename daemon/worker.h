@@ -94,6 +94,7 @@ struct worker {
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
 	int			 shutdown_sent;
 	int			 retired;	/* the pool asked it to go */
+	int64_t			 grace;		/* ms from cancel to terminate; 0: kill_grace */
 	int			 complaints;	/* frames tolerated, not obeyed */
 	char			 cut[192];	/* why the daemon cut it off */
 	struct event		*hello_timer;

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Unix conventions of the three programs: --help on stdout with status 0,
+"""Unix conventions of the four programs: --help on stdout with status 0,
 --version, usage errors with status 64 (EX_USAGE).  And tgrunnerctl's
 client side against a stand-in control socket written here, so that each
 answer (or the lack of one) is exactly what the test needs: a daemon that
 accepts and never answers (timeout, clear message), one that closes
 without reading (no SIGPIPE), multi-line reasons (escaped, one row each),
 "already draining" (success), a retry of an unknown id (failure naming
-it), a status without a successful poll yet ("never", not "-1s ago"), a
+it), a status without a successful poll yet ("never", not "-1s ago"; also
+on a real daemon whose Bot API never answers), a
 refused reload (its error, status 1) and one with options that need a
 restart (a warning, status 0), restart-workers followed through status
 to its end (done: 0; stopped: 1 with the reason; the daemon gone: 1), and
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import tgtest					# noqa: E402
 from tgtest import ScenarioCase, build_path	# noqa: E402
 
-PROGRAMS = ("tgrunnerd", "tgrunnerctl", "tgrunner-fakeapi")
+PROGRAMS = ("tgrunnerd", "tgrunnerctl", "tgrunner-fakeapi", "tgrunner-relay")
 
 
 def run(argv, env=None, timeout=20):
@@ -128,7 +129,8 @@ class Cli(ScenarioCase):
                 self.assertEqual((rc, out), (64, ""))
                 self.assertIn("usage: %s" % prog, err)
         # operands where none are taken, missing commands, bad arguments
-        for argv in (["tgrunnerd", "extra"], ["tgrunnerctl"],
+        for argv in (["tgrunnerd", "extra"], ["tgrunner-relay", "extra"],
+                     ["tgrunnerctl"],
                      ["tgrunnerctl", "-t", "0", "status"],
                      ["tgrunnerctl", "-t", "x", "status"],
                      ["tgrunnerctl", "-i", "a/b", "status"],
@@ -428,6 +430,32 @@ class Cli(ScenarioCase):
         st["last_poll_ok"] = int(time.time()) + 3600
         rc, out, err = self.ctl("-s", s.path, "status")
         self.assertIn("last success 0s ago\n", out)
+
+    def test_status_of_a_real_daemon_before_first_poll(self):
+        # the Bot API accepts the connection and never answers: the daemon
+        # runs, answers on its control socket, and has never polled
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        fake = self.start_fake()
+        d = self.start_daemon(fake, wait=False, workers=1,
+                              api_url="http://127.0.0.1:%d"
+                              % silent.getsockname()[1])
+        sock = d.conf["control_socket"]
+        tgtest.wait_until(lambda: os.path.exists(sock), 20,
+                          what="the control socket")
+        rc, out, err = self.ctl("-s", sock, "status")
+        self.assertEqual(rc, 0, err)
+        self.assertIn(", last success never\n", out)
+        self.assertNotRegex(out, r"-\d+s ago")
+        # the real API: after a poll, seconds ago (not negative)
+        d.restart(api_url=fake.url)
+        tgtest.wait_until(lambda: re.search(
+            r", last success \d+s ago\n", self.ctl("-s", sock,
+                                                    "status")[1]),
+            20, what="a successful poll in the status")
+        self.assertEqual(d.stop(), 0)
 
     def test_unknown_command_is_a_usage_error(self):
         s = self.stand_in(answer({"ok": False, "error": "unknown command "

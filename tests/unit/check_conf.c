@@ -708,7 +708,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 47);
+	ck_assert_int_eq(n, 61);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -878,9 +878,46 @@ START_TEST(test_man_page_reload)
 		free(entry);
 		n++;
 	}
-	ck_assert_int_eq(n, 47);
+	ck_assert_int_eq(n, 61);
 	free(buf);
 	free(man);
+}
+END_TEST
+
+/* Options the other program reads are named; both programs' own are not. */
+START_TEST(test_unused)
+{
+	char	 buf[512], small[24];
+
+	load_ok("workers = 0\nnats_url = nats://127.0.0.1:4222\n"
+	    "relay_name = r1\nlog_level = info\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(buf, "");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 1);
+	ck_assert_str_eq(buf, "relay_name");
+
+	load_ok("api_url = http://127.0.0.1:1\nstate_dir = /tmp\n"
+	    "session_key = user\nrelay_timeout = 5s\nworkers = 0\n"
+	    "nats_url = nats://127.0.0.1:4222\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 4);
+	ck_assert_str_eq(buf, "api_url, state_dir, session_key, "
+	    "relay_timeout");
+	/* too small: whole names, then "...", never a name after it */
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, sizeof(small)), 4);
+	ck_assert_str_eq(small, "api_url, state_dir, ...");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, 8), 4);
+	ck_assert_str_eq(small, "...");
+
+	/* the method policy and the fair-queue bounds are the daemon's */
+	load_ok("workers = 0\nnats_url = nats://127.0.0.1:4222\n"
+	    "max_calls_per_key = 10\nmax_calls_per_worker = 20\n"
+	    "worker_methods_allow = sendMessage\n"
+	    "worker_methods_deny = sendPhoto\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 4);
+	ck_assert_str_eq(buf, "max_calls_per_key, max_calls_per_worker, "
+	    "worker_methods_allow, worker_methods_deny");
 }
 END_TEST
 
@@ -922,6 +959,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_dump_table_defaults);
 	tcase_add_test(tc, test_man_page_complete);
 	tcase_add_test(tc, test_example_complete);
+	tcase_add_test(tc, test_unused);
 	suite_add_tcase(s, tc);
 	return s;
 }

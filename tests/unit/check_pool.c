@@ -582,13 +582,64 @@ START_TEST(test_deadline)
 	ck_assert_int_eq(pool_stats(pool)->timeouts, 1);
 	TESTLOOP_UNTIL(base, was_terminated, NULL, 10000, "terminate");
 	t2 = mono_ms();
-	ck_assert_int_ge(t2 - t1, 150 - TESTLOOP_SLACK_MS);
+	/*
+	 * kill_grace runs from the cancel, which t1 may have seen late on a
+	 * loaded machine: measure both from t0, which precedes them.
+	 */
+	ck_assert_int_ge(t2 - t0, 150 + 150 - TESTLOOP_SLACK_MS);
 	ck_assert_int_eq(a->term_sig, SIGTERM);
 	/* told to go, not gone: the update is still its own */
 	ck_assert_int_eq(count_evs('f'), 0);
 	pool_worker_gone(a->w, "worker exited on signal 15", WORKER_CRASHED);
 	ck_assert_int_eq(count_evs('f'), 1);
 	ck_assert_str_eq(evs[0].text, "timed out");
+}
+END_TEST
+
+/*
+ * A relay's pool: the deadline comes with the job (the frame carries it,
+ * the timer follows it), a cancel comes early from the daemon, once, and
+ * the worker's own grace (w->grace) decides when it is made to go.
+ */
+START_TEST(test_given_deadline_and_cancel)
+{
+	struct fake *a;
+	struct job *j;
+	int64_t t0, t1, dl;
+
+	conf.update_timeout = 60000;
+	conf.kill_grace = 60000;
+	a = ready_fake(0, 2);
+	a->w->grace = 150;
+	wanted = a;
+	j = job(1);
+	dl = wall_ms() + 3600000;
+	j->deadline = dl;
+	ck_assert_int_eq(pool_dispatch(pool, j, NULL), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(sent(a, -1),
+	    "deadline")), dl);
+	t0 = mono_ms();
+	pool_cancel(pool, j, "cancelled by the daemon");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "type")), "cancel");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "reason")), "cancelled by the daemon");
+	/* a second cancel sends nothing */
+	pool_cancel(pool, j, "again");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "reason")), "cancelled by the daemon");
+	TESTLOOP_UNTIL(base, was_terminated, NULL, 10000, "terminate");
+	t1 = mono_ms();
+	ck_assert_int_ge(t1 - t0, 150 - TESTLOOP_SLACK_MS);
+	ck_assert_int_lt(t1 - t0, 30000);
+
+	/* a deadline already past: cancelled at once, not after 60 s */
+	j = job(2);
+	j->deadline = wall_ms() - 1;
+	a = ready_fake(1, 1);
+	wanted = a;
+	ck_assert_int_eq(pool_dispatch(pool, j, a->w), 0);
+	TESTLOOP_UNTIL(base, sent_cancel, NULL, 10000, "cancel");
 }
 END_TEST
 
@@ -1326,6 +1377,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_given_back_only_when_gone);
 	tcase_add_test(tc, test_fail_frame);
 	tcase_add_test(tc, test_deadline);
+	tcase_add_test(tc, test_given_deadline_and_cancel);
 	tcase_add_test(tc, test_late_done_counts);
 	tcase_add_test(tc, test_stray_answers_bounded);
 	tcase_add_test(tc, test_cut_off_no_deadline);
