@@ -59,6 +59,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "tailq.h"
 #include "timeutil.h"
 #include "token.h"
 #include "upload.h"
@@ -74,13 +75,6 @@
 struct akey;
 struct ascope;
 struct aworker;
-
-#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
-	for ((var) = TAILQ_FIRST(head);					\
-	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
-	    (var) = (tvar))
-#endif
 
 /*
  * Finished calls by method and outcome, for metrics.  The first

@@ -34,16 +34,10 @@
 #include "pool.h"
 #include "proto.h"
 #include "router.h"
+#include "tailq.h"
 #include "timeutil.h"
 #include "worker.h"
 #include "xmalloc.h"
-
-#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
-	for ((var) = TAILQ_FIRST(head);					\
-	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
-	    (var) = (tvar))
-#endif
 
 #define SPAWN_BACKOFF_MIN_MS	100
 /* An update frame's head (id, keys, attempt, deadline) is smaller than this. */
