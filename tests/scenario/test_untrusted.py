@@ -270,7 +270,18 @@ class Untrusted(ScenarioCase):
         self.assertEqual(len(keys), len(set(keys)), "\n".join(lines))
         self.assertLessEqual(len(lines), 2 * (len(tried) + len(attach)))
         self.assertGreaterEqual(len(lines), 5)
+        # the refused attached calls were never owed: the outbox answered
+        # only the replies, and the journal never held a reserved name
+        answered = lambda: promparse.value(  # noqa
+            scrape(self.port), "tgrunner_outbox_answered_total")
+        wait_until(lambda: answered() >= len(ids), 30,
+                   what="the replies' answers recorded")
+        self.assertEqual(answered(), len(ids))
         self.assertEqual(d.stop(), 0, d.log_tail())
+        with open(os.path.join(d.state_dir, "journal"), "rb") as f:
+            journal = f.read().lower()
+        for m in RESERVED[:4]:  # "close" could be in any text
+            self.assertNotIn(m.lower().encode(), journal, m)
 
     def test_getupdates_loop_loses_nothing(self):
         """A worker that polls getUpdates (and confirms what it gets) in a
