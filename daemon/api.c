@@ -7,9 +7,10 @@
  *
  *   - A 429 pause of the global scope or of the call's chat holds every
  *     call, messages or not.
- *   - A message (flood_cost() > 0) needs its tokens in its chat's bucket
- *     and in the global one, and never overtakes messages already waiting
- *     on either: each scope is a FIFO.
+ *   - A message (flood_cost() > 0) needs room in its chat's limiter and
+ *     in the global one (a sliding window or a token bucket, flood.h), and
+ *     never overtakes messages already waiting on either: each scope is a
+ *     FIFO.
  *
  * A parked call holds no slot, and since it is still the head of its key
  * nothing of that key overtakes it, while other keys go on.  Scopes with
@@ -99,6 +100,8 @@ struct acall {
 	api_cb			 cb;
 	void			*arg;
 	int			 tries;
+	int			 flags;		/* API_HOLD ... */
+	int			 sent;		/* a request went out: may be done */
 	int			 failed;	/* could not start: report */
 	int			 fail_code;	/* with fail_desc: refused */
 	char			*fail_desc;
@@ -153,6 +156,8 @@ struct api {
 	struct acallq		 backoff;	/* in a retry pause */
 	size_t			 queued;
 	size_t			 inflight;
+	size_t			 held;		/* answered, slot kept: API_HOLD */
+	int			 stopped;	/* api_stop() */
 	size_t			 waiting;	/* AC_PARKED */
 	int64_t			 last_sweep;
 	struct api_stats	 stats;
@@ -167,8 +172,8 @@ struct api {
 
 static void	api_pump(struct api *);
 
-static int
-method_valid(const char *m)
+int
+api_method_valid(const char *m)
 {
 	size_t n = 0;
 
@@ -348,6 +353,7 @@ scope_free(struct api *a, struct ascope *s)
 {
 	HASH_DEL(a->scopes, s);
 	a->nscopes--;
+	flood_clear(&s->bucket);
 	free(s->name);
 	free(s);
 }
@@ -624,6 +630,7 @@ api_free(struct api *a)
 	}
 	HASH_ITER(hh, a->scopes, s, ts)
 		scope_free(a, s);
+	flood_clear(&a->global.bucket);
 	event_free(a->timer);
 	free(a->heap);
 	token_free(a->prefix);
@@ -708,6 +715,9 @@ api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 		a->stats.ok++;
 	else
 		a->stats.errors++;
+	/* its slot waits until the caller has recorded this answer */
+	if ((c->flags & API_HOLD) && c->sent)
+		a->held++;
 	api_count(a, c->method, api_outcome(r));
 	c->cb(c->arg, r);
 	api_release(a, c);
@@ -834,6 +844,7 @@ api_done(void *arg, const struct http_response *resp)
 	json_t *root;
 
 	c->req = NULL;
+	c->sent = 1;
 	a->inflight--;
 	root = resp->status > 0 ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
 	if (json_is_object(root) && json_is_boolean(json_object_get(root, "ok"))) {
@@ -899,7 +910,8 @@ api_pump(struct api *a)
 
 	for (;;) {
 		api_wake(a, now);
-		if (a->inflight >= (size_t)a->conf->api_max_inflight ||
+		if (a->stopped || a->inflight + a->held >=
+		    (size_t)a->conf->api_max_inflight ||
 		    (c = TAILQ_FIRST(&a->runnable)) == NULL)
 			break;
 		TAILQ_REMOVE(&a->runnable, c, rentry);
@@ -999,7 +1011,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	struct acall *c;
 	char err[UPLOAD_ERR_MAX];
 
-	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
+	if (!api_method_valid(method) || (!(flags & API_NOLIMIT) &&
 	    a->queued >= (size_t)a->conf->api_max_queued)) {
 		a->stats.rejected++;
 		return -1;
@@ -1012,6 +1024,7 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	if (c->body == NULL)
 		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	c->cost = flood_cost(method, params);
+	c->flags = flags;
 	c->cb = cb;
 	c->arg = arg;
 	c->len = strlen(c->body);
@@ -1025,6 +1038,21 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	api_sweep(a, mono_ms());
 	api_pump(a);
 	return 0;
+}
+
+void
+api_settle(struct api *a)
+{
+	if (a->held == 0)
+		return;
+	a->held = 0;
+	api_pump(a);
+}
+
+void
+api_stop(struct api *a)
+{
+	a->stopped = 1;
 }
 
 void

@@ -3,8 +3,8 @@
  * or an HTTP client.  Calls that carry the same session key run one at a
  * time in the order issued (a chat's replies never overtake each other);
  * other keys' calls run in parallel, up to api_max_inflight in flight.
- * Messages are paced centrally (flood control, flood.h): a global token
- * bucket and one per chat; a 429 pauses its chat (or everything) for
+ * Messages are paced centrally (flood control, flood.h): a global limit
+ * and one per chat; a 429 pauses its chat (or everything) for
  * retry_after and the call is retried up to max_call_retries times.
  */
 #ifndef TG_API_H
@@ -47,6 +47,22 @@ void		 api_free(struct api *);
 int		 api_call(struct api *, const char *key, const char *method,
 		    json_t *params, int flags, api_cb cb, void *arg);
 #define API_NOLIMIT	0x1	/* past api_max_queued too: a reply already owed */
+/*
+ * Its request slot stays taken after the answer, until api_settle(): the
+ * caller records the answer (in the journal) before another request may
+ * start, so that at most api_max_inflight calls are ever sent and not
+ * recorded as answered.
+ */
+#define API_HOLD	0x2
+/* The answers given to API_HOLD calls are recorded: free their slots. */
+void		 api_settle(struct api *);
+/*
+ * Start no more requests (shutting down): queued calls stay queued, calls
+ * in flight finish.
+ */
+void		 api_stop(struct api *);
+/* A Bot API method name: 1 to 64 of [A-Za-z0-9_]. */
+int		 api_method_valid(const char *);
 /*
  * cb(arg) runs each time a call has finished and left the queue (from the
  * loop): the daemon's back-pressure resumes there.

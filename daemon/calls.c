@@ -3,7 +3,6 @@
  */
 #include "config.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 
 #include <jansson.h>
@@ -21,8 +20,7 @@ struct call_ctx {
 	json_t		*ref;
 };
 
-/* The key whose order a job's calls keep: its first. */
-static const char *
+const char *
 calls_key(const struct job *job)
 {
 	return job != NULL && job->nkeys > 0 ? job_key(job, 0) : NULL;
@@ -55,34 +53,5 @@ calls_frame(struct api *api, struct pool *pool, int worker_id, json_t *ref,
 		    "call queue full", NULL, 0);
 		json_decref(cc->ref);
 		free(cc);
-	}
-}
-
-/* A call attached to done finished: nobody waits, only errors are worth a line. */
-static void
-calls_done_result(void *arg, const struct api_result *r)
-{
-	if (!r->ok)
-		log_warnx("update=%lld: attached call failed: %d %s",
-		    (long long)(intptr_t)arg, r->error_code,
-		    r->description ? r->description : "");
-}
-
-void
-calls_after_done(struct api *api, const struct job *job, json_t *calls)
-{
-	const char *method;
-	json_t *c;
-	size_t i;
-
-	json_array_foreach(calls, i, c) {
-		method = json_string_value(json_object_get(c, "method"));
-		/* owed since the update is done: never refused for room */
-		if (api_call(api, calls_key(job), method, json_object_get(c,
-		    "params"), API_NOLIMIT, calls_done_result,
-		    (void *)(intptr_t)job->id) == -1)
-			log_errx("update=%lld call=%zu method=%s: attached call "
-			    "dropped: not a method name", (long long)job->id,
-			    i, method != NULL ? method : "?");
 	}
 }

@@ -2,9 +2,10 @@
  * Workers' Bot API calls, between the pool and the API client.  A call
  * frame is answered by a result frame to the worker that sent it (named by
  * id: it may be gone by then, and the result is dropped).  Calls attached
- * to done go out after the update, queued behind earlier calls of its
- * first key: the key itself is free at once, its replies still leave in
- * order.  Both run in the key's order with the other calls (api.h).
+ * to done are owed and go through the outbox (outbox.h), queued behind
+ * earlier calls of the update's first key: the key itself is free at once,
+ * its replies still leave in order.  Both run in the key's order with the
+ * other calls (api.h).
  */
 #ifndef TG_CALLS_H
 #define TG_CALLS_H
@@ -22,7 +23,7 @@ struct pool;
  */
 void	calls_frame(struct api *, struct pool *, int worker_id, json_t *ref,
 	    const struct job *, const char *method, json_t *params);
-/* The calls attached to job's done frame (borrowed): owed, never refused. */
-void	calls_after_done(struct api *, const struct job *, json_t *calls);
+/* The key whose order a job's calls keep (its first), or NULL. */
+const char *calls_key(const struct job *);
 
 #endif

@@ -21,6 +21,7 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "poller.h"
 #include "pool.h"
 #include "remote.h"
@@ -58,7 +59,7 @@ tgd_cmd_status(void *arg, const char *args)
 	struct tgd *d = arg;
 
 	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -70,7 +71,8 @@ tgd_cmd_status(void *arg, const char *args)
 	    "offset", (json_int_t)poller_offset(d->poller),
 	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
 	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
-	    "api", api_status(d->api), "workers", pool_describe(d->pool),
+	    "api", api_status(d->api), "outbox", outbox_status(d->outbox),
+	    "workers", pool_describe(d->pool),
 	    "nats", remote_status(d->remote),
 	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
@@ -233,6 +235,7 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);
 	api_metrics(d->api, out);
+	outbox_metrics(d->outbox, out);
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");
 	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",

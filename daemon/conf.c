@@ -187,17 +187,15 @@ static const struct conf_opt conf_opts[] = {
 	{ "flood_control", CT_BOOL, CF_RELOAD | CF_DAEMON, 0, 1, "yes",
 	    O(flood_control), NULL, NULL,
 	    "Pace messages to Telegram's limits with the flood_*_rate "
-	    "token buckets; no: only 429 answers slow calls down." },
+	    "limits; no: only 429 answers slow calls down." },
 	{ "flood_global_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "30/s",
 	    O(flood_global_rate), NULL, NULL,
-	    "Messages per period for the whole bot, as N/s, N/m or N/h, "
-	    "optionally burst B." },
-	{ "flood_chat_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
-	    0, 0, "1/s burst 3",
+	    "Messages for the whole bot, at most N in any window of the "
+	    "period (N/s, N/m, N/h); with burst B a token bucket instead." },
+	{ "flood_chat_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "1/s",
 	    O(flood_chat_rate), NULL, NULL,
 	    "Messages per period to one private chat." },
-	{ "flood_group_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
-	    0, 0, "20/m burst 5",
+	{ "flood_group_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "20/m",
 	    O(flood_group_rate), NULL, NULL,
 	    "Messages per period to one group, supergroup or channel." },
 	{ "max_call_retries", CT_INT, CF_RELOAD | CF_DAEMON, 0, 100, "3",

@@ -50,8 +50,8 @@ struct conf {
 	/* Bot API calls of workers */
 	int		 flood_control;		/* bool, default yes */
 	struct flood_rate flood_global_rate;	/* default 30/s */
-	struct flood_rate flood_chat_rate;	/* default 1/s burst 3 */
-	struct flood_rate flood_group_rate;	/* default 20/m burst 5 */
+	struct flood_rate flood_chat_rate;	/* default 1/s */
+	struct flood_rate flood_group_rate;	/* default 20/m */
 	int64_t		 max_call_retries;	/* default 3 */
 	int64_t		 api_max_inflight;	/* default 32 */
 	int64_t		 api_max_queued;	/* default 10000 */

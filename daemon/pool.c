@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@
 #endif
 
 #define SPAWN_BACKOFF_MIN_MS	100
+/* An update frame's head (id, keys, attempt, deadline) is smaller than this. */
+#define POOL_FRAME_HEAD_MAX	8192
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 
@@ -336,7 +339,7 @@ pool_run_start(struct worker *w, struct job *job)
 	if (line == NULL)	/* proto/ returns NULL when memory runs out */
 		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (len > PROTO_MAX_FRAME) {
-		/* cannot happen for a real Update; never send what a peer must reject */
+		/* pool_update_fits() was checked before it was queued */
 		free(line);
 		return -1;
 	}
@@ -978,6 +981,27 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 		}
 	pool_maintain(p);
 	restart_kick(p);
+}
+
+int
+pool_update_fits(const char *json, size_t len, const struct keyset *ks)
+{
+	const char *keys[KEYS_MAX];
+	char *line;
+	size_t n;
+	int i;
+
+	if (len + POOL_FRAME_HEAD_MAX <= PROTO_MAX_FRAME)
+		return 1;
+	if (len >= PROTO_MAX_FRAME)
+		return 0;
+	/* close to the limit: the frame itself, with the widest numbers */
+	for (i = 0; i < ks->n; i++)
+		keys[i] = ks->k[i];
+	line = proto_encode_update(INT64_MAX, keys, ks->n, INT_MAX,
+	    INT64_MAX, json, len, &n);
+	free(line);
+	return line != NULL;
 }
 
 int

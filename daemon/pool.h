@@ -78,6 +78,14 @@ void		 pool_start(struct pool *, json_t *bot);
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
 /*
+ * Can an update of len bytes of JSON with keys ks be framed for a worker
+ * (PROTO_MAX_FRAME)?  One that cannot must never reach a worker: the
+ * worker would have to refuse it, and so would the next.
+ */
+struct keyset;
+int		 pool_update_fits(const char *json, size_t len,
+		    const struct keyset *ks);
+/*
  * Replace every worker the pool started, one at a time (restart-workers):
  * a new one is started, and only once it is welcomed does an old one
  * drain (it finishes what it holds, then is told to shut down); the next

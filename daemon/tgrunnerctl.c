@@ -369,6 +369,10 @@ ctl_print_status(json_t *s)
 	    (long long)ctl_int(s, "api.inflight"),
 	    (long long)ctl_int(s, "api.calls"),
 	    (long long)ctl_int(s, "api.errors"));
+	printf("outbox:   %lld replies owed (oldest %llds), %lld replayed "
+	    "after the start\n", (long long)ctl_int(s, "outbox.owed"),
+	    (long long)ctl_int(s, "outbox.oldest_age"),
+	    (long long)ctl_int(s, "outbox.replayed"));
 	printf("pool:     %lld spawned, %lld crashed, %lld protocol errors, "
 	    "%lld timeouts\n", (long long)ctl_int(s, "pool.spawned"),
 	    (long long)ctl_int(s, "pool.crashed"),

@@ -33,8 +33,10 @@
 #include "listener.h"
 #include "metrics.h"
 #include "natsbus.h"
+#include "outbox.h"
 #include "poller.h"
 #include "pool.h"
+#include "proto.h"
 #include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
@@ -81,6 +83,48 @@ usage(void)
 
 /* --- jobs ------------------------------------------------------------------ */
 
+/* Give up on update id now: done once its dead letter is on disk. */
+static void
+tgd_give_up(struct tgd *d, int64_t id, int attempt, const char *why,
+    struct rcstr *text)
+{
+	d->stats.dead++;
+	/* 1: written later (tgd_dead_written); -1: the next start retries */
+	if (deadletter_add(d->deadletter, id, attempt, why, text) == 0) {
+		journal_done(d->journal, id);
+		durable_dirty(d->durable);
+	}
+}
+
+/*
+ * An update type the key table does not know (a newer Bot API): said once
+ * per type, with the keys the fallback gave it.
+ */
+static void
+tgd_unknown_type(struct tgd *d, int64_t id, const struct rcstr *text,
+    const struct keyset *ks)
+{
+	char name[TGD_TYPE_NAME];
+	size_t i;
+
+	keys_type_name(text->s, text->len, name, sizeof(name));
+	for (i = 0; i < d->ntypes; i++)
+		if (strcmp(d->types[i], name) == 0)
+			return;
+	if (d->ntypes == TGD_TYPES_MAX) {
+		if (d->types_full++ == 0)
+			log_warnx("update=%lld: more than %d update types this "
+			    "tgrunnerd does not know; not naming the others",
+			    (long long)id, TGD_TYPES_MAX);
+		return;
+	}
+	memcpy(d->types[d->ntypes++], name, sizeof(name));
+	log_warnx("update=%lld type=%s: an update type this tgrunnerd does "
+	    "not know; keyed by its own chat and user members (%s); said "
+	    "once per type", (long long)id, name, ks->n > 0 ? ks->k[0] :
+	    "no key");
+}
+
 /* Queue the journaled update id; the job shares the journal's JSON. */
 static void
 tgd_enqueue(struct tgd *d, int64_t id, int attempt)
@@ -88,16 +132,27 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 	struct keyset ks = { .n = 0 };
 	struct rcstr *text;
 	struct job *job;
+	char why[128];
 
 	/* never dropped: it was journaled just now, or replayed from there */
 	if ((text = journal_text(d->journal, id)) == NULL)
 		fatalx(EXIT_SOFTWARE, "%s: update=%lld is not in the journal",
 		    __func__, (long long)id);
+	keys_derive_text(text->s, text->len, d->conf.session_key,
+	    d->conf.session_key_n, &ks);
+	if (ks.unknown)
+		tgd_unknown_type(d, id, text, &ks);
+	/* a worker would have to refuse it, and the next one too */
+	if (!pool_update_fits(text->s, text->len, &ks)) {
+		snprintf(why, sizeof(why), "too large for a worker: %zu bytes "
+		    "of JSON, an update frame holds at most %d", text->len,
+		    PROTO_MAX_FRAME);
+		tgd_give_up(d, id, attempt, why, text);
+		return;
+	}
 	job = job_new_shared(id, text);
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
-	keys_derive_text(text->s, text->len, d->conf.session_key,
-	    d->conf.session_key_n, &ks);
 	router_add(d->router, job, &ks);
 }
 
@@ -112,12 +167,18 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 	d->stats.replayed++;
 }
 
-/* Stopped once no worker is alive and the replies they left are sent. */
+/*
+ * Stopped once no worker is alive and the replies they left are sent; past
+ * shutdown_timeout, once no call is in flight (the rest stay owed in the
+ * journal), or kill_grace later whatever is in flight.
+ */
 static void
 tgd_maybe_exit(struct tgd *d)
 {
-	if (d->state == TGD_STOPPING && pool_alive(d->pool) == 0 &&
-	    (api_queued(d->api) == 0 || d->deadline_passed))
+	if (d->state != TGD_STOPPING || pool_alive(d->pool) > 0)
+		return;
+	if (api_queued(d->api) == 0 || d->force_exit ||
+	    (d->deadline_passed && api_inflight(d->api) == 0))
 		event_base_loopexit(d->base, NULL);
 }
 
@@ -171,10 +232,8 @@ tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
-	journal_done(d->journal, job->id);
-	durable_dirty(d->durable);
-	if (calls != NULL)
-		calls_after_done(d->api, job, calls);
+	/* the done mark, with the calls it owes from now on */
+	outbox_done(d->outbox, job, calls);
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
 	    job->attempt);
 	tgd_finish(d, job, w);
@@ -197,12 +256,7 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 		return;
 	}
 	/* done only once its dead letter is on disk (deadletter.h) */
-	d->stats.dead++;
-	if (deadletter_add(d->deadletter, job->id, job->attempt, why,
-	    job->text) == 0) {
-		journal_done(d->journal, job->id);
-		durable_dirty(d->durable);
-	}
+	tgd_give_up(d, job->id, job->attempt, why, job->text);
 	tgd_finish(d, job, NULL);
 }
 
@@ -298,6 +352,69 @@ tgd_room(void *arg)
 	    (size_t)d->conf.max_pending - jobs;
 }
 
+/*
+ * Mode always promises that a done update's record (with its calls) is
+ * synced before the next getUpdates: the end of the loop pass may come
+ * after the request has left.
+ */
+static void
+tgd_before_poll(void *arg)
+{
+	struct tgd *d = arg;
+
+	durable_flush_now(d->durable);
+}
+
+/* Was the dead letter of oversized update id written already? */
+static int
+tgd_oversize_seen(struct tgd *d, int64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < TGD_OVERSIZE_RING; i++)
+		if (d->oversize[i] == id && id != 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Take the updates the journal cannot hold out of u[0..*n): each is
+ * dead-lettered now, and confirmed with the batch.  -1 if a dead letter
+ * could not be written: then nothing of the batch may be confirmed, and
+ * Telegram sends it all again.
+ */
+static int
+tgd_oversize(struct tgd *d, struct jupdate *u, size_t *n)
+{
+	struct rcstr *text;
+	size_t i, k = 0;
+	char why[128];
+	int rc;
+
+	for (i = 0; i < *n; i++) {
+		if (u[i].len <= JOURNAL_UPDATE_MAX) {
+			u[k++] = u[i];
+			continue;
+		}
+		if (tgd_oversize_seen(d, u[i].id))
+			continue;	/* the batch failed after its letter */
+		snprintf(why, sizeof(why), "too large for the journal: %zu "
+		    "bytes of JSON, a record holds at most %u", u[i].len,
+		    JOURNAL_UPDATE_MAX);
+		text = rcstr_new(u[i].json, u[i].len);
+		rc = deadletter_write(d->deadletter, u[i].id, 0, why, text);
+		rcstr_unref(text);
+		if (rc == -1)
+			return -1;
+		log_errx("update=%lld: giving up: %s; written to %s",
+		    (long long)u[i].id, why, DEADLETTER_FILE);
+		d->stats.dead++;
+		d->oversize[d->noversize++ % TGD_OVERSIZE_RING] = u[i].id;
+	}
+	*n = k;
+	return 0;
+}
+
 static int
 tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
     const size_t *lens, size_t n)
@@ -315,6 +432,10 @@ tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
 		u[i].len = lens[i];
 	}
 	journal_filter(d->journal, u, &m, now);
+	if (tgd_oversize(d, u, &m) == -1) {
+		free(u);
+		return -1;
+	}
 	if (m < n) {
 		d->stats.duplicates += n - m;
 		log_info("dropped %zu update(s) already journaled", n - m);
@@ -345,6 +466,15 @@ tgd_durable(void *arg)
 	poller_durable(d->poller);
 }
 
+/* The done marks are written: the calls they owe may go out now. */
+static void
+tgd_flushed(void *arg)
+{
+	struct tgd *d = arg;
+
+	outbox_flushed(d->outbox);
+}
+
 static void
 tgd_ready(void *arg, json_t *bot)
 {
@@ -355,6 +485,11 @@ tgd_ready(void *arg, json_t *bot)
 	d->bot = json_incref(bot);
 	if (d->state == TGD_STARTING)
 		d->state = TGD_RUNNING;
+	/* the token works: the calls owed go first, before any worker's */
+	if (!d->outbox_replayed) {
+		d->outbox_replayed = 1;
+		outbox_replay(d->outbox);
+	}
 	pool_start(d->pool, bot);
 	log_notice("ready bot=@%s workers=%lld session_key=%s backlog=%zu",
 	    json_is_string(name) ? json_string_value(name) : "?",
@@ -376,6 +511,7 @@ tgd_fatal(void *arg, int status, const char *why)
 
 static const struct poller_ops tgd_poller_ops = {
 	.room = tgd_room,
+	.before_poll = tgd_before_poll,
 	.batch = tgd_batch,
 	.ready = tgd_ready,
 	.fatal = tgd_fatal,
@@ -383,16 +519,33 @@ static const struct poller_ops tgd_poller_ops = {
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
+/*
+ * shutdown_timeout: workers go, no call starts any more (the owed ones
+ * stay in the journal), and the calls in flight get kill_grace to answer:
+ * one cut off may be sent again by the next start.
+ */
 static void
 tgd_shutdown_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct tgd *d = arg;
+	struct timeval tv = tv_ms(d->conf.kill_grace);
 
+	if (d->deadline_passed) {
+		log_warnx("%zu call(s) still in flight %lld ms after "
+		    "shutdown_timeout: exiting; the next start sends them "
+		    "again", api_inflight(d->api), (long long)d->conf.kill_grace);
+		d->force_exit = 1;
+		tgd_maybe_exit(d);
+		return;
+	}
 	log_warnx("shutdown_timeout passed with %zu update(s) in progress and "
-	    "%zu call(s) queued; killing workers (the journal keeps their "
-	    "updates)", pool_running(d->pool), api_queued(d->api));
+	    "%zu call(s) queued; killing workers and starting no more calls "
+	    "(the journal keeps their updates and the calls owed)",
+	    pool_running(d->pool), api_queued(d->api));
 	d->deadline_passed = 1;
+	api_stop(d->api);
 	pool_kill(d->pool);
+	evtimer_add(d->ev_shutdown, &tv);
 	tgd_maybe_exit(d);
 }
 
@@ -592,12 +745,14 @@ tgd_open(struct tgd *d)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
 	if (d->conf.journal_fsync == FSYNC_OFF)
-		log_warnx("journal_fsync = off: updates are kept in memory only; "
-		    "a crash or kill loses every update not yet done");
+		log_warnx("journal_fsync = off: updates and the replies they "
+		    "owe are kept in memory only; a crash or kill loses every "
+		    "update not yet done and every reply not yet sent");
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
 		fatalx(EXIT_STATE, "journal: %s", err);
-	d->durable = durable_new(d->base, d->journal, tgd_durable, d);
+	d->durable = durable_new(d->base, d->journal, tgd_durable, tgd_flushed,
+	    d);
 	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
 	    tgd_dead_written, d);
 	if ((d->router = router_new()) == NULL ||
@@ -617,6 +772,7 @@ tgd_open(struct tgd *d)
 		log_warnx("no control socket: tgrunnerctl cannot reach this "
 		    "daemon (set control_socket to a usable path, or empty)");
 	}
+	d->outbox = outbox_new(d->api, d->journal, d->durable);
 	api_on_release(d->api, tgd_api_released, d);
 	if (d->conf.listen != NULL &&
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
@@ -647,6 +803,7 @@ tgd_close(struct tgd *d)
 	poller_free(d->poller);
 	pool_free(d->pool);
 	api_free(d->api);
+	outbox_free(d->outbox);		/* after the api: no callback comes */
 	http_free(d->http);
 	router_free(d->router);
 	durable_free(d->durable);
@@ -730,8 +887,9 @@ main(int argc, char *argv[])
 	poller_start(d.poller, journal_next_offset(d.journal));
 	event_base_dispatch(d.base);
 	log_notice("stopped: done=%llu dead=%llu, %zu update(s) left in the "
-	    "journal", (unsigned long long)d.stats.done,
-	    (unsigned long long)d.stats.dead, router_jobs(d.router));
+	    "journal; %zu replies owed, kept in the journal",
+	    (unsigned long long)d.stats.done, (unsigned long long)d.stats.dead,
+	    router_jobs(d.router), outbox_owed(d.outbox));
 	tgd_close(&d);
 	return d.exit_status;
 }
