@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Benchmarks of worker hosts over NATS (#15), side by side in one run:
 
   throughput   50 ms handlers, 100 slots per relay, 1 -> 2 -> 4 relays

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """tgrunner benchmarks: tgrunnerd (C SDK test workers) against grammY runner.
 
 Both systems poll the same fake Bot API (tgrunner-fakeapi, driven through

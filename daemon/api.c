@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Bot API calls for workers.  Each session key has a FIFO of calls of which
  * only the head is ever past AC_QUEUED; the heads of all keys (and unkeyed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Bot API calls on behalf of workers, so that workers never need the token
  * or an HTTP client.  Calls that carry the same session key run one at a

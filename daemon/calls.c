@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Workers' Bot API calls (calls.h).
  */

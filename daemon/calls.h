@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Workers' Bot API calls, between the pool and the API client.  A call
  * frame is answered by a result frame to the worker that sent it (named by

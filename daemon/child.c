@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The child side of a spawned worker (child.h): fork and exec with the
  * protocol's environment, privileges dropped and the death signal set;

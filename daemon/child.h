@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Workers the pool starts itself: a child process running worker_command
  * under /bin/sh, with one end of a socketpair as fd 3 (TGRUNNER_FD=3),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * What tgrunnerd reports: the commands of its control socket (a table for
  * control.c, as tgrunnerctl(1) documents them) and its /metrics page.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Configuration file: one table (conf_opts) drives the parser, the defaults,
  * conf_print, conf_dump_table and, through a unit test, tgrunner.conf(5) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Configuration: /etc/tgrunner.conf, "key = value" lines, '#' comments.
  * One table in conf.c defines every option (name, type, bounds, default,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The control socket.  One request per connection: a line in, a JSON line
  * out, close.  Peers are local but still untrusted: lines are bounded and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The control socket: a Unix stream socket where tgrunnerctl sends one
  * command line ("status", "drain", ...) and reads one JSON object back.

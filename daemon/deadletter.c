@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Dead letters (deadletter.h): append-only JSON lines, fsynced one by one;
  * failed appends wait in memory, in order, and are tried again on a timer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The dead-letter store: updates the daemon gave up on, kept in
  * <state_dir>/dead-letters.jsonl, one JSON object per line:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The journal on the event loop.  journal.c does the file work and knows
  * no loop; this drives it: done marks wait until the end of a loop pass

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Whole writes to files: the journal and the dead letters never leave a
  * write half done without knowing it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Flood control arithmetic (see flood.h).  Telegram's limits, as its FAQ
  * states them: about 30 messages a second for the whole bot, about one a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Flood control arithmetic for Bot API calls: the rate syntax of
  * tgrunner.conf(5), the two ways a rate is kept, and which calls are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * HTTP client on the daemon's event loop.  One curl multi handle keeps the
  * connections alive; curl tells us which sockets to watch (socket callback)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * HTTP client on the daemon's event loop: libcurl multi driven by
  * curl_multi_socket_action with libevent socket and timer callbacks.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The journal: an append-only file of checksummed records under state_dir,
  * rewritten (compacted) when history outweighs what is still unfinished.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The journal: every fetched update is made durable here before the offset
  * that confirms it is sent to Telegram, and marked done when a worker has

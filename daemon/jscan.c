@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * A JSON scanner that builds nothing: see jscan.h for what it promises.
  *

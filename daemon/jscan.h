@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * A JSON scanner that builds nothing.  The hot path of the daemon needs a
  * handful of members of each update (update_id and the ids its session

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Session keys: which updates must never run at the same time.  A key is a
  * short string ("chat:-100123", "user:42", "chat:5/user:42",

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * External workers (listener.h): the listen socket, and the connection
  * type of a peer that joined through it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The workers' listen socket: externally started workers join the pool
  * over a Unix socket (mode 0660), checked against listen_allow

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Logging to stderr with sd-daemon priority prefixes ("<3>..."), so that
  * journald keeps the level of every line.  Every message passes through the

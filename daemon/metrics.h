@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Prometheus text exposition on metrics_listen (GET /metrics), served by
  * libevent's evhttp on the daemon's loop.  Each module writes its own

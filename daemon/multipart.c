@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * multipart/form-data: split a body at its boundary delimiters and read
  * each part's Content-Disposition (name, filename, filename*) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * multipart/form-data bodies (RFC 7578) as workers' HTTP clients send them
  * to the Bot API endpoint (workerapi.h).  The parser is pure: parts point

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * NATS on the loop (natsbus.h): the connection, the hand-over of what
  * libnats's threads report, headers, and reliable links.

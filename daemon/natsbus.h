@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * NATS for tgrunnerd and tgrunner-relay: one client connection (libnats)
  * whose socket is served by the process's libevent loop, and links over

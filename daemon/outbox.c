@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The outbox (outbox.h).  An owed call goes through two queues of its own:
  * "unwritten" from the done frame until the end of the loop pass, when the

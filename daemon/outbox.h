@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The outbox: calls attached to done are owed from the moment their update
  * is done, like the update was before.  They are journaled in the record of

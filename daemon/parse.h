@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The lexing of numbers and time units that the configuration and the
  * flood rates share: digits only (no sign, no blanks, no overflow; strtoll

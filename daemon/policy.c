@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The method policy (policy.h).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The method policy: which Bot API methods a worker may call through the
  * daemon.  One check for every way a worker's call arrives (call frames,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The poller: getMe, optional deleteWebhook, then exactly one getUpdates in
  * flight at a time.  Every reply is classified once (poller_classify); a

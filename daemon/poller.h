@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The poller: exactly one getUpdates in flight, long polling, back-pressure,
  * error classes with back-off.  It owns no updates: each parsed batch is

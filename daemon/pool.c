@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The worker pool (pool.h): the workers and their free slots, the jobs
  * running in them (runs, with their deadlines), dispatch with affinity,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The worker pool: a set of workers with slots, and the jobs running in
  * them.  It starts and supervises worker processes (prefork, `workers`

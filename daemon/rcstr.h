@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * A reference-counted, NUL-terminated byte string.  An update's JSON is
  * kept once: the journal's index and the job that runs it share it, so a

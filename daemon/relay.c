@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunner-relay: runs on a worker host and offers its workers' slots to
  * one tgrunnerd over NATS.  It starts and supervises local workers exactly

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Remote slots (remote.h): relay sessions as a connection type of the
  * pool, over NATS.  Subjects, with P the nats_subject prefix and R a

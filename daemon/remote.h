@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Remote slots: workers on other hosts, offered by tgrunner-relay over
  * NATS (proto/NATS.md).  Each relay session is one worker of the pool, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The router: per-key FIFOs of unfinished jobs and one ready FIFO.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The router: which queued update may run now.  Pure data structure, no I/O.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * <sys/queue.h> with what glibc's copy lacks and the BSDs have.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunnerctl: talk to a running tgrunnerd over its control socket.
  * One command per connection; the daemon answers one JSON object, which is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunnerd: long-polls the Telegram Bot API, journals every update before
  * confirming it, and runs updates in supervised worker processes, updates

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunnerd: the parent of everything.  One process, one libevent loop:
  * poller -> journal -> router -> worker pool, and back.

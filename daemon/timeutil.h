@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Clocks and the one conversion to libevent's struct timeval.  Durations
  * are int64_t milliseconds everywhere (the configuration's unit); deadlines

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The bot token.  It is read once, at start (token_load), stays in the
  * daemon alone (never in argv, the environment of workers, or a log line:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Local Unix stream sockets: listening with a fixed mode, and one rule for
  * who may connect, used by the control socket and the workers' listen

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * File uploads: find the file objects in a call's params, open or decode
  * each one, and lay the call out as multipart/form-data parts.

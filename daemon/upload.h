@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * File uploads in workers' Bot API calls.  Anywhere in a call's params, an
  * object with an "@file" or "@data" member is a file to upload:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * One worker's connection (worker.h): its protocol state machine (hello
  * and welcome, frames allowed per state, shutdown once idle, protocol

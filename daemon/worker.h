@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * One worker of the pool, and what a connection type implements.
  *

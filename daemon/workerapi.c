@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The Bot API endpoint for workers: libevent's evhttp on loopback in
  * front of api_call() and a streaming GET of files.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The Bot API served to workers, so that bots written for an HTTP Bot API
  * client (grammY, Telegraf, python-telegram-bot, aiogram, curl) run as

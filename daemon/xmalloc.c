@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Allocation that never returns NULL: failure is fatal (xmalloc.h says why).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Memory: one rule for the whole daemon.  An allocation that fails at run
  * time is fatal: the daemon logs it and exits with EXIT_NOMEM, and systemd

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """tgrunner demo: the whole system on one machine.
 
 Without a token: starts the fake Bot API server (tgrunner-fakeapi) on

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # The quick start's first command: install the build dependencies (Debian),
 # build in ./build, and run the demo (examples/demo.py): the fake Bot API,
 # tgrunnerd and echo workers on loopback, or the real Bot API when

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """echo-nosdk: a tgrunner worker in plain Python, no SDK, no dependencies.
 
 It speaks the protocol of tgrunner-protocol(7) directly, to show that any

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * echo: a tgrunner worker to start a bot from, on the blocking SDK API.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Fuzz target of the configuration parser: the input becomes a file,
  * conf_load reads it, and conf_print formats whatever it accepted.  No

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * libFuzzer target for the frame codec: the first byte picks the direction
  * the line arrives from, the rest is the line.  Whatever decodes must encode

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Fuzz session-key derivation: the input is an Update as the Bot API might
  * send it (JSON text).  Every subset of kinds, plus a list with repeats, must

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Fuzz the multipart/form-data parser of the worker API (daemon/multipart.c).
  * Input: the first line is a Content-Type header value (its boundary is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Fuzz the receiving side of a NATS link (daemon/natsbus.c: nlink_input,
  * nlink_control), which takes the messages of the other host: a relay's

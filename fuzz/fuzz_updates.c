@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Fuzz target: a getUpdates response body, as an untrusted server could send
  * it, through poller_parse(), then every accepted update through

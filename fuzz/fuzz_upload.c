@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * libFuzzer target for upload_prepare(): a worker's call params (untrusted)
  * laid out as multipart parts.  The first byte picks whether an upload_dir

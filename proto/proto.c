@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The frame codec shared by tgrunnerd and the worker SDK.  Everything that
  * crosses the worker socket is decoded here, once, into a struct frame; a

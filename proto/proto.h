@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The wire between tgrunnerd and its workers: newline-delimited compact JSON
  * objects over a stream socket, each with a "type" member.  This header is

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Count individual test cases in an automake build tree after `make check`.
 
 Each test program's .log holds its own summary: Check prints

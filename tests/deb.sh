@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Build the Debian packages from a clean copy of the source tree, check
 # what they contain, run lintian, print the result (make deb).
 #   tests/deb.sh [-n] [-o OUTDIR] [SRCDIR]

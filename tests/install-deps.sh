@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Install what building and testing tgrunner needs on Debian 12 (apt-get).
 # Does nothing when everything is already there.
 set -eu

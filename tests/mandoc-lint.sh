@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # mandoc -Tlint over every man page: any message fails, except the two that
 # depend on what this machine has installed (pages the others refer to,
 # and its mandoc.db).  Exits 77 (automake's "skipped") without mandoc.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # The whole test suite from a fresh clone: install dependencies, build in
 # ./build, run `make check` (unit tests and scenario tests on loopback).
 # Extra arguments go to configure (e.g. --enable-sanitizers).

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Every source file carries "SPDX-License-Identifier: ISC" in its first ten
-# lines.  Run as `make spdx-check`; not part of make check yet (the lines
-# are added to all files in one go).  Lists the files that lack it and
-# exits 1 if any does.
+# lines.  Run as `make spdx-check` and by .ci/run (in a git checkout it
+# checks the tracked files).  Lists the files that lack it and exits 1 if
+# any does.
 #   tests/spdx-check.sh [SRCDIR]
 set -eu
 top=${1:-$(cd "$(dirname "$0")/.." && pwd)}

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Run the scenario tests with tgrunnerd under valgrind memcheck.
 #
 #   tests/valgrind.sh [-b BUILDDIR] [-o OUTDIR] [TEST.py ...]

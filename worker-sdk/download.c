@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * File downloads through the daemon's Bot API endpoint (tgrunner-protocol(7),
  * "The Bot API endpoint"): getFile, then GET /file/bot<credential>/<path>.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * libtgrunner-worker: the C SDK for tgrunner worker processes.
  *

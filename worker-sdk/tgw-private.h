@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * What the files of libtgrunner-worker share and do not export (the
  * library exports tgw_* only).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * libtgrunner-worker: framing, handshake, slot accounting and buffering for
  * the worker side of the tgrunner protocol.  Frames are decoded by the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 // The reference bot for bench/run.py: grammY + @grammyjs/runner, doing what
 // tests/workers/tg-test-worker does, and recording the same lines.
 //

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Plumbing of the chaos suite: a scenario context (temp dir, fake Bot API,
 daemons, cleanups), the result of one scenario, and the table.
 

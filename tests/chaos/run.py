@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """tgrunner chaos suite: run the scenarios of scenarios.py, print one table
 (scenario, injected, processed, lost, duplicated, violations, verdict) and
 exit 1 on any loss or violation.

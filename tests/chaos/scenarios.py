@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The chaos scenarios.  Each runs tgrunnerd against the fake Bot API under
 sustained traffic (updates released at a steady rate while the faults
 happen) with random handler times, and judges the test worker's records.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunner-framecheck: the daemon's frame decoder (proto_decode) as a
  * filter, so that tools written in other languages judge frames with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunner-fakeapi: a fake Telegram Bot API server on loopback.
  *

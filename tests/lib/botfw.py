@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """What the tests of bots written for grammY, Telegraf and
 python-telegram-bot share (tests/scenario/test_adapters.py and
 test_bot_frameworks.py): the frameworks, and updates a bot understands.

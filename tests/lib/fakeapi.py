@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Client for tgrunner-fakeapi, the fake Telegram Bot API server.
 
 Starts the server on a free loopback port and drives its control interface

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The daemon's side of the worker protocol, played by a test.
 
     with WorkerPeer(["node", "bot.js"], env={...}) as p:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """NATS for the scenario tests: a nats-server on loopback (random port,
 restartable on the same port) and tgrunner-relay processes run like the
 daemon (tgtest.Daemon: generated config, log kept and waited on, killed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A strict parser of the Prometheus text exposition format (0.0.4), for
 tests (Python 3 standard library only).
 

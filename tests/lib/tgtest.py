@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Scenario test harness for tgrunner (Python 3 standard library only).
 
 Runs the real tgrunnerd against the fake Bot API (tests/lib/fakeapi.py) with

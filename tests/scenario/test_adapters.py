@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The framework adapters and downloads of the worker libraries, against a
 stand-in for the daemon's Bot API endpoint.
 

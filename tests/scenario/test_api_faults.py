@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """A misbehaving Bot API: every fault the fake can inject on getUpdates,
 a rejected token, and the token never leaking into logs, argv or worker
 environments.  Every run uses a canary token and checks the log for it."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Replies are never dropped: when workers finish faster than the Bot API
 takes their calls, the daemon stops starting updates (and polling) until
 the call queue drains, instead of refusing the calls attached to done."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Bots written for grammY, Telegraf and python-telegram-bot as real
 workers of tgrunnerd, against the fake Bot API (issue #14, part two).
 

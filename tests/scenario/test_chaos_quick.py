@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The chaos suite (tests/chaos/run.py) scaled down for `make check`:
 worker SIGKILLs, SIGSTOPped workers, misbehaving workers, daemon SIGKILLs
 with restarts (and replies owed at the kills), every Bot API fault

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The harness itself: Records.check() on hand-made record files (proving
 the checker can fail), and Daemon's process handling against a stub
 daemon script.  Needs nothing from the build."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Unix conventions of the four programs: --help on stdout with status 0,
 --version, usage errors with status 64 (EX_USAGE).  And tgrunnerctl's
 client side against a stand-in control socket written here, so that each

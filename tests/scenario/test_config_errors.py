@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Configuration errors, as an operator meets them: every error class names
 `file:line:` and exits with status 78 (EX_CONFIG), both through
 `tgrunnerd -n -c FILE` (ExecStartPre) and through a normal start; the token

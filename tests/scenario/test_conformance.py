@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The worker conformance tool (tests/conformance/tgrunner-conformance)
 against the conformance worker of every worker library: C (built here),
 Python and Node.js (each skipped with a message while its file is missing).

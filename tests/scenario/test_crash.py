@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """SIGKILL the daemon and all its workers at random moments, restart on the
 same state_dir: nothing is lost, and every duplicate is explained by a
 kill (it was in progress, or had just ended, when the kill came)."""

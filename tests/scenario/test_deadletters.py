@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Dead letters: an update that keeps failing is retried up to
 max_attempts, then written to state_dir/dead-letters.jsonl with the reason
 (never dropped silently); `tgrunnerctl dead-letters` lists them and

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Delivery: every update exactly once, per-key order and exclusion, for
 classic workers, one many-slot worker, no keys, and every session_key mode
 (judged with keys computed here from the injected updates, not with the

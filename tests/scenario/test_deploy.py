@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Deploying without downtime, and reloads that tell the truth.
 
 restart-workers (tgrunnerctl, SIGUSR2) under load: the workers are

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The echo examples a new bot starts from (examples/echo.c, the Python
 and the Node.js echo.py / echo.js), each under the real tgrunnerd against
 the fake Bot API: /start gets a greeting with an inline keyboard, a button

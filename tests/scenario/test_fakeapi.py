@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Tests of tgrunner-fakeapi itself: every behaviour the scenario tests and
 benchmarks rely on.  Run with TG_BUILDDIR (directory holding the binary) and
 PYTHONPATH=tests/lib; exit status 0 means every test passed."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Central flood control of workers' Bot API calls (daemon/api.c): token
 buckets per private chat, per group and for the whole bot, 429 pauses of a
 chat, and flood_control = no.  Judged on the fake Bot API's record of the

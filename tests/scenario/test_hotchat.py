@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """No head-of-line blocking: one chat with half of all updates must not
 hold back the others.  Judged by ratios of the work actually done, not by
 absolute times."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The README's service steps, staged: `make install DESTDIR=stage`, then
 the staged tgrunnerd runs with the staged /etc/tgrunner.conf (a copy with
 the paths pointed into the stage and at the fake Bot API, nothing else

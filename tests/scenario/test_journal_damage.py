@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Damage does not spread.  30 updates are fetched, confirmed to Telegram
 and left unfinished in the journal (the worker holds the first one), the
 daemon is SIGKILLed, and the journal is then damaged: a flipped byte in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """External workers: processes started by something else join the pool
 through the `listen` socket, with the same protocol; peers are checked with
 SO_PEERCRED; a worker that disconnects gives its updates back."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Worker hosts over NATS (#15): a daemon with no workers of its own and
 relays offering theirs, through a real nats-server on loopback.  Every
 rule of the router holds across relays (lost, duplicated, order and

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The Node.js worker library (worker-sdk/node) under the real tgrunnerd.
 
 Runs the library's unit tests (node --test), then its examples as the

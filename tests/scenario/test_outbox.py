@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The outbox: replies attached to done are owed like updates.  Hundreds
 of replies wait in flood control (defaults on) when the daemon is SIGKILLed,
 or stopped with SIGTERM past shutdown_timeout; after a restart on the same

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Poison updates end, and end once.  A 2 MiB update (too large for a
 worker frame) and a 20 MiB one (too large for a journal record), among
 normal updates: both become dead letters at once, with their reason, no

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The session rules of the worker protocol against the real daemon.
 
 Every proto/vectors/sessions/*.session is played by this test as an

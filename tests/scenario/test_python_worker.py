@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The Python worker library (worker-sdk/python, package tgrunner_worker).
 
 Protocol: examples/conformance.py driven over a socketpair by this test

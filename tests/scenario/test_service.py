@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Running tgrunnerd like a real Linux service: reload (bad file kept out,
 pool resized and replaced under load without losing or reordering
 updates), the sd_notify protocol (READY, STATUS, WATCHDOG, RELOADING,

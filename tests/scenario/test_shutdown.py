@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """SIGTERM under load: the daemon drains what is in flight, dispatches
 nothing new, exits 0 within shutdown_timeout, and a restart delivers the
 rest from the journal."""

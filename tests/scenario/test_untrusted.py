@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """A worker is untrusted (#12): what a buggy or hostile worker tries, and
 what the daemon does about it.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Update types: the newest ones (managed_bot, guest_message) arrive by
 default and are keyed; a type this tgrunnerd does not know arrives too
 (allowed_updates unset asks for Telegram's default set) and is keyed from

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """File uploads through the daemon: @file references under upload_dir and
 inline @data reach the fake Bot API as multipart/form-data with the right
 bytes (SHA-256 computed by the fake), nested file objects become

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Worker output in the daemon's log: stderr at warning, stdout at info,
 control bytes escaped, long lines cut, a traceback one log line, and a
 worker flooding stderr bounded by the rate limit while other updates flow."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """Workers that die, misbehave, hang, fail or never start: nothing is
 lost, per-key order and exclusion hold, the daemon survives and says what
 happened."""

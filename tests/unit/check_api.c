@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The Bot API client of workers' calls.  First flood control's pure parts
  * (daemon/flood.c): the rate syntax, token bucket arithmetic, which calls

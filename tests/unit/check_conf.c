@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of daemon/conf.c: every value type, every error class with its
  * file:line, and the agreement of the option table with tgrunner.conf(5)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The dead-letter store: what is written is what is listed, retry takes
  * letters out of the file and keeps the rest, a failed write leaves no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Flood control's limiters (daemon/flood.c): the sliding window that keeps
  * a rate over every window (the default), the token bucket a burst asks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of the journal: durability across reopenings, replay order and
  * attempt counting, compaction, damage handling (reading on past damage in

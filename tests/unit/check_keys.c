@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Session-key derivation: one realistic sample per Update type, with the
  * expected key for every kind, then the hostile and edge cases.

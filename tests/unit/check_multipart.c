@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of the multipart/form-data parser (daemon/multipart.c): the
  * bodies bot frameworks send (grammY, Telegraf, urllib3's for

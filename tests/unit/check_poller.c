@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of the poller: poller_parse on good and hostile bodies, the
  * back-off sequence, and (when $TG_BUILDDIR/tgrunner-fakeapi exists) the

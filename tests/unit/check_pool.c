@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The worker pool on a real event loop.  Most workers here are of a
  * connection type of the test's own (struct worker_ops, as a relay's

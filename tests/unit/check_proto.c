@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The frame codec, driven by the shared test vectors in proto/vectors
  * ($TG_SRCDIR/proto/vectors) plus the cases too big or too binary to keep

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The router: ordering, exclusion, readiness of multi-key jobs, retries,
  * affinity, and a randomized simulation checked against a model after

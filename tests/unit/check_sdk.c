@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The worker SDK against a fake daemon on the other end of a socketpair.
  * Non-blocking tests run both sides in one process (the SDK never blocks

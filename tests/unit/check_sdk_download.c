@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The C worker SDK's Bot API endpoint members and downloads (tgw_api_root,
  * tgw_download, tgw_download_mem).  The test plays the daemon on a

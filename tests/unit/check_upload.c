@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of daemon/upload.c: base64, the path rules, opening beneath
  * upload_dir without symbolic links (with openat2 and with the openat walk

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Unit tests of the Bot API endpoint for workers (daemon/workerapi.c),
  * over real loopback HTTP: the endpoint runs on this process's event loop

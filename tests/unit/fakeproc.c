@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunner-fakeapi for the unit tests: start, stop, and its files' bytes;
  * the test program's temporary directory and curl's global state.

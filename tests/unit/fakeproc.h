@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tgrunner-fakeapi as a child process of a unit test (found through
  * $TG_BUILDDIR), listening on a free loopback port.

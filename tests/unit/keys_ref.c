@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * An independent reference for session keys, for the fuzz targets and
  * check_keys to hold keys_derive_text() against: the derivation as it was

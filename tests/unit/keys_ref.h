@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The reference derivation of session keys (keys_ref.c): same contract as
  * keys_derive(), from a jansson tree, by code that shares nothing with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * Running a test's event loop until something happened, for unit tests of
  * modules that live on libevent (the pool, the API client, dead letters).

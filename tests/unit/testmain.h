@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * The main() of every unit test.  A test file defines its cases and the
  * function that builds its Suite, then ends with:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * conformance-worker: the C SDK's worker for tgrunner-conformance
  * (tests/conformance/).  It implements the shared text commands on the

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * A worker for tests/scenario/test_adapters.py: "dl <file_id> [max]"

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """A worker for tests/scenario/test_adapters.py: "dl <file_id> [max]"
 downloads the file with ctx.download() and replies "<size> <sha256>";
 "dlpath <file_id> <path>" writes it to path first.  Errors are replied

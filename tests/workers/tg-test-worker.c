@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /*
  * tg-test-worker: the worker the scenario tests run.  Configured only by
  * environment variables, it records what happened to every update in a

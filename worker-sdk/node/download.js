@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * Downloads through the daemon's Bot API endpoint (tgrunner-protocol(7),

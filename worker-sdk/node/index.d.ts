@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 // Types for tgrunner-worker, the Node.js library for tgrunner workers.
 /// <reference types="node" />
 

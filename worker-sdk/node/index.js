@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * tgrunner-worker: the Node.js library for tgrunner worker processes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * grammY bots as tgrunner workers.  The bot is built on the daemon's Bot

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * Framework adapters: bots written for grammY or Telegraf run as tgrunner

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * conformance.js: the conformance worker of the Node.js library, run by

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * echo.js: a tgrunner worker in Node.js to start a bot from, ECHO_SLOTS

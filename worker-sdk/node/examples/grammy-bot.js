@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * grammy-bot.js: a grammY bot run as a tgrunner worker.  Apart from the

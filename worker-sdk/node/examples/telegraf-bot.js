@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * telegraf-bot.js: a Telegraf bot run as a tgrunner worker.  Apart from the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * The Bot API endpoint members of welcome, ctx.download(), and the

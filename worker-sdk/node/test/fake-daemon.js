@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * The daemon's side of the protocol for the unit tests: a Unix socket in a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /* The line splitter, the frame decoder and encoder, update helpers. */
 const test = require('node:test');

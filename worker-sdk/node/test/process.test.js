@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * The examples as real processes: connected on fd 3 ($TGRUNNER_FD) or by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /* uploadFile / uploadBytes, and a file object going out in a call frame. */
 const test = require('node:test');

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /*
  * The frame decoder against the protocol's test vectors (proto/vectors in

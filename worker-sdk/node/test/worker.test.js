@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: ISC
 'use strict';
 /* The Worker against a fake daemon on a temp Unix socket. */
 const test = require('node:test');

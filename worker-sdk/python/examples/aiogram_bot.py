@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """An aiogram 3 bot run as a tgrunner worker.
 
 UNTESTED: aiogram 3 is not packaged for Debian 12 and this project's tests

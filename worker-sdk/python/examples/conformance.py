@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """The conformance worker of the Python library: the text commands that
 tests/conformance/tgrunner-conformance drives (echo, call, sleep, fail,
 raise).  Slots from TG_SLOTS (default 1).

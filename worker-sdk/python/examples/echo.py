@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """echo: a tgrunner worker to start a bot from.  Many updates at once
 (ECHO_SLOTS, default 50) on asyncio.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: ISC
 """A python-telegram-bot 13 bot (Debian 12: python3-python-telegram-bot)
 run as a tgrunner worker.  Apart from the two lines marked "tgrunner", it
 is the bot as it would poll Telegram by itself:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The library's frame decoder against the protocol's test vectors
 (proto/vectors in the tgrunner source tree, or $TGRUNNER_VECTORS): it must
 refuse exactly what the daemon's decoder refuses in frames from the daemon,

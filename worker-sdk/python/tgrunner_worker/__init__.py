@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """tgrunner_worker: write tgrunner workers in Python (asyncio, many slots).
 
     from tgrunner_worker import Worker

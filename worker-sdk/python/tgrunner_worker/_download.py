@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Downloads through the daemon's Bot API endpoint (tgrunner-protocol(7),
 "The Bot API endpoint"): GET <api_root>/file/bot<api_token>/<file_path>.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Frames of the tgrunner worker protocol (proto/PROTOCOL.md): encoding,
 decoding and the checks a worker makes on what the daemon sends."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """File objects for uploads through the daemon (tgrunner-protocol(7),
 "File uploads").  Put the dict anywhere in a call's params:
 

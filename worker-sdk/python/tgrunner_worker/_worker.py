@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The asyncio worker: one connection to tgrunnerd, many handler tasks."""
 
 import asyncio

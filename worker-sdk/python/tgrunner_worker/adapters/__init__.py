@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Run bots written for a Bot API framework as tgrunner workers, unchanged.
 
 The bot talks to the daemon's Bot API endpoint (tgrunner-protocol(7), "The

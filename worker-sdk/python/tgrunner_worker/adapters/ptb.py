@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """python-telegram-bot 13 (Debian 12's python3-python-telegram-bot) as a
 tgrunner worker.  The bot keeps its Updater, Dispatcher and handlers; two
 lines change:
