@@ -68,10 +68,14 @@ class UpdateTypes(ScenarioCase):
     def test_ids_out_of_order_in_a_batch(self):
         fake = self.start_fake()
         port = tgtest.free_port()
-        d = self.start_daemon(fake, workers=2,
-                              metrics_listen="127.0.0.1:%d" % port)
+        # The updates wait and the fault is set before the daemon starts:
+        # its first getUpdates takes the fault and returns all of them.
+        # (Set while a long poll was in flight, the fault could fall on a
+        # later poll that found nothing to put out of order.)
         fake.fault("disorder", method="getUpdates", count=1)
         ids = self.generate(fake, 10, 3)
+        d = self.start_daemon(fake, workers=2,
+                              metrics_listen="127.0.0.1:%d" % port)
         m = d.wait_log(r"getUpdates: (\d+) update id\(s\) of \d+ repeat or "
                        r"go back within one batch \((\d+) after (\d+)")
         self.assertGreater(int(m.group(1)), 0)
