@@ -4,25 +4,45 @@
  * id: it may be gone by then, and the result is dropped).  Calls attached
  * to done go out after the update, queued behind earlier calls of its
  * first key: the key itself is free at once, its replies still leave in
- * order.  Both run in the key's order with the other calls (api.h).
+ * order.  Both run in the key's order with the other calls (api.h), and
+ * with those of the Bot API endpoint (workerapi.h), which share the
+ * method policy and the getFile rewrite below.
  */
 #ifndef TG_CALLS_H
 #define TG_CALLS_H
 
+#include <stddef.h>
+
 #include <jansson.h>
 
 struct api;
+struct conf;
 struct job;
 struct pool;
 
+/* What workers' calls go through; all borrowed, the daemon's. */
+struct calls {
+	struct api		*api;
+	struct pool		*pool;
+	const struct conf	*conf;		/* read at each call (reload) */
+	const char		*token;
+};
+
 /*
  * A call frame from worker_id for job (NULL: outside any update).  ref,
- * method and params are borrowed.  Refused at once (503) when the call
- * queue is full.
+ * method and params are borrowed.  Refused at once when the method policy
+ * refuses it, or (503) when the call queue is full.
  */
-void	calls_frame(struct api *, struct pool *, int worker_id, json_t *ref,
+void	calls_frame(const struct calls *, int worker_id, json_t *ref,
 	    const struct job *, const char *method, json_t *params);
 /* The calls attached to job's done frame (borrowed): owed, never refused. */
 void	calls_after_done(struct api *, const struct job *, json_t *calls);
-
+/*
+ * The method policy, one for every way a worker calls (call frames, the
+ * Bot API endpoint): 0 lets worker_id call method(params); -1 refuses it,
+ * with an HTTP-like *code (4xx) and desc (a NUL-terminated description of
+ * at most descsz bytes).
+ */
+int	calls_policy(const struct calls *, int worker_id, const char *method,
+	    json_t *params, int *code, char *desc, size_t descsz);
 #endif

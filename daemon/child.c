@@ -54,6 +54,8 @@ env_is_private(const char *kv)
 		"TGRUNNER_TOKEN=", "CREDENTIALS_DIRECTORY=", "NOTIFY_SOCKET=",
 		"WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_FDS=", "LISTEN_PID=",
 		"LISTEN_FDNAMES=", "TGRUNNER_FD=", "TGRUNNER_WORKER_ID=",
+		/* the endpoint's, given per worker or not at all */
+		"TGRUNNER_API_ROOT=", "TGRUNNER_API_TOKEN=",
 	};
 	size_t i;
 
@@ -63,34 +65,44 @@ env_is_private(const char *kv)
 	return 0;
 }
 
-/* The child's environment: ours without secrets, plus the protocol's. */
+/*
+ * The child's environment: ours without secrets, then the protocol's (all
+ * allocated, from TGRUNNER_FD on): its socket, its id, and the Bot API
+ * endpoint with its credential when there is one.
+ */
 static char **
-child_env(int id)
+child_env(const struct worker *w)
 {
 	size_t n = 0, i, j = 0;
 	char **env;
 
 	while (environ[n] != NULL)
 		n++;
-	env = xcalloc(n + 3, sizeof(*env));
+	env = xcalloc(n + 5, sizeof(*env));
 	for (i = 0; i < n; i++)
 		if (!env_is_private(environ[i]))
 			env[j++] = environ[i];
-	env[j++] = "TGRUNNER_FD=3";
-	xasprintf(&env[j], "TGRUNNER_WORKER_ID=%d", id);
+	env[j++] = xstrdup("TGRUNNER_FD=3");
+	xasprintf(&env[j++], "TGRUNNER_WORKER_ID=%d", w->id);
+	if (w->api_root != NULL) {
+		xasprintf(&env[j++], "TGRUNNER_API_ROOT=%s", w->api_root);
+		xasprintf(&env[j++], "TGRUNNER_API_TOKEN=%s", w->api_token);
+	}
 	return env;
 }
 
-/* Only the last entry (TGRUNNER_WORKER_ID) is ours; the rest is environ's. */
+/* Ours begin at TGRUNNER_FD (environ's was dropped); the rest is environ's. */
 static void
 env_free(char **env)
 {
-	size_t n = 0;
+	size_t i = 0;
 
-	while (env[n] != NULL)
-		n++;
-	if (n > 0)
-		free(env[n - 1]);
+	while (env[i] != NULL && strncmp(env[i], "TGRUNNER_FD=", 12) != 0)
+		i++;
+	for (; env[i] != NULL; i++) {
+		explicit_bzero(env[i], strlen(env[i]));
+		free(env[i]);
+	}
 	free(env);
 }
 
@@ -322,6 +334,7 @@ child_free(struct worker *w)
 
 static const struct worker_ops child_ops = {
 	.kind = "child",
+	.api_local = 1,
 	.send = child_send,
 	.close = child_close,
 	.terminate = child_terminate,
@@ -333,7 +346,8 @@ static const struct worker_ops child_ops = {
 /* --- life and death -------------------------------------------------------- */
 
 static pid_t
-child_fork(const struct conf *conf, int id, int *sock, int *out)
+child_fork(const struct conf *conf, const struct worker *w, int *sock,
+    int *out)
 {
 	int sv[2], pv[2];
 	char **env, *line;
@@ -350,7 +364,7 @@ child_fork(const struct conf *conf, int id, int *sock, int *out)
 		return -1;
 	}
 	line = child_shell_line(conf->worker_command);
-	env = child_env(id);
+	env = child_env(w);
 	if ((pid = fork()) == 0)
 		child_exec(conf, line, sv[1], pv[1], env);
 	if (pid == -1)
@@ -387,7 +401,9 @@ child_spawn(struct pool *p)
 	if ((c->kill_timer = evtimer_new(pool_base(p), child_kill_timeout,
 	    w)) == NULL)
 		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
-	if ((pid = child_fork(pool_conf(p), w->id, &sock, &out)) == -1) {
+	/* its credential is in its environment from the start */
+	pool_worker_api(w);
+	if ((pid = child_fork(pool_conf(p), w, &sock, &out)) == -1) {
 		pool_worker_gone(w, "cannot start", WORKER_UNSTARTED);
 		return NULL;
 	}

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "calls.h"
 #include "conf.h"
 #include "metrics.h"
 
@@ -26,6 +27,7 @@ struct listener;
 struct poller;
 struct pool;
 struct router;
+struct workerapi;
 
 /* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
 #define EXIT_STATE	73	/* EX_CANTCREAT: state_dir unusable */
@@ -48,6 +50,8 @@ struct tgd {
 	char			*token;
 	struct http		*http;
 	struct api		*api;
+	struct calls		 calls;		/* workers' calls, both ways */
+	struct workerapi	*workerapi;	/* worker_api_listen, or NULL */
 	struct control		*control;
 	struct deadletter	*deadletter;
 	struct metrics		*metrics;

@@ -72,6 +72,7 @@ static struct {
 	int		 worker;
 	int64_t		 update;
 	const char	*key;		/* what held() answers */
+	int64_t		 not_held;	/* held() answers -1 for this id */
 } hooks;
 
 static int
@@ -81,6 +82,10 @@ held_hook(void *arg, int worker_id, int64_t update_id, const char **key)
 	hooks.worker = worker_id;
 	hooks.update = update_id;
 	*key = hooks.key;
+	if (update_id > 0 && update_id == hooks.not_held) {
+		*key = NULL;
+		return -1;
+	}
 	return hooks.key != NULL;
 }
 
@@ -796,8 +801,17 @@ START_TEST(test_held_hook_and_key_order)
 	ck_assert_int_eq(hooks.update, 4242);
 	rq[0]->hdr = WORKERAPI_HDR_UPDATE ": 0";
 	one(rq[0]);
-	ck_assert_int_eq(hooks.update, -1);
+	ck_assert_int_eq(hooks.update, 0);
 	ck_assert_int_eq(hooks.held_calls, 3);
+	/* an update the worker does not hold: refused, never sent */
+	hooks.not_held = 4243;
+	rq[0]->hdr = WORKERAPI_HDR_UPDATE ": 4243";
+	one(rq[0]);
+	body_is(rq[0], 400, "{\"ok\":false,\"error_code\":400,"
+	    "\"description\":\"Bad Request: tgrunner: update 4243 is not "
+	    "held by this worker\"}");
+	ck_assert_int_eq(hooks.held_calls, 4);
+	hooks.not_held = 0;
 	rq_free(rq[0]);
 	/*
 	 * Two calls at once, the first that reaches the fake is held there
