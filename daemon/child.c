@@ -136,14 +136,19 @@ child_drop_privileges(const struct conf *c)
 /*
  * The shell line for the child.  A plain "program args" is prefixed with
  * exec so that the worker is our child itself (its pid in status, signals
- * straight to it); anything with shell syntax runs as written.
+ * straight to it); anything with shell syntax, or a line that says exec
+ * itself ("exec exec prog" would look for a program named exec), runs as
+ * written.
  */
 static char *
 child_shell_line(const char *cmd)
 {
 	char *line;
+	size_t sp = strspn(cmd, " \t");
 
-	if (strpbrk(cmd, ";&|<>()$`\\\"'*?[]#~=%{}!\n") != NULL)
+	if (strpbrk(cmd, ";&|<>()$`\\\"'*?[]#~=%{}!\n") != NULL ||
+	    (strncmp(cmd + sp, "exec", 4) == 0 &&
+	    (cmd[sp + 4] == ' ' || cmd[sp + 4] == '\t')))
 		return xstrdup(cmd);
 	xasprintf(&line, "exec %s", cmd);
 	return line;

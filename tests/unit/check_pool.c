@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <event2/event.h>
@@ -960,6 +961,29 @@ children_problem(const char *cmd, const char *want)
 	    "problem \"%s\", not \"%s...\"", p, want);
 }
 
+/*
+ * A plain command line that begins with exec itself runs as written: the
+ * daemon's own exec in front would make the shell look for a program named
+ * exec, and the child would exit 127 before its hello.
+ */
+START_TEST(test_child_exec_line)
+{
+	char path[] = "/tmp/check_pool.XXXXXX", cmd[64];
+	const char *sh = SH_WORKER "\n";
+	int fd;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_int_eq(write(fd, sh, strlen(sh)), (ssize_t)strlen(sh));
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "  exec /bin/sh %s", path);
+	children_start(cmd);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	ck_assert_int_eq(pool_stats(pool)->spawned, 1);
+	unlink(path);
+	children_stop();
+}
+END_TEST
+
 START_TEST(test_child_dies_with_update)
 {
 	json_t *a;
@@ -1093,6 +1117,7 @@ pool_suite(void)
 	tcase_add_test(ch, test_child_hello_refused);
 	tcase_add_test(ch, test_child_hello_missing);
 	tcase_add_test(ch, test_child_endpoint_env);
+	tcase_add_test(ch, test_child_exec_line);
 	suite_add_tcase(s, ch);
 	return s;
 }
