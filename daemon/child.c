@@ -42,7 +42,7 @@ struct child {
 	struct wsock		 sock;		/* fd 3 in the child */
 	struct bufferevent	*out;		/* its stdout+stderr */
 	struct event		*kill_timer;	/* kill grace */
-	int			 signalled;	/* the pool sent it a signal */
+	int			 signalled;	/* the last signal the pool sent it */
 };
 
 /* --- the environment ------------------------------------------------------- */
@@ -225,7 +225,10 @@ child_output_event(struct bufferevent *bev, short what, void *arg)
 	c->out = NULL;
 }
 
-/* Its last words: what is still in the pipe. */
+/*
+ * Its last words: what is still in the pipe.  The bufferevent's input is
+ * frozen at its end but around its own reads (as in wsock_drain()).
+ */
 static void
 child_last_output(struct worker *w)
 {
@@ -235,9 +238,11 @@ child_last_output(struct worker *w)
 	if (c->out == NULL)
 		return;
 	in = bufferevent_get_input(c->out);
+	evbuffer_unfreeze(in, 0);
 	while (evbuffer_get_length(in) <= OUTPUT_LINE_MAX &&
 	    evbuffer_read(in, bufferevent_getfd(c->out), OUTPUT_LINE_MAX) > 0)
 		child_output(c->out, w);
+	evbuffer_freeze(in, 0);
 	child_output(c->out, w);
 }
 
@@ -264,7 +269,7 @@ child_terminate(struct worker *w, int sig)
 		return;
 	if (w->state != W_KILLING)
 		worker_set_state(w, W_KILLING);
-	c->signalled = 1;
+	c->signalled = sig;
 	if (kill(-w->pid, sig) == -1)
 		kill(w->pid, sig);
 	if (sig != SIGKILL)
@@ -286,7 +291,9 @@ child_kill_timeout(evutil_socket_t fd, short ev, void *arg)
  * Cut the connection.  The process is told to go (sig 0: it is leaving by
  * itself and gets kill_grace; SIGTERM, SIGKILL after kill_grace; SIGKILL at
  * once for a protocol violation, whose output can no longer be trusted);
- * its jobs are given back when it is reaped.
+ * its jobs are given back when it is reaped.  Once signalled, only a
+ * SIGKILL follows the first signal: a worker in W_KILLING may not have
+ * been signalled (reading its last frames took it out of service).
  */
 static void
 child_close(struct worker *w, int sig)
@@ -298,7 +305,7 @@ child_close(struct worker *w, int sig)
 		return;
 	if (sig == 0)
 		child_arm_kill(w);
-	else if (sig == SIGKILL || w->state != W_KILLING)
+	else if (sig == SIGKILL || c->signalled == 0)
 		child_terminate(w, sig);
 }
 
@@ -433,6 +440,7 @@ child_exited(struct worker *w, int status)
 	char why[384];
 	int how = 0, early = !w->hello && !w->retired;
 	int draining = w->state == W_DRAINING || w->retired;
+	enum worker_state was = w->state;
 
 	/* no new work while what it wrote before exiting is read */
 	if (w->state == W_READY || w->state == W_DRAINING)
@@ -457,7 +465,7 @@ child_exited(struct worker *w, int status)
 		how |= WORKER_CRASHED;
 		log_warnx("worker=%d pid=%d: %s (state %s, %d update(s) in "
 		    "progress)", w->id, (int)w->pid, why,
-		    worker_state_str(w->state), w->busy);
+		    worker_state_str(was), w->busy);
 	}
 	/*
 	 * Whatever is left of its process group (the command under a shell
@@ -469,9 +477,11 @@ child_exited(struct worker *w, int status)
 	/*
 	 * A SIGKILL from elsewhere (an operator, the OOM killer) says nothing
 	 * about worker_command: only deaths it causes itself count towards
-	 * giving up.
+	 * giving up.  Ours is a SIGKILL only if we sent one: the SIGTERM sent
+	 * when the connection of a process killed so closed does not count.
 	 */
-	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !c->signalled)
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+	    c->signalled != SIGKILL)
 		early = 0;
 	if (early)
 		how |= WORKER_EARLY;

@@ -127,8 +127,17 @@ handle_hello(struct worker *w, struct frame *f)
 {
 	struct frame out = { .type = FRAME_WELCOME };
 
-	if (w->state != W_STARTING) {
+	if (w->hello) {
 		worker_protocol_error(w, "second hello");
+		return;
+	}
+	/*
+	 * Read only once it was told to go or found gone (its last frames,
+	 * read after its death): no welcome, and no work for it.
+	 */
+	if (w->state != W_STARTING) {
+		log_debug("worker=%d pid=%d: hello after it was told to go; "
+		    "not welcomed", w->id, (int)w->pid);
 		return;
 	}
 	if (f->u.hello.protocol != PROTO_VERSION) {
@@ -326,6 +335,11 @@ wsock_event(struct bufferevent *bev, short what, void *arg)
 	    w->id, (int)w->pid, what & BEV_EVENT_EOF ? "closed" : "error",
 	    what & BEV_EVENT_WRITING ? " while writing" : "",
 	    evbuffer_get_length(bufferevent_get_input(bev)));
+	/*
+	 * A write to a peer that is gone can fail before the read event with
+	 * its last frames (a done) is handled: read them first.
+	 */
+	wsock_drain(s);
 	worker_closed(w);
 }
 
@@ -370,23 +384,33 @@ wsock_send(struct wsock *s, const char *line, size_t len)
 }
 
 /*
- * The process is gone, but what it wrote before exiting may still sit in
- * the socket (a done raced with SIGCHLD): read and handle it, or updates
- * it finished would be run again.
+ * The peer is gone, but what it wrote before it went may still sit in the
+ * socket (a done raced with SIGCHLD, or with a failed write to it): read
+ * and handle it, or updates it finished would run again.  It takes no new
+ * work meanwhile (a done frees a slot; a hello would offer some).
+ *
+ * A socket bufferevent freezes the end of its input buffer, and unfreezes
+ * it only around its own reads: evbuffer_read() fails on it unless it is
+ * unfrozen the same way.
  */
 void
 wsock_drain(struct wsock *s)
 {
+	struct worker *w = s->w;
 	struct evbuffer *in;
 	evutil_socket_t fd;
 
 	if (s->bev == NULL)
 		return;
+	if (w->state == W_STARTING || w->state == W_READY)
+		worker_set_state(w, W_KILLING);
 	in = bufferevent_get_input(s->bev);
 	fd = bufferevent_getfd(s->bev);
+	evbuffer_unfreeze(in, 0);
 	while (evbuffer_get_length(in) <= PROTO_MAX_FRAME &&
 	    evbuffer_read(in, fd, 65536) > 0)
 		;
+	evbuffer_freeze(in, 0);
 	wsock_read(s->bev, s);
 }
 

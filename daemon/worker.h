@@ -212,7 +212,10 @@ struct wsock {
 /* Frames on fd (non-blocking, owned from now on) for w. */
 void		 wsock_open(struct wsock *, struct worker *, int fd);
 int		 wsock_send(struct wsock *, const char *line, size_t len);
-/* Read and handle what the socket still holds (the peer has exited). */
+/*
+ * Read and handle what the socket still holds (the peer has exited, or a
+ * write to it failed); a starting or ready worker goes to W_KILLING.
+ */
 void		 wsock_drain(struct wsock *);
 void		 wsock_close(struct wsock *);
 

@@ -44,7 +44,9 @@ def worker_sigkill(ctx):
     deadline = time.monotonic() + count / rate + 120
     while rec.missing(ids) and time.monotonic() < deadline and d.running():
         time.sleep(0.2)
-        pids = d.worker_pids(WORKER_COMM)
+        # not one killed already (maybe not reaped yet): its first kill
+        # is its death
+        pids = [p for p in d.worker_pids(WORKER_COMM) if p not in deaths]
         if not pids:
             continue
         p = ctx.rng.choice(pids)

@@ -43,7 +43,8 @@ BUILDDIR = os.environ.get("TG_BUILDDIR") or SRCDIR
 # Variables of the test worker: never inherit them from the caller's shell,
 # a stray TG_MISBEHAVE would make every scenario fail mysteriously.
 WORKER_VARS = ("TG_RECORD", "TG_SLEEP_MS", "TG_SLOTS", "TG_REPLY",
-               "TG_MISBEHAVE", "TG_FAIL", "TG_SEED", "TG_ENVDUMP")
+               "TG_MISBEHAVE", "TG_FAIL", "TG_SEED", "TG_ENVDUMP",
+               "TG_DONE_DELAY_MS", "TG_KILL_AFTER_DONE")
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN"
 
@@ -611,12 +612,11 @@ class _Checker:
     processes had open is closed, and per-key order restarts because the
     daemon replays its journal)."""
 
-    def __init__(self, rep, key_of, deaths, hold_ns, death_grace_ns):
+    def __init__(self, rep, key_of, deaths, hold_ns, pid_final):
         self.rep, self.key_of = rep, key_of
         self.deaths = deaths or {}
         self.hold_ns = hold_ns
-        self.death_grace_ns = death_grace_ns
-        self.pid_last = {}		# pid -> line of its latest record
+        self.pid_final = pid_final	# pid -> line of its last record
         self.death_dups = set()		# re-run because killed after its E
         self.reset()
 
@@ -653,7 +653,7 @@ class _Checker:
         if prev is not None:		# a new attempt closes the dead one
             self._close(prev)
         if self.status.get(r.id) == "E":
-            if self._killed_after_end(self.last_end[r.id]):
+            if self._killed_after_end(self.last_end[r.id], r):
                 self.death_dups.add(r.id)
             else:
                 rep.order.append("line %d: id %d started again after it "
@@ -680,12 +680,17 @@ class _Checker:
         self.status[r.id] = "S"
         self.last_attempt[r.id] = r.attempt
 
-    def _killed_after_end(self, e):
-        """The worker that wrote E was killed by the test right after it,
-        before anything else: its done may never have been sent."""
+    def _killed_after_end(self, e, r):
+        """r may run e's update again: the test killed e's (one-slot)
+        worker and e is the last line it ever wrote, so it may have died
+        before its done left, however long after e the kill came (a worker
+        can be descheduled between the two for as long as the machine
+        likes).  Had it written anything after e, the daemon had its done:
+        a one-slot worker gets no more work before.  And r can only start
+        after the kill."""
         dt = self.deaths.get(e.pid)
-        return dt is not None and 0 <= dt - e.t <= self.death_grace_ns \
-            and self.pid_last.get(e.pid) == e.line
+        return dt is not None and self.pid_final.get(e.pid) == e.line \
+            and r.t >= dt
 
     def end(self, r):
         rep = self.rep
@@ -778,8 +783,7 @@ class Records:
             time.sleep(0.05)
 
     def check(self, injected, key_of=key_recorded, kills=(), deaths=None,
-              hold_timeout=None, dup_grace=1.0, check_replay_attempts=False,
-              death_grace=0.1):
+              hold_timeout=None, dup_grace=1.0, check_replay_attempts=False):
         """Judge the records.
 
         injected: ids that must each end exactly once (E line).
@@ -790,11 +794,12 @@ class Records:
           allowed only for an id that was open (S without end) at a kill
           point, or ended less than dup_grace seconds before it (its done
           may not have reached the journal yet).
-        deaths: {pid: t_ns} workers killed by the test: their open starts
-          close at that time, and an id that ended just before its worker
-          was killed (its E the worker's last line, the kill at most
-          death_grace s later) may run again: the done may not have been
-          sent.
+        deaths: {pid: t_ns} one-slot workers killed by the test, with the
+          time just before the kill (the first kill, if one was killed
+          twice): their open starts close at that time, and an id whose E
+          is the last line its killed worker ever wrote may run again
+          after the kill, whatever the delay: the done may not have been
+          sent.  Anything else that ends twice is the daemon's fault.
         hold_timeout: seconds after which an unfinished start no longer
           holds its keys (the daemon's update_timeout: it gave up).
         check_replay_attempts: an id started again in a later epoch must
@@ -808,7 +813,8 @@ class Records:
         rep.kills = len(kills)
         rep.bad_lines = ["line %d: %r" % b for b in self.bad]
         hold_ns = None if hold_timeout is None else int(hold_timeout * 1e9)
-        ck = _Checker(rep, key_of, deaths, hold_ns, int(death_grace * 1e9))
+        pid_final = {r.pid: r.line for r in self.recs}
+        ck = _Checker(rep, key_of, deaths, hold_ns, pid_final)
         bounds = sorted(kills)
         allowed = set()
         allowed_open = set()
@@ -821,7 +827,6 @@ class Records:
                                  allowed_open, dup_grace)
                 ended_at = {}
                 bi += 1
-            ck.pid_last[r.pid] = r.line
             if r.kind == "S":
                 if check_replay_attempts and r.id in seen_epoch and \
                         seen_epoch[r.id] < bi and r.attempt <= 1:
@@ -836,10 +841,10 @@ class Records:
                     ended_at[r.id] = r.t
         rep.lost = sorted(i for i in inj if i not in self.end_count)
         rep.duplicated = {i: n for i, n in self.end_count.items() if n > 1}
-        allowed |= ck.death_dups
         rep.dups_killed_worker = len(ck.death_dups & set(rep.duplicated))
         rep.unexplained_dups = sorted(i for i in rep.duplicated
-                                      if i not in allowed)
+                                      if i not in allowed and
+                                      i not in ck.death_dups)
         rep.dups_open = sum(1 for i in rep.duplicated if i in allowed_open)
         rep.dups_recent = sum(1 for i in rep.duplicated
                               if i in allowed and i not in allowed_open)

@@ -169,31 +169,64 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(len(Records(rf.path).check([11], deaths=late)
                              .overlap), 1)
 
+    def killed_after_end_file(self, after_e=(), gap=0.05, later=()):
+        """Worker 100 (one slot) ends 10 and is killed; 10 runs again on
+        101 gap s after the E.  after_e: ids worker 100 runs after its E
+        (before the re-run); later: ids it runs after the re-run.  Returns
+        the time of the E."""
+        rf = self.rf
+        rf.lines = []
+        rf.add("S", 10, chat=5, pid=100).add("E", 10, chat=5, pid=100)
+        t_e = rf.t
+        for i in after_e:
+            rf.run(i, chat=7, pid=100)
+        rf.add("S", 10, chat=5, attempt=2, pid=101, dt=gap)
+        rf.add("E", 10, chat=5, attempt=2, pid=101)
+        rf.run(11, chat=5, pid=101)
+        for i in later:
+            rf.run(i, chat=7, pid=100)
+        return t_e
+
     def test_worker_killed_after_end(self):
-        def build(after_e=None):
-            rf = self.rf
-            rf.lines = []
-            rf.add("S", 10, chat=5, pid=100).add("E", 10, chat=5, pid=100)
-            t_e = rf.t
-            if after_e:
-                rf.run(*after_e)
-            rf.add("S", 10, chat=5, attempt=2, pid=101, dt=0.05)
-            rf.add("E", 10, chat=5, attempt=2, pid=101)
-            rf.run(11, chat=5, pid=101)
-            return t_e
-        t_e = build()
-        rep = self.check([10, 11])
+        ids = [10, 11]
+        t_e = self.killed_after_end_file()
+        rep = self.check(ids)			# nobody was killed: a dup
         self.assertEqual((len(rep.order), rep.unexplained_dups), (1, [10]))
-        ok = self.check([10, 11], deaths={100: t_e + SEC // 100})
+        ok = self.check(ids, deaths={100: t_e + SEC // 100})
         self.assertTrue(ok.ok, ok.summary())
         self.assertEqual(ok.dups_killed_worker, 1)
-        late = self.check([10, 11], deaths={100: t_e + SEC})
-        self.assertEqual(late.unexplained_dups, [10])
-        # the worker went on to other work: its done was surely sent
-        t_e = build(after_e=(12,))
-        busy = self.rf.write().check([10, 11, 12], deaths={100: t_e + 1000})
+        # the death time is taken before the kill: E may come after it
+        early = self.check(ids, deaths={100: t_e - SEC // 1000})
+        self.assertTrue(early.ok, early.summary())
+        # another worker died: no excuse for this one
+        other = self.check(ids, deaths={102: t_e + SEC // 100})
+        self.assertEqual(other.unexplained_dups, [10])
+
+    def test_worker_killed_long_after_end(self):
+        # E, then the worker is descheduled for 3 s before its done and
+        # killed there: at-least-once, however long the delay was
+        t_e = self.killed_after_end_file(gap=3.5)
+        rep = self.check([10, 11], deaths={100: t_e + 3 * SEC})
+        self.assertTrue(rep.ok, rep.summary())
+        self.assertEqual(rep.dups_killed_worker, 1)
+
+    def test_worker_killed_after_end_daemon_dups(self):
+        # the daemon's own duplicates stay duplicates, kill or not:
+        # ... the worker went on to other work: its done was surely sent
+        t_e = self.killed_after_end_file(after_e=(12,))
+        busy = self.check([10, 11, 12], deaths={100: t_e + SEC // 100})
         self.assertEqual(busy.unexplained_dups, [10])
         self.assertEqual(len(busy.order), 1)
+        # ... even if that other work is written after the re-run
+        t_e = self.killed_after_end_file(later=(12,))
+        later = self.check([10, 11, 12], deaths={100: t_e + SEC // 100})
+        self.assertEqual(later.unexplained_dups, [10])
+        # ... the re-run started before the kill: the daemon did not wait
+        # for the worker's death (nor for its done)
+        t_e = self.killed_after_end_file(gap=0.05)
+        early = self.check([10, 11], deaths={100: t_e + SEC // 10})
+        self.assertEqual(early.unexplained_dups, [10])
+        self.assertEqual(len(early.order), 1)
 
     def test_hold_timeout(self):
         rf = self.rf

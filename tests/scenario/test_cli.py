@@ -45,6 +45,7 @@ class StandIn:
         self.sock.bind(path)
         self.sock.listen(8)
         self.held = []
+        self.closing = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -53,6 +54,9 @@ class StandIn:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
+                return
+            if self.closing:
+                conn.close()
                 return
             self.behaviour(self, conn)
 
@@ -68,6 +72,16 @@ class StandIn:
         return line
 
     def close(self):
+        """Stop serving before the socket is closed: a thread still blocked
+        in accept() on a closed socket would accept on whatever socket
+        reuses its descriptor number (the next test's stand-in) and answer
+        with this test's behaviour.  shutdown() wakes the accept()."""
+        self.closing = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(10)
         self.sock.close()
         for c in self.held:
             c.close()

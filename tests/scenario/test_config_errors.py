@@ -296,7 +296,7 @@ class ConfigErrors(ScenarioCase):
         with open(self.token_path, "wb") as f:
             f.write(b"123456:SeCrEtPaRt\x00 garbage\n")
         path = self.write(self.base)
-        rc, out, err = self.run_daemon(["-c", path], timeout=3)
+        rc, out, err = self.run_daemon(["-c", path])
         self.assertEqual(rc, EX_CONFIG, err)
         self.assertNotIn("SeCrEtPaRt", out + err)
 

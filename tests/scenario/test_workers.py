@@ -35,17 +35,17 @@ MISBEHAVE = [
 
 class Workers(ScenarioCase):
 
-    def test_sigkill_random_workers(self):
-        fake = self.start_fake()
-        d = self.start_daemon(fake, workers=4, max_attempts=10,
-                              worker_env={"TG_SLEEP_MS": "1-5"})
-        ids = self.generate(fake, 3000, 200)
+    def kill_workers_until_ended(self, d, ids, timeout=120):
+        """SIGKILL a random worker every 200 ms until every id has ended;
+        returns {pid: time just before its kill}."""
         rec = d.records()
         deaths = {}
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while rec.missing(ids) and time.monotonic() < deadline:
             time.sleep(0.2)
-            pids = d.worker_pids(WORKER_COMM)
+            # one that was killed may not be reaped yet: its first kill
+            # is its death, a later one would hide it
+            pids = [p for p in d.worker_pids(WORKER_COMM) if p not in deaths]
             if not pids:
                 continue
             p = self.rng.choice(pids)
@@ -54,6 +54,14 @@ class Workers(ScenarioCase):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 del deaths[p]
+        return deaths
+
+    def test_sigkill_random_workers(self):
+        fake = self.start_fake()
+        d = self.start_daemon(fake, workers=4, max_attempts=10,
+                              worker_env={"TG_SLEEP_MS": "1-5"})
+        ids = self.generate(fake, 3000, 200)
+        deaths = self.kill_workers_until_ended(d, ids)
         self.assertTrue(d.running(), d.log_tail())
         rec = self.finish(fake, d, ids)
         sys.stderr.write("killed %d workers\n" % len(deaths))
@@ -62,6 +70,45 @@ class Workers(ScenarioCase):
         rep = rec.check(ids, key_of=key_chat, deaths=deaths)
         sys.stderr.write(rep.summary() + "\n")
         self.assertReport(rep)
+
+    def test_sigkill_between_end_and_done(self):
+        # Workers sleep 250 ms between their E line and their done, and
+        # are killed there: each such update runs again, however long
+        # after its E the kill came, and that is at-least-once, not a
+        # duplicate.  What the daemon had a done for must not run again.
+        fake = self.start_fake()
+        d = self.start_daemon(fake, workers=4, max_attempts=20,
+                              worker_env={"TG_SLEEP_MS": "0-1",
+                                          "TG_DONE_DELAY_MS": "250"})
+        ids = self.generate(fake, 60, 20)
+        deaths = self.kill_workers_until_ended(d, ids)
+        rec = self.finish(fake, d, ids)
+        rep = rec.check(ids, key_of=key_chat, deaths=deaths)
+        sys.stderr.write("killed %d workers\n%s\n" % (len(deaths),
+                                                      rep.summary()))
+        self.assertReport(rep, d)
+        # the kills did land between an E and its done
+        self.assertGreaterEqual(rep.dups_killed_worker, 3, rep.summary())
+
+    def test_worker_dies_after_done(self):
+        # Workers SIGKILL themselves as soon as a done is all in the
+        # socket.  The daemon may learn of the death first (SIGCHLD, or a
+        # write to the dead worker failing) but a done that reached it is
+        # honoured: nothing runs twice, so no death is excused here.
+        # (tests/unit/check_pool.c forces each order; this is the whole
+        # daemon, which meets them when they happen.)
+        fake = self.start_fake()
+        d = self.start_daemon(fake, workers=4, max_attempts=20,
+                              worker_env={"TG_SLOTS": 2, "TG_SLEEP_MS": "0-2",
+                                          "TG_KILL_AFTER_DONE": "0.1"})
+        ids = self.generate(fake, 300, 50)
+        rec = self.finish(fake, d, ids)
+        rep = rec.check(ids, key_of=key_chat)
+        self.assertReport(rep, d)
+        self.assertEqual(rep.duplicated, {})
+        deaths = d.grep(r"exited on signal 9")
+        sys.stderr.write("%d workers died after a done\n" % len(deaths))
+        self.assertGreaterEqual(len(deaths), 5, d.log_tail())
 
     def test_misbehaving_workers(self):
         for mode, p, why, fatal in MISBEHAVE:

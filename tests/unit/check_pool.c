@@ -11,10 +11,17 @@
  * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
  * protocol errors and why a worker was cut off, deadlines (cancel, then
  * terminate; none for a worker cut off), that a job is given back only
- * once its worker is gone, draining and recycling.
+ * once its worker is gone, draining and recycling.  With children, the
+ * orders of events a loaded machine produces now and then are forced:
+ * a done still in the socket of a worker whose death (or a failed write
+ * to it) is seen first is honoured (#19).
  */
 #include "config.h"
 
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +35,7 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "log.h"
 #include "pool.h"
 #include "proto.h"
 #include "router.h"
@@ -149,6 +157,7 @@ static struct ev		 evs[256];
 static int			 nevs, ncapacity;
 static struct job		*jobs[MAXJ];
 static int			 grants, revokes, revoked_id, no_endpoint;
+static json_t			*description;	/* the_worker()'s */
 
 static void
 on_done(void *arg, struct job *job, struct worker *w, json_t *calls)
@@ -250,6 +259,8 @@ teardown(void)
 		json_decref(fakes[i].sent);
 	for (i = 0; i < MAXJ; i++)
 		job_free(jobs[i]);
+	json_decref(description);
+	description = NULL;
 	event_base_free(base);
 	conf_clear(&conf);
 }
@@ -1085,12 +1096,228 @@ START_TEST(test_child_endpoint_env)
 }
 END_TEST
 
+/* --- real children, the order of events forced ----------------------------- */
+
+/*
+ * Nothing reaps on SIGCHLD here: the test waits for a child's death
+ * without running the loop, then runs the loop or calls pool_reap() as it
+ * chooses, so that what the pool learns first is the test's choice.
+ */
+
+#define SH_HELLO "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' >&3; "
+/* hello, then read the welcome and one update */
+#define SH_TAKE_ONE SH_HELLO "read -r l <&3; read -r l <&3; "
+/* done for update 1 and death by SIGKILL: the done is all in the socket */
+#define SH_DONE_AND_DIE SH_TAKE_ONE \
+	"printf '{\"type\":\"done\",\"id\":1}\\n' >&3; kill -9 $$"
+
+/* `workers = 1` of cmd, reaped only when the test says. */
+static void
+children_by_hand(const char *cmd)
+{
+	conf.workers = 1;
+	conf.worker_command = strdup(cmd);
+	pool_reconfigure(pool, &conf, 0);
+}
+
+/* The one worker's member, from the pool's description (borrowed). */
+static json_t *
+the_worker(const char *member)
+{
+	json_decref(description);
+	description = pool_describe(pool);
+	ck_assert_int_eq(json_array_size(description), 1);
+	return json_object_get(json_array_get(description, 0), member);
+}
+
+static pid_t
+child_pid(void)
+{
+	pid_t pid = (pid_t)json_integer_value(the_worker("pid"));
+
+	ck_assert_int_gt(pid, 0);
+	return pid;
+}
+
+static int
+is_killing(void *arg)
+{
+	return strcmp(json_string_value(the_worker("state")), "killing") == 0;
+}
+
+/* Wait until pid is dead, not reaped, without running the loop. */
+static void
+wait_dead(pid_t pid, int code, int status)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	while (waitid(P_PID, pid, &si, WEXITED | WNOWAIT) == -1)
+		ck_assert_int_eq(errno, EINTR);
+	ck_assert_int_eq(si.si_code, code);
+	ck_assert_int_eq(si.si_status, status);
+}
+
+/* The worker took update 1, sent its done and died: the done counts. */
+static void
+assert_done_honoured(void)
+{
+	ck_assert_msg(count_evs('d') == 1 && count_evs('f') == 0, "done %d, "
+	    "failed %d (%s): a done in the socket of a dead worker was lost",
+	    count_evs('d'), count_evs('f'), nevs > 0 ? evs[0].text : "");
+	ck_assert_int_eq(evs[0].id, 1);
+}
+
+/* SIGCHLD is handled before the read event with the done. */
+START_TEST(test_child_done_then_reaped)
+{
+	pid_t pid;
+
+	children_by_hand(SH_DONE_AND_DIE);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	pid = child_pid();
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_reap(pool);
+	assert_done_honoured();
+}
+END_TEST
+
+/*
+ * Something is written to the dead worker first (the result of a call it
+ * made): the write fails, and the write error comes before the read event
+ * with its done.
+ */
+START_TEST(test_child_done_then_write_error)
+{
+	json_t *ref = json_integer(7);
+	pid_t pid;
+	int i, id;
+
+	children_by_hand(SH_DONE_AND_DIE);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	pid = child_pid();
+	id = (int)json_integer_value(the_worker("id"));
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_result(pool, id, ref, 1, NULL, 0, NULL, NULL, 0);
+	json_decref(ref);
+	/* the write error, and whatever else the loop has for it now */
+	for (i = 0; i < 5; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_msg(is_killing(NULL), "the failed write was not seen");
+	pool_reap(pool);
+	assert_done_honoured();
+}
+END_TEST
+
+static pid_t	 watched;
+
+static int
+watched_dead(void *arg)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_PID, watched, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == watched;
+}
+
+/*
+ * A live worker that closes its socket holding an update is told to go
+ * (SIGTERM), though reading what it left took it out of service already.
+ */
+START_TEST(test_child_closes_socket)
+{
+	children_by_hand(SH_TAKE_ONE "exec 3<&-; sleep 30");
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	watched = child_pid();
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, watched_dead, NULL, 20000, "the worker that "
+	    "closed its socket told to go");
+	wait_dead(watched, CLD_KILLED, SIGTERM);
+	pool_reap(pool);
+	ck_assert_int_eq(count_evs('f'), 1);
+	ck_assert_str_eq(evs[0].text, "worker exited on signal 15");
+}
+END_TEST
+
+/*
+ * A SIGKILL from elsewhere before hello says nothing about worker_command,
+ * even when the pool saw the connection close first and sent the corpse a
+ * SIGTERM: not a step towards giving up on spawning.  (One that exits by
+ * itself before hello is: test_child_dies_before_hello.)
+ */
+START_TEST(test_child_foreign_sigkill_before_hello)
+{
+	pid_t pid;
+
+	children_by_hand("sleep 30");
+	pid = child_pid();
+	kill(pid, SIGKILL);
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	TESTLOOP_UNTIL(base, is_killing, NULL, 20000, "the closed connection");
+	pool_reap(pool);
+	ck_assert_msg(pool_problem(pool) == NULL, "counted as a failed start: "
+	    "%s", pool_problem(pool));
+}
+END_TEST
+
+/*
+ * A hello read only once the worker is dead gets no welcome, and its
+ * slots are never offered: nothing may be sent to a worker known gone.
+ */
+START_TEST(test_child_hello_then_reaped)
+{
+	pid_t pid;
+
+	children_by_hand(SH_HELLO "kill -9 $$");
+	pid = child_pid();
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	pool_reap(pool);
+	ck_assert_int_eq(ncapacity, 0);
+	ck_assert_int_eq(pool_stats(pool)->protocol_errors, 0);
+	ck_assert_int_eq(pool_stats(pool)->exited, 1);
+	ck_assert_ptr_null(pool_problem(pool));
+}
+END_TEST
+
+/* What a worker wrote to stdout just before it died is logged. */
+START_TEST(test_child_last_words)
+{
+	char path[] = "/tmp/check_pool.XXXXXX", buf[8192];
+	int fd, saved;
+	ssize_t n;
+	pid_t pid;
+
+	children_by_hand("echo 'my last words'; kill -9 $$");
+	pid = child_pid();
+	wait_dead(pid, CLD_KILLED, SIGKILL);
+	/* the log, at info level, into a file */
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	unlink(path);
+	ck_assert_int_ge(saved = dup(2), 0);
+	ck_assert_int_eq(dup2(fd, 2), 2);
+	log_set_level(LOG_LVL_INFO);
+	pool_reap(pool);
+	log_set_level(LOG_LVL_WARN);
+	ck_assert_int_eq(dup2(saved, 2), 2);
+	close(saved);
+	ck_assert_int_ge(n = pread(fd, buf, sizeof(buf) - 1, 0), 0);
+	close(fd);
+	buf[n] = '\0';
+	ck_assert_msg(strstr(buf, "my last words") != NULL, "not in the log:\n"
+	    "%s", buf);
+}
+END_TEST
+
 static Suite *
 pool_suite(void)
 {
 	Suite	*s = suite_create("pool");
 	TCase	*tc = tcase_create("fake");
 	TCase	*ch = tcase_create("children");
+	TCase	*hand = tcase_create("children reaped by hand");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_hello_and_dispatch);
@@ -1119,6 +1346,14 @@ pool_suite(void)
 	tcase_add_test(ch, test_child_endpoint_env);
 	tcase_add_test(ch, test_child_exec_line);
 	suite_add_tcase(s, ch);
+	tcase_add_checked_fixture(hand, setup, teardown);
+	tcase_add_test(hand, test_child_done_then_reaped);
+	tcase_add_test(hand, test_child_done_then_write_error);
+	tcase_add_test(hand, test_child_closes_socket);
+	tcase_add_test(hand, test_child_foreign_sigkill_before_hello);
+	tcase_add_test(hand, test_child_hello_then_reaped);
+	tcase_add_test(hand, test_child_last_words);
+	suite_add_tcase(s, hand);
 	return s;
 }
 

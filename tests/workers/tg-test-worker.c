@@ -17,6 +17,11 @@
  *   TG_FAIL=P             answer fail {retry:true} with probability P
  *   TG_SEED=N             random seed (pid ^ time)
  *   TG_ENVDUMP=PATH       write the environment to PATH.<pid> at start
+ *   TG_DONE_DELAY_MS=N    sleep N ms between the E line and the done: a
+ *                         worker descheduled there (and killed) never sent it
+ *   TG_KILL_AFTER_DONE=P  with probability P per update, SIGKILL itself as
+ *                         soon as the done is all in the socket: the done
+ *                         races the daemon's SIGCHLD, and must win
  */
 #include "config.h"
 
@@ -55,6 +60,8 @@ static struct {
 	enum tw_mis	 mis;
 	double		 mis_p;
 	double		 fail_p;
+	int		 done_delay_ms;
+	double		 kill_after_done;
 	uint64_t	 rng;
 } tw;
 
@@ -113,6 +120,15 @@ tw_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+tw_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (ms > 0 && nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
 }
 
 static void
@@ -215,6 +231,11 @@ tw_configure(void)
 		tw_conf_misbehave(s);
 	if ((s = getenv("TG_FAIL")) != NULL && *s != '\0')
 		tw.fail_p = tw_env_prob("TG_FAIL", s);
+	if ((s = getenv("TG_DONE_DELAY_MS")) != NULL && *s != '\0' &&
+	    (tw.done_delay_ms = atoi(s)) < 0)
+		tw_die("TG_DONE_DELAY_MS: expected a number of ms");
+	if ((s = getenv("TG_KILL_AFTER_DONE")) != NULL && *s != '\0')
+		tw.kill_after_done = tw_env_prob("TG_KILL_AFTER_DONE", s);
 	if ((s = getenv("TG_SEED")) != NULL && *s != '\0')
 		tw.rng = strtoull(s, NULL, 10);
 	else
@@ -428,6 +449,7 @@ tw_handler(struct tgw_ctx *ctx, const json_t *update, void *arg)
 			free(text);
 		}
 		tw_record('E', &j);
+		tw_sleep_ms(tw.done_delay_ms);
 	}
 	tw_job_free(&j);
 	return st;
@@ -498,21 +520,40 @@ tw_event(struct tgw *w, const struct tgw_event *ev, void *arg)
 	}
 }
 
+/* The done is out: all of it in the daemon's socket.  Die now. */
+static void __attribute__((noreturn))
+tw_kill_self(struct tgw *w)
+{
+	struct pollfd pfd = { tgw_fd(w), POLLOUT, 0 };
+	int r;
+
+	while ((r = tgw_flush(w)) == 1)
+		poll(&pfd, 1, -1);
+	if (r == -1)
+		exit(1);
+	raise(SIGKILL);
+	abort();
+}
+
 static void
 tw_finish(struct tgw *w, struct tw_job *j)
 {
-	int r;
+	int r, die = 0;
 
 	if (j->fail) {
 		tw_record('F', j);
 		r = tgw_fail(w, j->id, "injected failure", 1);
 	} else {
 		tw_record('E', j);
+		tw_sleep_ms(tw.done_delay_ms);
+		die = tw.kill_after_done > 0 && tw_rand01() < tw.kill_after_done;
 		r = tgw_done(w, j->id, tw_reply_calls(j));
 	}
 	if (r == -1)
 		exit(1);
 	tw_job_free(j);
+	if (die)
+		tw_kill_self(w);
 }
 
 /* Finish due jobs; returns the poll timeout until the next one. */
@@ -574,7 +615,8 @@ main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	tw_configure();
-	if (tw.slots > 1)
+	/* only the loop gets control back once a done is written */
+	if (tw.slots > 1 || tw.kill_after_done > 0)
 		return tw_run_loop();
 	return tgw_run(&(struct tgw_config){ .slots = 1,
 	    .name = "tg-test-worker" }, tw_handler, NULL) == 0 ? 0 : 1;
