@@ -160,14 +160,25 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
     char **env)
 {
 	static const char msg[] = "tgrunnerd: cannot drop privileges\n";
-	int devnull;
+	struct sigaction dfl;
+	int devnull, sig;
 	sigset_t none;
 
+	/*
+	 * Signals are blocked since before the fork (child_fork): the
+	 * daemon's handlers, inherited, would run here on a signal meant for
+	 * the worker and tell the daemon's loop (the socketpair is shared)
+	 * that the daemon was signalled.  Defaults first, then unblocked;
+	 * ignored signals survive exec, so they get the defaults too.
+	 */
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* ignored signals survive exec: give the worker the defaults */
-	signal(SIGPIPE, SIG_DFL);
-	signal(SIGXFSZ, SIG_DFL);
 	/* a worker outliving a SIGKILLed daemon would hold an update nobody waits for */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/*
@@ -361,8 +372,9 @@ static pid_t
 child_fork(const struct conf *conf, const struct worker *w, int *sock,
     int *out)
 {
-	int sv[2], pv[2];
+	int sv[2], pv[2], saved_errno;
 	char **env, *line;
+	sigset_t all, old;
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
@@ -377,8 +389,14 @@ child_fork(const struct conf *conf, const struct worker *w, int *sock,
 	}
 	line = child_shell_line(conf->worker_command);
 	env = child_env(w);
+	/* no handler of ours may run in the child (child_exec) */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
 	if ((pid = fork()) == 0)
 		child_exec(conf, line, sv[1], pv[1], env);
+	saved_errno = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = saved_errno;
 	if (pid == -1)
 		log_err("%s: fork", __func__);
 	free(line);
