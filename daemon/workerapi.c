@@ -1223,7 +1223,8 @@ wa_dl_failed(struct wa_req *r, const struct http_response *resp)
 static void
 wa_dl_done(void *arg, const struct http_response *resp)
 {
-	struct wa_req *r = arg;
+	struct wa_req		*r = arg;
+	struct evhttp_request	*req;
 
 	r->hreq = NULL;
 	if (r->req == NULL) {
@@ -1236,7 +1237,18 @@ wa_dl_done(void *arg, const struct http_response *resp)
 		r->wa->stats.requests++;
 		r->wa->stats.downloads++;
 		r->wa->stats.download_bytes += (uint64_t)r->sent;
-		evhttp_send_reply_end(r->req);
+		req = r->req;
+		/*
+		 * With the whole body written out already, evhttp finishes
+		 * the request at once, frees it, and frees a connection the
+		 * client asked to close, in wa_conn_closed(): neither may
+		 * lead back to r, which is freed here.
+		 */
+		if (r->conn != NULL)
+			r->conn->req = NULL;
+		r->conn = NULL;
+		r->req = NULL;
+		evhttp_send_reply_end(req);
 	}
 	wa_req_free(r);
 }

@@ -1013,18 +1013,26 @@ START_TEST(test_download_streamed)
 	json_t		*stats;
 	char		 id[16], *sha, *path;
 	size_t		 i;
-	int		 chunked;
+	int		 chunked, close;
 
 	listen_tcp();
+	/*
+	 * Also with "Connection: close" (Python's urllib sends it): a body
+	 * written out before the fetch ends makes evhttp free the request and
+	 * the connection inside evhttp_send_reply_end().
+	 */
+	for (close = 0; close < 2; close++)
 	for (chunked = 0; chunked < 2; chunked++)
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		snprintf(id, sizeof(id), "F%d%zu", chunked, i);
+		snprintf(id, sizeof(id), "F%d%d%zu", close, chunked, i);
 		sha = fake_file(id, sizes[i], chunked, NULL);
 		path = get_file_path(id);
 		direct = fake_file_bytes(path);
 		ck_assert_uint_eq(direct->rlen, sizes[i]);
-		r = one(rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root,
-		    cred1, path));
+		r = rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root,
+		    cred1, path);
+		r->hdr = close ? "Connection: close" : NULL;
+		r = one(r);
 		body_is(r, 200, NULL);
 		ck_assert_uint_eq(r->rlen, sizes[i]);
 		ck_assert(sizes[i] == 0 || memcmp(r->rbody, direct->rbody,
@@ -1034,7 +1042,7 @@ START_TEST(test_download_streamed)
 		free(path);
 		free(sha);
 	}
-	ck_assert_uint_eq(workerapi_stats(wa)->downloads, 8);
+	ck_assert_uint_eq(workerapi_stats(wa)->downloads, 16);
 	/* the fake's 404 comes back as it is */
 	r = one(rq_new("GET", NULL, NULL, "%s/file/bot%s/documents/none", root,
 	    cred1));
@@ -1092,6 +1100,22 @@ START_TEST(test_download_bounds_and_slow_client)
 	body_is(one(r), 200, NULL);
 	ck_assert_uint_eq(r->rlen, 1024 * 1024);
 	ck_assert_uint_gt(workerapi_stats(wa)->download_pauses, 0);
+	rq_free(r);
+	free(path);
+	free(sha);
+	/*
+	 * The same with a length and "Connection: close": the transfer ends
+	 * after the reader drained the last bytes, so evhttp finishes the
+	 * request and frees the connection at once, inside the end of the
+	 * reply.
+	 */
+	sha = fake_file("fitsl", 1024 * 1024, 0, NULL);
+	path = get_file_path("fitsl");
+	r = rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root, cred1, path);
+	r->recv_speed = 2 * 1024 * 1024;
+	r->hdr = "Connection: close";
+	body_is(one(r), 200, NULL);
+	ck_assert_uint_eq(r->rlen, 1024 * 1024);
 	rq_free(r);
 	free(path);
 	free(sha);
