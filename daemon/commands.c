@@ -6,8 +6,8 @@
  */
 #include "config.h"
 
-#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "poller.h"
 #include "pool.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "workerapi.h"
@@ -59,7 +60,7 @@ tgd_cmd_status(void *arg, const char *args)
 	json_t *st;
 
 	st = json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -72,6 +73,8 @@ tgd_cmd_status(void *arg, const char *args)
 	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
 	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
 	    "api", api_status(d->api), "workers", pool_describe(d->pool),
+	    "nats", remote_status(d->remote),
+	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
 	if (st != NULL && d->workerapi != NULL)
 		json_object_set_new(st, "worker_api",
@@ -88,13 +91,22 @@ tgd_cmd_workers(void *arg, const char *args)
 	    pool_describe(d->pool));
 }
 
-/* drain and resume: stop or start fetching; the workers run on. */
+/*
+ * drain and resume: stop or start fetching; the workers run on.  Asking
+ * for the state the daemon is in already is no error: it is where it was
+ * asked to be ("already":true).
+ */
 static json_t *
 tgd_fetching(struct tgd *d, int on)
 {
+	enum tgd_state want = on ? TGD_RUNNING : TGD_DRAINING;
+
+	if (d->state == want)
+		return json_pack("{s:b, s:s, s:b}", "ok", 1, "state",
+		    tgd_state_str(d->state), "already", 1);
 	log_notice("control: %s", on ? "resume: fetching updates again" :
 	    "drain: no more updates are fetched");
-	d->state = on ? TGD_RUNNING : TGD_DRAINING;
+	d->state = want;
 	if (on)
 		poller_resume(d->poller);
 	else
@@ -115,39 +127,72 @@ tgd_cmd_resume(void *arg, const char *args)
 	return tgd_fetching(arg, 1);
 }
 
-/* The reload runs from the loop, like `systemctl reload` (SIGHUP). */
+/* Done before the answer, which says how it went: the error, file:line. */
 static json_t *
 tgd_cmd_reload(void *arg, const char *args)
 {
-	raise(SIGHUP);
-	return json_pack("{s:b}", "ok", 1);
+	return tgd_reload(arg);
+}
+
+static json_t *
+tgd_cmd_restart_workers(void *arg, const char *args)
+{
+	return tgd_restart_workers(arg, "control");
+}
+
+/* An update_id as the control socket takes it: digits, no sign, in range. */
+static int
+tgd_parse_id(const char *s, int64_t *id)
+{
+	size_t n = strspn(s, "0123456789");
+
+	if (n == 0 || s[n] != '\0' || n > 18)
+		return -1;
+	*id = (int64_t)strtoll(s, NULL, 10);
+	return 0;
 }
 
 static json_t *
 tgd_cmd_dead_letters(void *arg, const char *args)
 {
 	struct tgd *d = arg;
+	int64_t id;
 	json_t *r;
 
-	if (strncmp(args, "retry", 5) != 0)
+	if (*args == '\0')
 		return deadletter_list(d->deadletter);
+	if (strncmp(args, "retry", 5) != 0 ||
+	    (args[5] != '\0' && args[5] != ' ' && args[5] != '\t'))
+		return json_pack("{s:b, s:s}", "ok", 0, "error",
+		    "dead-letters: the only argument is retry");
 	args += 5;
 	args += strspn(args, " \t");
 	if (*args == '\0')
 		return json_pack("{s:b, s:s}", "ok", 0, "error",
 		    "dead-letters retry: give an update_id or 'all'");
-	r = deadletter_retry(d->deadletter, args, tgd_requeue, d);
+	if (strcmp(args, "all") == 0)
+		r = deadletter_retry(d->deadletter, NULL, tgd_requeue, d);
+	else if (tgd_parse_id(args, &id) == 0)
+		r = deadletter_retry(d->deadletter, &id, tgd_requeue, d);
+	else
+		return json_pack("{s:b, s:s+++}", "ok", 0, "error",
+		    "dead-letters retry: '", args, "' is not an update_id ",
+		    "or 'all'");
 	tgd_dispatch(d);
 	return r;
 }
+
+#define TGD_FETCHING	(CONTROL_STATE(TGD_RUNNING) | CONTROL_STATE(TGD_DRAINING))
+#define TGD_NOT_STOPPING (TGD_FETCHING | CONTROL_STATE(TGD_STARTING))
 
 /* tgrunnerctl(1) documents these names and answers: never rename one. */
 const struct control_cmd tgd_commands[] = {
 	{ "status",		tgd_cmd_status,		CONTROL_ANY },
 	{ "workers",		tgd_cmd_workers,	CONTROL_ANY },
-	{ "drain",		tgd_cmd_drain,	CONTROL_STATE(TGD_RUNNING) },
-	{ "resume",		tgd_cmd_resume,	CONTROL_STATE(TGD_DRAINING) },
-	{ "reload",		tgd_cmd_reload,		CONTROL_ANY },
+	{ "drain",		tgd_cmd_drain,		TGD_FETCHING },
+	{ "resume",		tgd_cmd_resume,		TGD_FETCHING },
+	{ "reload",		tgd_cmd_reload,		TGD_NOT_STOPPING },
+	{ "restart-workers",	tgd_cmd_restart_workers, TGD_FETCHING },
 	{ "dead-letters",	tgd_cmd_dead_letters,	CONTROL_ANY },
 	{ NULL,			NULL,			0 }
 };
@@ -190,6 +235,7 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	metrics_gauge(out, "tgrunner_keys_busy",
 	    "Session keys with unfinished updates.", router_keys(d->router));
 	pool_metrics(d->pool, out);
+	remote_metrics(d->remote, out);
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);
 	api_metrics(d->api, out);

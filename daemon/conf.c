@@ -67,6 +67,8 @@ enum conf_type {
 #define CF_SECONDS	0x02	/* duration in whole seconds */
 #define CF_SOCKET	0x04	/* path must fit in sockaddr_un */
 #define CF_RELOAD	0x08	/* a reload applies it; otherwise it needs a restart */
+#define CF_DAEMON	0x10	/* read by tgrunnerd only */
+#define CF_RELAY	0x20	/* read by tgrunner-relay only */
 
 struct conf_enum {
 	const char	*name;
@@ -112,6 +114,9 @@ static int	conf_check_hostport(char *, char *, size_t);
 static int	conf_check_allow(char *, char *, size_t);
 static int	conf_check_name(char *, char *, size_t);
 static int	conf_check_api_listen(char *, char *, size_t);
+static int	conf_check_nats_url(char *, char *, size_t);
+static int	conf_check_subject(char *, char *, size_t);
+static int	conf_check_token(char *, char *, size_t);
 
 static const struct conf_check conf_url = { conf_check_url, "URL" };
 static const struct conf_check conf_hostport = { conf_check_hostport,
@@ -121,6 +126,12 @@ static const struct conf_check conf_allow = { conf_check_allow,
 static const struct conf_check conf_name = { conf_check_name, "name" };
 static const struct conf_check conf_api_listen = { conf_check_api_listen,
 	"host:port or unix:/path" };
+static const struct conf_check conf_nats_url = { conf_check_nats_url,
+	"list of NATS URLs" };
+static const struct conf_check conf_subject = { conf_check_subject,
+	"NATS subject prefix" };
+static const struct conf_check conf_token = { conf_check_token,
+	"name of letters, digits, _ and -" };
 
 static const struct conf_enum conf_fsync_modes[] = {
 	{ "always",	FSYNC_ALWAYS },
@@ -142,83 +153,89 @@ static const struct conf_enum conf_log_levels[] = {
 
 static const struct conf_opt conf_opts[] = {
 	/* Bot API */
-	{ "api_url", CT_STRING, 0, 0, 0, "https://api.telegram.org",
+	{ "api_url", CT_STRING, CF_DAEMON, 0, 0, "https://api.telegram.org",
 	    O(api_url), NULL, &conf_url,
 	    "Base URL of the Bot API server (http:// or https://)." },
-	{ "token_file", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	{ "token_file", CT_PATH, CF_OPTIONAL | CF_DAEMON, 0, 0, "",
 	    O(token_file), NULL, NULL,
 	    "File holding the bot token; "
 	    "empty: $CREDENTIALS_DIRECTORY/token." },
-	{ "poll_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD, 0, SECS(50), "30s",
+	{ "poll_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD | CF_DAEMON,
+	    0, SECS(50), "30s",
 	    O(poll_timeout), NULL, NULL,
 	    "Long-poll timeout of getUpdates, in whole seconds." },
-	{ "allowed_updates", CT_JSONLIST, CF_OPTIONAL, 0, 0, "",
+	{ "allowed_updates", CT_JSONLIST, CF_OPTIONAL | CF_DAEMON, 0, 0, "",
 	    O(allowed_updates), NULL, NULL,
 	    "Update types to receive, e.g. message, callback_query; "
 	    "empty: Telegram's default set." },
-	{ "delete_webhook", CT_BOOL, 0, 0, 1, "no",
+	{ "delete_webhook", CT_BOOL, CF_DAEMON, 0, 1, "no",
 	    O(delete_webhook), NULL, NULL,
 	    "Call deleteWebhook at start so that polling is possible." },
-	{ "drop_pending_updates", CT_BOOL, 0, 0, 1, "no",
+	{ "drop_pending_updates", CT_BOOL, CF_DAEMON, 0, 1, "no",
 	    O(drop_pending_updates), NULL, NULL,
 	    "With delete_webhook, drop the updates Telegram has queued." },
-	{ "backoff_min", CT_DURATION, CF_RELOAD, MSECS(10), SECS(10), "100ms",
+	{ "backoff_min", CT_DURATION, CF_RELOAD | CF_DAEMON,
+	    MSECS(10), SECS(10), "100ms",
 	    O(backoff_min), NULL, NULL,
 	    "First delay after a failed Bot API request." },
-	{ "backoff_max", CT_DURATION, CF_RELOAD, SECS(1), MINS(10), "30s",
+	{ "backoff_max", CT_DURATION, CF_RELOAD | CF_DAEMON,
+	    SECS(1), MINS(10), "30s",
 	    O(backoff_max), NULL, NULL,
 	    "Cap of the exponential back-off; at least backoff_min." },
 
 	/* Bot API calls of workers */
-	{ "flood_control", CT_BOOL, CF_RELOAD, 0, 1, "yes",
+	{ "flood_control", CT_BOOL, CF_RELOAD | CF_DAEMON, 0, 1, "yes",
 	    O(flood_control), NULL, NULL,
 	    "Pace messages to Telegram's limits with the flood_*_rate "
 	    "token buckets; no: only 429 answers slow calls down." },
-	{ "flood_global_rate", CT_RATE, CF_RELOAD, 0, 0, "30/s",
+	{ "flood_global_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "30/s",
 	    O(flood_global_rate), NULL, NULL,
 	    "Messages per period for the whole bot, as N/s, N/m or N/h, "
 	    "optionally burst B." },
-	{ "flood_chat_rate", CT_RATE, CF_RELOAD, 0, 0, "1/s burst 3",
+	{ "flood_chat_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
+	    0, 0, "1/s burst 3",
 	    O(flood_chat_rate), NULL, NULL,
 	    "Messages per period to one private chat." },
-	{ "flood_group_rate", CT_RATE, CF_RELOAD, 0, 0, "20/m burst 5",
+	{ "flood_group_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
+	    0, 0, "20/m burst 5",
 	    O(flood_group_rate), NULL, NULL,
 	    "Messages per period to one group, supergroup or channel." },
-	{ "max_call_retries", CT_INT, CF_RELOAD, 0, 100, "3",
+	{ "max_call_retries", CT_INT, CF_RELOAD | CF_DAEMON, 0, 100, "3",
 	    O(max_call_retries), NULL, NULL,
 	    "Retries of a call after 429 (or a network error of a get* "
 	    "method) before its error goes to the worker." },
-	{ "api_max_inflight", CT_INT, CF_RELOAD, 1, 1024, "32",
+	{ "api_max_inflight", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1024, "32",
 	    O(api_max_inflight), NULL, NULL,
 	    "Bot API requests of workers' calls in flight at once." },
-	{ "api_max_queued", CT_INT, CF_RELOAD, 1, 1000000, "10000",
+	{ "api_max_queued", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000, "10000",
 	    O(api_max_queued), NULL, NULL,
 	    "Workers' calls queued at most: a call frame beyond it is "
 	    "refused; past half, no new update starts." },
-	{ "upload_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
+	{ "upload_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD | CF_DAEMON, 0, 0, "",
 	    O(upload_dir), NULL, NULL,
 	    "Directory whose files workers' calls may upload with "
 	    "{\"@file\": \"relative/path\"}; empty: file references are "
 	    "refused." },
-	{ "upload_max_size", CT_SIZE, CF_RELOAD, 1, (int64_t)2 << 30, "50M",
+	{ "upload_max_size", CT_SIZE, CF_RELOAD | CF_DAEMON,
+	    1, (int64_t)2 << 30, "50M",
 	    O(upload_max_size), NULL, NULL,
 	    "Largest file a file reference may upload." },
 
 	/* state */
-	{ "state_dir", CT_PATH, 0, 0, 0, CONF_STATE_DIR,
+	{ "state_dir", CT_PATH, CF_DAEMON, 0, 0, CONF_STATE_DIR,
 	    O(state_dir), NULL, NULL,
 	    "Directory of the update journal." },
-	{ "journal_fsync", CT_ENUM, 0, 0, 0, "batch",
+	{ "journal_fsync", CT_ENUM, CF_DAEMON, 0, 0, "batch",
 	    O(journal_fsync), conf_fsync_modes, NULL,
 	    "When the journal is flushed to disk: always (every write), "
 	    "batch (once per fetched batch) or off." },
 
 	/* routing */
-	{ "session_key", CT_KEYLIST, 0, 0, KEYS_MAX, "chat",
+	{ "session_key", CT_KEYLIST, CF_DAEMON, 0, KEYS_MAX, "chat",
 	    O(session_key), NULL, NULL,
 	    "Keys that serialise updates: chat, user, chat_user, chat_topic, "
 	    "a list of them, or none." },
-	{ "max_pending", CT_INT, CF_RELOAD, 1, 1000000, "10000",
+	{ "max_pending", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000, "10000",
 	    O(max_pending), NULL, NULL,
 	    "Updates held in memory at most; polling pauses beyond it." },
 
@@ -237,16 +254,17 @@ static const struct conf_opt conf_opts[] = {
 	{ "worker_group", CT_STRING, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(worker_group), NULL, &conf_name,
 	    "Group the workers run as (only when started as root)." },
-	{ "worker_token_env", CT_BOOL, 0, 0, 1, "no",
+	{ "worker_token_env", CT_BOOL, CF_DAEMON, 0, 1, "no",
 	    O(worker_token_env), NULL, NULL,
 	    "Pass the bot token to workers in TGRUNNER_TOKEN." },
-	{ "update_timeout", CT_DURATION, CF_RELOAD, MSECS(100), HOURS(24), "60s",
+	{ "update_timeout", CT_DURATION, CF_RELOAD | CF_DAEMON,
+	    MSECS(100), HOURS(24), "60s",
 	    O(update_timeout), NULL, NULL,
 	    "Time a worker has for one update before it is cancelled." },
 	{ "kill_grace", CT_DURATION, CF_RELOAD, 0, MINS(10), "5s",
 	    O(kill_grace), NULL, NULL,
 	    "Delay between cancel, SIGTERM and SIGKILL of a late worker." },
-	{ "max_attempts", CT_INT, CF_RELOAD, 1, 100, "3",
+	{ "max_attempts", CT_INT, CF_RELOAD | CF_DAEMON, 1, 100, "3",
 	    O(max_attempts), NULL, NULL,
 	    "Attempts per update before it is recorded as dead." },
 	{ "max_requests", CT_INT, CF_RELOAD, 0, 1000000000, "0",
@@ -264,39 +282,87 @@ static const struct conf_opt conf_opts[] = {
 	    "empty: the daemon's own uid." },
 
 	/* the Bot API endpoint for workers */
-	{ "worker_api_listen", CT_STRING, CF_OPTIONAL, 0, 0, "127.0.0.1:0",
+	{ "worker_api_listen", CT_STRING, CF_OPTIONAL | CF_DAEMON,
+	    0, 0, "127.0.0.1:0",
 	    O(worker_api_listen), NULL, &conf_api_listen,
 	    "Where workers' own Bot API clients reach the daemon: a loopback "
 	    "host:port (port 0: any free one) or unix:/path; empty: off." },
-	{ "worker_api_max_connections", CT_INT, CF_RELOAD, 1, 65536, "256",
-	    O(worker_api_max_connections), NULL, NULL,
+	{ "worker_api_max_connections", CT_INT, CF_RELOAD | CF_DAEMON, 1, 65536,
+	    "256", O(worker_api_max_connections), NULL, NULL,
 	    "Connections to worker_api_listen at once, all workers together; "
 	    "beyond it new ones wait." },
-	{ "worker_api_max_per_worker", CT_INT, CF_RELOAD, 1, 65536, "32",
-	    O(worker_api_max_per_worker), NULL, NULL,
+	{ "worker_api_max_per_worker", CT_INT, CF_RELOAD | CF_DAEMON, 1, 65536,
+	    "32", O(worker_api_max_per_worker), NULL, NULL,
 	    "Connections one worker may hold to worker_api_listen; a request "
 	    "on one more is answered 429." },
-	{ "worker_api_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD, SECS(1),
-	    HOURS(1), "30s", O(worker_api_timeout), NULL, NULL,
+	{ "worker_api_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD | CF_DAEMON,
+	    SECS(1), HOURS(1), "30s", O(worker_api_timeout), NULL, NULL,
 	    "Time a worker's connection may stay idle, or take to send a "
 	    "request or read an answer, before it is closed." },
-	{ "download_max_size", CT_SIZE, CF_RELOAD, 1, (int64_t)2 << 30, "20M",
-	    O(download_max_size), NULL, NULL,
+	{ "download_max_size", CT_SIZE, CF_RELOAD | CF_DAEMON,
+	    1, (int64_t)2 << 30, "20M", O(download_max_size), NULL, NULL,
 	    "Largest file a worker may download through worker_api_listen." },
-	{ "local_files_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
-	    O(local_files_dir), NULL, NULL,
+	{ "local_files_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD | CF_DAEMON, 0, 0,
+	    "", O(local_files_dir), NULL, NULL,
 	    "The --dir of a local Bot API server run with --local: downloads "
 	    "are read from its files; empty: fetched from api_url." },
 
+	/* worker hosts over NATS */
+	{ "nats_url", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_url), NULL, &conf_nats_url,
+	    "NATS servers (nats:// or tls://, comma-separated) through which "
+	    "relays on other hosts offer worker slots; empty: none." },
+	{ "nats_subject", CT_STRING, 0, 0, 0, "tgrunner",
+	    O(nats_subject), NULL, &conf_subject,
+	    "Prefix of the NATS subjects of this bot; the daemon and its "
+	    "relays must agree." },
+	{ "nats_user", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_user), NULL, NULL,
+	    "User name for the NATS server; empty: none." },
+	{ "nats_password_file", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_password_file), NULL, NULL,
+	    "File holding nats_user's password; empty: none." },
+	{ "nats_nkey", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	    O(nats_nkey), NULL, &conf_token,
+	    "Public NKey (U...) to authenticate with; needs nats_nkey_seed." },
+	{ "nats_nkey_seed", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_nkey_seed), NULL, NULL,
+	    "File holding the seed of nats_nkey." },
+	{ "nats_creds", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_creds), NULL, NULL,
+	    "NATS .creds file (user JWT and seed); empty: none." },
+	{ "nats_tls_ca", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_ca), NULL, NULL,
+	    "CA certificates that sign the NATS server's; set: TLS." },
+	{ "nats_tls_cert", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_cert), NULL, NULL,
+	    "Client certificate for the NATS server; needs nats_tls_key." },
+	{ "nats_tls_key", CT_PATH, CF_OPTIONAL, 0, 0, "",
+	    O(nats_tls_key), NULL, NULL,
+	    "Private key of nats_tls_cert." },
+	{ "relay_timeout", CT_DURATION, CF_DAEMON, SECS(1), MINS(10), "10s",
+	    O(relay_timeout), NULL, NULL,
+	    "Silence after which a relay is lost and its updates run "
+	    "elsewhere." },
+	{ "relay_max", CT_INT, CF_DAEMON, 1, 1024, "64",
+	    O(relay_max), NULL, NULL,
+	    "Relays that may be joined at once." },
+	{ "relay_max_slots", CT_INT, CF_DAEMON, 1, 65536, "4096",
+	    O(relay_max_slots), NULL, NULL,
+	    "Slots one relay may offer; more are not used." },
+	{ "relay_name", CT_STRING, CF_OPTIONAL | CF_RELAY, 0, 0, "",
+	    O(relay_name), NULL, &conf_token,
+	    "tgrunner-relay: its name on NATS; empty: the host name." },
+
 	/* operation */
-	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET, 0, 0,
+	{ "control_socket", CT_PATH, CF_OPTIONAL | CF_SOCKET | CF_DAEMON, 0, 0,
 	    CONF_CONTROL_SOCKET,
 	    O(control_socket), NULL, NULL,
 	    "Unix socket of tgrunnerctl; empty: none." },
-	{ "metrics_listen", CT_STRING, CF_OPTIONAL, 0, 0, "",
+	{ "metrics_listen", CT_STRING, CF_OPTIONAL | CF_DAEMON, 0, 0, "",
 	    O(metrics_listen), NULL, &conf_hostport,
 	    "host:port of the Prometheus /metrics endpoint; empty: off." },
-	{ "metrics_public", CT_BOOL, 0, 0, 1, "no",
+	{ "metrics_public", CT_BOOL, CF_DAEMON, 0, 1, "no",
 	    O(metrics_public), NULL, NULL,
 	    "Allow metrics_listen on an address other than loopback." },
 	{ "shutdown_timeout", CT_DURATION, CF_RELOAD, 0, HOURS(1), "30s",
@@ -310,6 +376,8 @@ static const struct conf_opt conf_opts[] = {
 #undef O
 
 #define CONF_NOPTS	(sizeof(conf_opts) / sizeof(conf_opts[0]))
+_Static_assert(CONF_NOPTS <= 64 * sizeof(((struct conf *)0)->infile) /
+    sizeof(uint64_t), "struct conf's infile has a bit per option");
 
 static void *
 conf_field(struct conf *c, const struct conf_opt *o)
@@ -994,6 +1062,82 @@ conf_check_name(char *v, char *why, size_t whysz)
 	return 0;
 }
 
+/* A token of a subject: what a relay name or key may be. */
+static int
+conf_token_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > 64)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
+			return 0;
+	return 1;
+}
+
+static int
+conf_check_token(char *v, char *why, size_t whysz)
+{
+	if (!conf_token_ok(v, strlen(v)))
+		return conf_expect(why, whysz, v, "1 to 64 letters, digits, _ "
+		    "or -");
+	return 0;
+}
+
+/* "tgrunner", "bots.mybot": tokens joined by dots, no wildcards. */
+static int
+conf_check_subject(char *v, char *why, size_t whysz)
+{
+	const char *s = v, *dot;
+
+	if (strlen(v) > 128)
+		return conf_expect(why, whysz, v, "at most 128 bytes");
+	for (;;) {
+		dot = strchr(s, '.');
+		if (!conf_token_ok(s, dot ? (size_t)(dot - s) : strlen(s)))
+			return conf_expect(why, whysz, v, "tokens of letters, "
+			    "digits, _ or - joined by dots");
+		if (dot == NULL)
+			return 0;
+		s = dot + 1;
+	}
+}
+
+/* "nats://h:4222, tls://user@h2:4222": scheme and host, no blanks inside. */
+static int
+conf_check_nats_url(char *v, char *why, size_t whysz)
+{
+	char item[CONF_LINE_MAX];
+	const char *s = v;
+	size_t n, i;
+	int count = 0;
+
+	while (*s != '\0') {
+		while (*s == ' ' || *s == ',')
+			s++;
+		if (*s == '\0')
+			break;
+		n = strcspn(s, ", ");
+		memcpy(item, s, n);
+		item[n] = '\0';
+		s += n;
+		for (i = 0; i < n; i++)
+			if (iscntrl((unsigned char)item[i]))
+				goto bad;
+		i = strncmp(item, "nats://", 7) == 0 ? 7 :
+		    strncmp(item, "tls://", 6) == 0 ? 6 : 0;
+		if (i == 0 || item[i] == '\0' || item[i] == '/' ||
+		    ++count > 16)
+			goto bad;
+	}
+	if (count > 0)
+		return 0;
+ bad:
+	return conf_expect(why, whysz, v, "up to 16 URLs nats://host:port or "
+	    "tls://host:port, comma-separated");
+}
+
 /* Syntax only: names are resolved when the socket is opened. */
 static int
 conf_check_allow(char *v, char *why, size_t whysz)
@@ -1232,6 +1376,7 @@ conf_handler(void *arg, const char *section, const char *name,
 		return 0;
 	}
 	p->lines[idx] = p->lineno;
+	p->c->infile[idx / 64] |= (uint64_t)1 << (idx % 64);
 	conf_unquote(value, v, sizeof(v));
 	if (conf_set(p->c, o, v, why, sizeof(why)) == -1) {
 		conf_fail(p, p->lineno, "%s: %s", o->name, why);
@@ -1291,10 +1436,24 @@ conf_cross_check(struct conf_parse *p)
 		conf_fail(p, conf_later(p->lines, "workers", "worker_command"),
 		    "worker_command is required when workers > 0 "
 		    "(workers = %" PRId64 ")", c->workers);
-	if (c->workers == 0 && c->listen == NULL)
+	if (c->workers == 0 && c->listen == NULL && c->nats_url == NULL)
 		conf_fail(p, conf_later(p->lines, "workers", "listen"),
-		    "workers: 0 needs listen, or no worker could ever run "
-		    "an update");
+		    "workers: 0 needs listen or nats_url, or no worker could "
+		    "ever run an update");
+	if ((c->nats_tls_cert == NULL) != (c->nats_tls_key == NULL))
+		conf_fail(p, conf_later(p->lines, "nats_tls_cert",
+		    "nats_tls_key"), "nats_tls_cert and nats_tls_key go "
+		    "together");
+	if ((c->nats_nkey == NULL) != (c->nats_nkey_seed == NULL))
+		conf_fail(p, conf_later(p->lines, "nats_nkey",
+		    "nats_nkey_seed"), "nats_nkey and nats_nkey_seed go "
+		    "together");
+	if (c->nats_creds != NULL && c->nats_nkey != NULL)
+		conf_fail(p, conf_later(p->lines, "nats_creds", "nats_nkey"),
+		    "nats_creds and nats_nkey exclude each other");
+	if (c->nats_password_file != NULL && c->nats_user == NULL)
+		conf_fail(p, p->lines[conf_index("nats_password_file")],
+		    "nats_password_file needs nats_user");
 	/* the counters say a lot about the bot: not for the network by default */
 	if (c->metrics_listen != NULL && !c->metrics_public &&
 	    !conf_loopback(c->metrics_listen))
@@ -1563,6 +1722,36 @@ conf_reload(struct conf *cur, struct conf *next, char *applied,
 		} else
 			conf_list_add(restart, restartsz, conf_opts[i].name);
 	}
+}
+
+int
+conf_unused(const struct conf *c, int prog, char *buf, size_t bufsz)
+{
+	int	 other = prog == CONF_RELAY ? CF_DAEMON : CF_RELAY, n = 0;
+	int	 full = 0;
+	size_t	 i, len;
+
+	buf[0] = '\0';
+	for (i = 0; i < CONF_NOPTS; i++) {
+		if (!(conf_opts[i].flags & other) ||
+		    !(c->infile[i / 64] & (uint64_t)1 << (i % 64)))
+			continue;
+		n++;
+		if (full)
+			continue;
+		/* room for ", name", then ", ..." and the NUL */
+		len = strlen(buf);
+		if (len + strlen(conf_opts[i].name) + 8 <= bufsz) {
+			snprintf(buf + len, bufsz - len, "%s%s", n > 1 ? ", " :
+			    "", conf_opts[i].name);
+			continue;
+		}
+		full = 1;
+		if (len + 6 <= bufsz)
+			snprintf(buf + len, bufsz - len, "%s...", n > 1 ? ", " :
+			    "");
+	}
+	return n;
 }
 
 /* "integer, 0 to 1024", "duration, 10ms to 10s", ... */

@@ -29,8 +29,13 @@
 
 enum fsync_mode { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
 
+/* The programs that read a configuration file (conf_unused). */
+#define CONF_DAEMON	1		/* tgrunnerd */
+#define CONF_RELAY	2		/* tgrunner-relay */
+
 struct conf {
 	char		*path;			/* file it was read from */
+	uint64_t	 infile[2];		/* bit i: option i set in the file */
 
 	/* Bot API */
 	char		*api_url;		/* default https://api.telegram.org */
@@ -84,6 +89,22 @@ struct conf {
 	int64_t		 download_max_size;	/* bytes, default 20M */
 	char		*local_files_dir;	/* a local Bot API server's --dir */
 
+	/* worker hosts over NATS (tgrunner-relay) */
+	char		*nats_url;		/* NULL = no remote slots */
+	char		*nats_subject;		/* subject prefix, default tgrunner */
+	char		*nats_user;
+	char		*nats_password_file;
+	char		*nats_nkey;		/* public key U... */
+	char		*nats_nkey_seed;	/* its seed file */
+	char		*nats_creds;		/* .creds file (JWT + seed) */
+	char		*nats_tls_ca;
+	char		*nats_tls_cert;
+	char		*nats_tls_key;
+	int64_t		 relay_timeout;		/* ms of silence: relay lost */
+	int64_t		 relay_max;		/* relays at once */
+	int64_t		 relay_max_slots;	/* slots one relay may announce */
+	char		*relay_name;		/* relay: NULL = host name */
+
 	/* operation */
 	char		*control_socket;	/* NULL = none */
 	char		*metrics_listen;	/* NULL = off */
@@ -116,6 +137,12 @@ void	 conf_clear(struct conf *c);
  */
 void	 conf_reload(struct conf *cur, struct conf *next, char *applied,
 	    size_t appliedsz, char *restart, size_t restartsz);
+/*
+ * The options set in c's file that prog (CONF_DAEMON, CONF_RELAY) does not
+ * read, as "api_url, state_dir" in buf (truncated with "..." if it is too
+ * short); returns how many.  They are checked all the same.
+ */
+int	 conf_unused(const struct conf *c, int prog, char *buf, size_t bufsz);
 /* Print every option of the table with its default and help (for -n -v / docs). */
 void	 conf_dump_table(FILE *fp);
 /* Print the effective configuration. */

@@ -351,21 +351,23 @@ deadletter_list(struct deadletter *dl)
 }
 
 json_t *
-deadletter_retry(struct deadletter *dl, const char *which,
+deadletter_retry(struct deadletter *dl, const int64_t *want,
     deadletter_requeue_fn requeue, void *arg)
 {
-	json_t		*all = dl_read(dl), *keep = json_array(), *o;
+	json_t		*all = dl_read(dl), *keep = json_array(), *o, *r;
 	char		*text;
-	size_t		 i, n = 0;
-	int		 any = strcmp(which, "all") == 0;
-	long long	 want = any ? 0 : strtoll(which, NULL, 10);
+	size_t		 i, n = 0, found = 0;
 	int64_t		 id;
 
 	json_array_foreach(all, i, o) {
 		id = json_integer_value(json_object_get(o, "update_id"));
+		if (want != NULL && id != *want) {
+			json_array_append(keep, o);
+			continue;
+		}
+		found++;
 		text = json_dumps(json_object_get(o, "update"), JSON_COMPACT);
-		if ((!any && id != want) || text == NULL ||
-		    requeue(arg, id, text, strlen(text)) == -1) {
+		if (text == NULL || requeue(arg, id, text, strlen(text)) == -1) {
 			json_array_append(keep, o);
 			free(text);
 			continue;
@@ -379,5 +381,21 @@ deadletter_retry(struct deadletter *dl, const char *which,
 		dl_rewrite(dl, keep);
 	json_decref(all);
 	json_decref(keep);
-	return json_pack("{s:b, s:I}", "ok", 1, "requeued", (json_int_t)n);
+	if (want != NULL && found == 0)
+		r = json_pack("{s:b, s:s, s:I}", "ok", 0, "error", "",
+		    "requeued", (json_int_t)0);
+	else if (n < found)
+		r = json_pack("{s:b, s:s, s:I}", "ok", 0, "error", "",
+		    "requeued", (json_int_t)n);
+	else
+		return json_pack("{s:b, s:I}", "ok", 1, "requeued",
+		    (json_int_t)n);
+	if (found == 0)
+		json_object_set_new(r, "error", json_sprintf("no dead letter "
+		    "with update_id %lld", (long long)*want));
+	else
+		json_object_set_new(r, "error", json_sprintf("%zu of %zu dead "
+		    "letter(s) could not be queued again (the log says why); "
+		    "they stay dead letters", found - n, found));
+	return r;
 }

@@ -63,11 +63,13 @@ size_t		 deadletter_pending(const struct deadletter *);
 /* For `dead-letters`: {"ok":true,"dead_letters":[...]} without the updates. */
 json_t		*deadletter_list(struct deadletter *);
 /*
- * For `dead-letters retry ID|all`: offer each chosen letter to requeue;
- * the file is rewritten (temporary file, rename) without those taken.
- * Returns {"ok":true,"requeued":N}.
+ * For `dead-letters retry ID|all`: offer the letter of update *id (every
+ * letter when id is NULL) to requeue; the file is rewritten (temporary
+ * file, rename) without those taken.  Returns {"ok":true,"requeued":N},
+ * or {"ok":false,"error":...,"requeued":N} when *id is not among the dead
+ * letters, or when a letter could not be requeued (it stays in the file).
  */
-json_t		*deadletter_retry(struct deadletter *, const char *which,
+json_t		*deadletter_retry(struct deadletter *, const int64_t *id,
 		    deadletter_requeue_fn requeue, void *arg);
 
 #endif

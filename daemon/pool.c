@@ -1,8 +1,9 @@
 /*
  * The worker pool (pool.h): the workers and their free slots, the jobs
  * running in them (runs, with their deadlines), dispatch with affinity,
- * what done/fail/call mean, and supervision of the children it starts
- * (how many, back-off when they die before hello, recycling, reaping).
+ * what done/fail/call mean, supervision of the children it starts
+ * (how many, back-off when they die before hello, recycling, reaping),
+ * and restarts of those children one at a time (restart-workers).
  *
  * Workers reach the pool through their connection type (worker.h); the
  * pool never asks which type a worker is.
@@ -14,6 +15,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,41 @@
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 
+/*
+ * A restart of the workers the pool started (pool_restart): each worker
+ * of an older generation is replaced in turn.  One step: a replacement is
+ * started; once welcomed, one old worker drains; the next step begins when
+ * that one has left.  So the pool never has fewer ready workers than
+ * before, and at most one more process.
+ */
+enum restart_state {
+	RESTART_NONE,			/* never asked for */
+	RESTART_RUNNING,
+	RESTART_DONE,
+	RESTART_STOPPED			/* a replacement did not come up, ... */
+};
+
+struct restart {
+	enum restart_state	 state;
+	unsigned		 gen;		/* older workers are replaced */
+	int			 seq;		/* restarts asked for */
+	int			 total;		/* to replace, when it (re)started */
+	int			 replaced;	/* when it ended */
+	int			 external;	/* not the pool's to restart */
+	int			 new_id;	/* the replacement, until welcomed */
+	int			 old_id;	/* the worker it replaces, until gone */
+	int64_t			 started, ended;	/* wall ms */
+	char			 why[384];	/* how it ended, if not done */
+	struct event		*timer;		/* the next step, from the loop */
+};
+
+static const char *const restart_state_names[] = {
+	[RESTART_NONE] = "none",
+	[RESTART_RUNNING] = "running",
+	[RESTART_DONE] = "done",
+	[RESTART_STOPPED] = "stopped",
+};
+
 /* A job while it is in a worker. */
 struct run {
 	struct job		*job;
@@ -74,9 +111,12 @@ struct pool {
 	size_t			 nrunning;
 	size_t			 nfree;
 	struct pool_stats	 stats;
+	struct restart		 rs;
 };
 
 static void	pool_maintain(struct pool *);
+static void	restart_welcomed(struct pool *, struct worker *);
+static void	restart_left(struct pool *, struct worker *, const char *why);
 
 /* --- for connection types and the protocol -------------------------------- */
 
@@ -116,6 +156,51 @@ pool_capacity(struct pool *p)
 	p->ops->capacity(p->arg);
 }
 
+/* Told to shut down, and still there at the deadline: made to go. */
+static void
+worker_exit_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->state != W_DRAINING)
+		return;
+	snprintf(w->cut, sizeof(w->cut), "still there %lld ms after shutdown",
+	    (long long)w->pool->conf->shutdown_timeout);
+	log_warnx("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
+	    w->spawned ? "terminating the worker" : "disconnecting");
+	worker_terminate(w, SIGTERM);
+}
+
+/*
+ * Drain w (worker_drain); once it has been sent shutdown it has until the
+ * deadline to go.  When the whole pool stops, its user keeps that time.
+ */
+static void
+pool_drain(struct worker *w, int64_t deadline)
+{
+	struct timeval tv;
+	int64_t left;
+
+	worker_drain(w, deadline);
+	if (!w->shutdown_sent || w->pool->stopping ||
+	    evtimer_pending(w->exit_timer, NULL))
+		return;
+	left = w->shutdown_at - wall_ms();
+	tv = tv_ms(left > 0 ? left : 0);
+	evtimer_add(w->exit_timer, &tv);
+}
+
+/* No more work for w: drained, or closed if it has not said hello yet. */
+static void
+pool_retire(struct worker *w, int64_t deadline)
+{
+	if (w->state == W_STARTING) {
+		w->retired = 1;
+		worker_close(w, SIGTERM);
+	} else if (w->state == W_READY)
+		pool_drain(w, deadline);
+}
+
 static void
 worker_hello_timeout(evutil_socket_t fd, short ev, void *arg)
 {
@@ -144,8 +229,11 @@ pool_worker_new(struct pool *p, const struct worker_ops *ops, void *conn,
 	w->pid = pid;
 	w->state = W_STARTING;
 	w->started = time(NULL);
+	w->gen = p->rs.gen;
 	TAILQ_INIT(&w->runs);
 	if ((w->hello_timer = evtimer_new(p->base, worker_hello_timeout,
+	    w)) == NULL ||
+	    (w->exit_timer = evtimer_new(p->base, worker_exit_timeout,
 	    w)) == NULL)
 		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
 	evtimer_add(w->hello_timer, &tv);
@@ -181,6 +269,7 @@ pool_worker_free(struct worker *w)
 		TAILQ_REMOVE(&p->avail, w, aentry);
 	w->ops->free(w);
 	event_free(w->hello_timer);
+	event_free(w->exit_timer);
 	free(w);
 }
 
@@ -238,7 +327,7 @@ run_end(struct run *r)
 	w->busy--;
 	pool_slots_changed(w, before);
 	if (w->state == W_DRAINING && w->busy == 0)
-		worker_drain(w, w->shutdown_at);
+		pool_drain(w, w->shutdown_at);
 	return job;
 }
 
@@ -249,15 +338,19 @@ pool_run_start(struct worker *w, struct job *job)
 	const char *keys[KEYS_MAX];
 	struct timeval tv;
 	struct run *r;
+	int64_t now = wall_ms(), deadline, ms;
 	char *line;
 	size_t len;
 	int i;
 
+	/* a deadline set by whoever gave us the job (a relay's daemon) holds */
+	deadline = job->deadline > 0 ? job->deadline :
+	    now + p->conf->update_timeout;
+	ms = deadline > now ? deadline - now : 0;
 	for (i = 0; i < job->nkeys; i++)
 		keys[i] = job_key(job, i);
 	line = proto_encode_update(job->id, keys, job->nkeys, job->attempt,
-	    wall_ms() + p->conf->update_timeout, job->text->s, job->text->len,
-	    &len);
+	    deadline, job->text->s, job->text->len, &len);
 	if (line == NULL)	/* proto/ returns NULL when memory runs out */
 		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (len > PROTO_MAX_FRAME) {
@@ -276,7 +369,7 @@ pool_run_start(struct worker *w, struct job *job)
 		return -1;
 	}
 	free(line);
-	tv = tv_ms(p->conf->update_timeout);
+	tv = tv_ms(ms);
 	evtimer_add(r->timer, &tv);
 	job->owner = r;
 	HASH_ADD(hh, p->runs, job->id, sizeof(job->id), r);
@@ -288,33 +381,57 @@ pool_run_start(struct worker *w, struct job *job)
 	return 0;
 }
 
-/* Past update_timeout: cancel; past kill_grace more, the worker goes. */
+/* The worker is told to stop the job; past its grace it is made to go. */
+static void
+run_cancel(struct run *r, const char *reason)
+{
+	struct worker *w = r->w;
+	struct timeval tv = tv_ms(w->grace > 0 ? w->grace :
+	    w->pool->conf->kill_grace);
+	struct frame f = { .type = FRAME_CANCEL };
+
+	r->cancelled = 1;
+	f.u.cancel.id = r->job->id;
+	f.u.cancel.reason = reason;
+	worker_send_frame(w, &f);
+	evtimer_del(r->timer);
+	evtimer_add(r->timer, &tv);
+}
+
+/* Past the deadline: cancel; past its grace more, the worker goes. */
 static void
 run_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct run *r = arg;
 	struct worker *w = r->w;
-	struct timeval tv = tv_ms(w->pool->conf->kill_grace);
-	struct frame f = { .type = FRAME_CANCEL };
 
 	if (!r->cancelled) {
-		r->cancelled = 1;
 		w->pool->stats.timeouts++;
 		log_warnx("worker=%d pid=%d: update=%lld attempt=%d timed out; "
 		    "cancel", w->id, (int)w->pid, (long long)r->job->id,
 		    r->job->attempt);
-		f.u.cancel.id = r->job->id;
-		f.u.cancel.reason = "timeout";
-		worker_send_frame(w, &f);
-		evtimer_add(r->timer, &tv);
+		run_cancel(r, "timeout");
 		return;
 	}
 	snprintf(w->cut, sizeof(w->cut), "update=%lld not answered %lld ms "
-	    "after cancel", (long long)r->job->id,
-	    (long long)w->pool->conf->kill_grace);
+	    "after cancel", (long long)r->job->id, (long long)(w->grace > 0 ?
+	    w->grace : w->pool->conf->kill_grace));
 	log_warnx("worker=%d pid=%d: %s; %s", w->id, (int)w->pid, w->cut,
 	    w->spawned ? "terminating the worker" : "disconnecting");
 	worker_terminate(w, SIGTERM);
+}
+
+void
+pool_cancel(struct pool *p, struct job *job, const char *reason)
+{
+	struct run *r = job->owner;
+
+	if (r == NULL || r->cancelled || r->w->state == W_DEAD)
+		return;
+	log_info("worker=%d pid=%d: update=%lld attempt=%d: %s; cancel",
+	    r->w->id, (int)r->w->pid, (long long)job->id, job->attempt,
+	    reason);
+	run_cancel(r, reason);
 }
 
 void
@@ -356,7 +473,7 @@ worker_maybe_recycle(struct worker *w)
 	log_info("worker=%d pid=%d: served %llu updates; recycling", w->id,
 	    (int)w->pid, (unsigned long long)w->served);
 	w->pool->stats.recycled++;
-	worker_drain(w, wall_ms() + w->pool->conf->shutdown_timeout);
+	pool_drain(w, 0);
 	pool_maintain(w->pool);
 }
 
@@ -369,6 +486,8 @@ pool_worker_ready(struct worker *w)
 
 	p->early_deaths = 0;
 	p->problem[0] = '\0';
+	if (w->id == p->rs.new_id)
+		restart_welcomed(p, w);
 	p->ops->capacity(p->arg);
 }
 
@@ -458,6 +577,7 @@ pool_worker_gone(struct worker *w, const char *why, int how)
 
 	if (w->state != W_DEAD)
 		worker_set_state(w, W_DEAD);
+	restart_left(p, w, why);
 	if (!(how & WORKER_UNSTARTED))
 		p->stats.exited++;
 	if (how & WORKER_CRASHED)
@@ -512,7 +632,17 @@ spawn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	pool_maintain(p);
 }
 
-/* Children starting or running: what `workers` counts. */
+/* A child starting or running (not retired): it counts for `workers`. */
+static int
+worker_active(const struct worker *w)
+{
+	return w->spawned && (w->state == W_STARTING || w->state == W_READY);
+}
+
+/*
+ * Children starting or running: what `workers` counts.  A restart's
+ * replacement is not counted until it is welcomed: it is one more.
+ */
 static size_t
 pool_active(const struct pool *p)
 {
@@ -520,8 +650,7 @@ pool_active(const struct pool *p)
 	size_t n = 0;
 
 	TAILQ_FOREACH(w, &p->workers, entry)
-		if (w->spawned &&
-		    (w->state == W_STARTING || w->state == W_READY))
+		if (worker_active(w) && w->id != p->rs.new_id)
 			n++;
 	return n;
 }
@@ -571,11 +700,12 @@ pool_maintain(struct pool *p)
 		delay = SPAWN_BACKOFF_MIN_MS << (p->early_deaths - 1);
 		if (delay > SPAWN_BACKOFF_MAX_MS)
 			delay = SPAWN_BACKOFF_MAX_MS;
+		if (pool_active(p) >= (size_t)p->conf->workers)
+			return;		/* a restart's replacement died */
 		if (p->early_deaths == 1)
 			log_warnx("%s; respawning with back-off", p->problem);
 		/* one spawn per back-off period while failing */
-		if (pool_active(p) < (size_t)p->conf->workers &&
-		    pool_spawn(p) != NULL) {
+		if (pool_spawn(p) != NULL) {
 			tv = tv_ms(delay);
 			evtimer_add(p->spawn_timer, &tv);
 		}
@@ -587,6 +717,225 @@ pool_maintain(struct pool *p)
 			evtimer_add(p->spawn_timer, &tv);
 			break;
 		}
+}
+
+/* --- restarts, one worker at a time --------------------------------------- */
+
+/* A child of an older generation, still serving: the restart replaces it. */
+static int
+worker_is_old(const struct pool *p, const struct worker *w)
+{
+	return worker_active(w) && w->gen != p->rs.gen;
+}
+
+static int
+restart_remaining(const struct pool *p)
+{
+	const struct worker *w;
+	int n = 0;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (worker_is_old(p, w))
+			n++;
+	return n;
+}
+
+static int
+restart_replaced(const struct pool *p)
+{
+	int n = p->rs.total - restart_remaining(p);
+
+	return n > 0 ? n : 0;
+}
+
+/* The next step runs from the loop, never inside a worker's callback. */
+static void
+restart_kick(struct pool *p)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (p->rs.state == RESTART_RUNNING)
+		evtimer_add(p->rs.timer, &tv);
+}
+
+static void
+restart_end(struct pool *p, enum restart_state s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+restart_end(struct pool *p, enum restart_state s, const char *fmt, ...)
+{
+	struct restart *rs = &p->rs;
+	va_list ap;
+
+	rs->replaced = restart_replaced(p);
+	rs->state = s;
+	rs->ended = wall_ms();
+	rs->new_id = rs->old_id = 0;
+	rs->why[0] = '\0';
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(rs->why, sizeof(rs->why), fmt, ap);
+		va_end(ap);
+	}
+	evtimer_del(rs->timer);
+}
+
+/* The old worker that goes next: the one with the least to finish. */
+static struct worker *
+restart_victim(const struct pool *p, const struct worker *except)
+{
+	struct worker *w, *best = NULL;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w != except && worker_is_old(p, w) && (best == NULL ||
+		    (w->state == W_STARTING) > (best->state == W_STARTING) ||
+		    (w->state == best->state && w->busy < best->busy)))
+			best = w;
+	return best;
+}
+
+/* One step: all replaced, or a replacement starts. */
+static void
+restart_step(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pool *p = arg;
+	struct restart *rs = &p->rs;
+	struct worker *w;
+
+	if (rs->state != RESTART_RUNNING || rs->new_id != 0)
+		return;		/* its hello or its death comes next */
+	if (rs->old_id != 0 && pool_worker_find(p, rs->old_id) != NULL)
+		return;		/* the one replaced has not left yet */
+	rs->old_id = 0;
+	if (restart_remaining(p) == 0) {
+		restart_end(p, RESTART_DONE, NULL);
+		log_notice("restart-workers: done, %d worker(s) replaced in "
+		    "%.1fs", rs->replaced,
+		    (double)(rs->ended - rs->started) / 1000.0);
+		return;
+	}
+	if ((w = pool_spawn(p)) == NULL) {
+		restart_end(p, RESTART_STOPPED, "a new worker cannot be "
+		    "started (the log says why)");
+		log_errx("restart-workers: stopped after %d of %d: %s; the "
+		    "old workers keep running", rs->replaced, rs->total,
+		    rs->why);
+		return;
+	}
+	rs->new_id = w->id;
+}
+
+/*
+ * The replacement is up: one old worker drains (it finishes what it
+ * holds, then is told to shut down).  Had an old one left meanwhile, the
+ * replacement took its place and none has to go.
+ */
+static void
+restart_welcomed(struct pool *p, struct worker *w)
+{
+	struct restart *rs = &p->rs;
+	struct worker *old;
+
+	rs->new_id = 0;
+	if (pool_active(p) > (size_t)p->conf->workers) {
+		/* none old left (a reload drained them): it is one too many */
+		if ((old = restart_victim(p, w)) == NULL)
+			old = w;
+		rs->old_id = old->id;
+		pool_retire(old, 0);
+		log_info("restart-workers: worker=%d pid=%d is up; worker=%d "
+		    "pid=%d finishes its %d update(s) and exits (%d/%d "
+		    "replaced)", w->id, (int)w->pid, old->id, (int)old->pid,
+		    old->busy, restart_replaced(p), rs->total);
+	} else
+		log_info("restart-workers: worker=%d pid=%d is up (%d/%d "
+		    "replaced)", w->id, (int)w->pid, restart_replaced(p),
+		    rs->total);
+	restart_kick(p);
+}
+
+/*
+ * w is gone.  The replacement, before its welcome: it did not come up,
+ * and the restart stops there, the old workers running on.
+ */
+static void
+restart_left(struct pool *p, struct worker *w, const char *why)
+{
+	struct restart *rs = &p->rs;
+
+	if (rs->state != RESTART_RUNNING)
+		return;
+	if (w->id != rs->new_id) {
+		if (w->id == rs->old_id)
+			restart_kick(p);
+		return;
+	}
+	restart_end(p, RESTART_STOPPED, "new worker=%d did not come up: %s",
+	    w->id, why);
+	log_errx("restart-workers: stopped after %d of %d: %s; the %d old "
+	    "worker(s) keep running (fix worker_command, then restart-workers "
+	    "again)", rs->replaced, rs->total, rs->why, restart_remaining(p));
+}
+
+int
+pool_restart(struct pool *p)
+{
+	struct restart *rs = &p->rs;
+	const struct worker *w;
+	int again = rs->state == RESTART_RUNNING;
+
+	rs->gen++;
+	rs->seq++;
+	rs->state = RESTART_RUNNING;
+	rs->started = wall_ms();
+	rs->ended = 0;
+	rs->why[0] = '\0';
+	rs->total = restart_remaining(p);
+	rs->external = 0;
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (!w->spawned && w->state != W_DEAD)
+			rs->external++;
+	/* a command that failed may be fixed now: try it at once */
+	p->early_deaths = 0;
+	p->problem[0] = '\0';
+	log_notice("restart-workers: replacing %d worker(s) one at a time%s",
+	    rs->total, again ? " (the restart in progress starts over: "
+	    "every worker running now is replaced)" : "");
+	if (rs->external > 0)
+		log_notice("restart-workers: %d external worker(s) are not "
+		    "restarted: the daemon did not start them", rs->external);
+	evtimer_del(p->spawn_timer);
+	pool_maintain(p);
+	restart_kick(p);
+	return rs->total;
+}
+
+json_t *
+pool_restart_status(const struct pool *p)
+{
+	const struct restart *rs = &p->rs;
+	const struct worker *w;
+	json_t *o;
+
+	if (rs->state == RESTART_NONE)
+		return json_null();
+	o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:I}",
+	    "state", restart_state_names[rs->state], "seq", rs->seq,
+	    "replaced", rs->state == RESTART_RUNNING ? restart_replaced(p) :
+	    rs->replaced, "total", rs->total, "external", rs->external,
+	    "started", (json_int_t)(rs->started / 1000));
+	if (rs->ended != 0)
+		json_object_set_new(o, "ended", json_integer(rs->ended / 1000));
+	if (rs->why[0] != '\0')
+		json_object_set_new(o, "why", json_string(rs->why));
+	if (rs->new_id != 0)
+		json_object_set_new(o, "starting", json_integer(rs->new_id));
+	if (rs->old_id != 0 && (w = pool_worker_find(p, rs->old_id)) != NULL) {
+		json_object_set_new(o, "draining", json_integer(w->id));
+		json_object_set_new(o, "draining_busy", json_integer(w->busy));
+	}
+	return o;
 }
 
 /* --- public interface ----------------------------------------------------- */
@@ -604,7 +953,8 @@ pool_new(struct event_base *base, const struct conf *conf,
 	p->arg = arg;
 	TAILQ_INIT(&p->workers);
 	TAILQ_INIT(&p->avail);
-	if ((p->spawn_timer = evtimer_new(base, spawn_timer_cb, p)) == NULL)
+	if ((p->spawn_timer = evtimer_new(base, spawn_timer_cb, p)) == NULL ||
+	    (p->rs.timer = evtimer_new(base, restart_step, p)) == NULL)
 		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
 	return p;
 }
@@ -623,6 +973,7 @@ pool_free(struct pool *p)
 		pool_worker_free(w);
 	}
 	event_free(p->spawn_timer);
+	event_free(p->rs.timer);
 	json_decref(p->bot);
 	free(p);
 }
@@ -640,30 +991,36 @@ void
 pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 {
 	struct worker *w, *tw;
-	int64_t deadline = wall_ms() + conf->shutdown_timeout;
 	size_t keep = 0;
+	int pass;
 
 	p->conf = conf;
 	p->early_deaths = 0;
 	p->problem[0] = '\0';
 	evtimer_del(p->spawn_timer);
-	/* drain the surplus (or all, for a new command); new ones replace them */
-	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
-		if (!w->spawned ||
-		    (w->state != W_READY && w->state != W_STARTING))
-			continue;
-		if (!replace && keep < (size_t)conf->workers) {
-			keep++;
-			continue;
-		}
-		if (w->state == W_STARTING) {
-			w->retired = 1;
-			worker_close(w, SIGTERM);
-			continue;
-		}
-		worker_drain(w, deadline);
+	if (replace && p->rs.state == RESTART_RUNNING) {
+		restart_end(p, RESTART_DONE, "a reload with a new worker_command "
+		    "replaced every worker");
+		log_notice("restart-workers: %s", p->rs.why);
 	}
+	/*
+	 * Drain the surplus (or all, for a new command); new ones replace
+	 * them.  The newest generation is kept first, so that a restart in
+	 * progress keeps what it has done; its replacement is one more.
+	 */
+	for (pass = 0; pass < 2; pass++)
+		TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
+			if (!worker_active(w) || w->id == p->rs.new_id ||
+			    (w->gen == p->rs.gen) != (pass == 0))
+				continue;
+			if (!replace && keep < (size_t)conf->workers) {
+				keep++;
+				continue;
+			}
+			pool_retire(w, 0);
+		}
 	pool_maintain(p);
+	restart_kick(p);
 }
 
 int
@@ -724,14 +1081,13 @@ pool_shutdown(struct pool *p, int64_t deadline_ms)
 
 	p->stopping = 1;
 	evtimer_del(p->spawn_timer);
-	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw) {
-		if (w->state == W_READY)
-			worker_drain(w, deadline_ms);
-		else if (w->state == W_STARTING) {
-			w->retired = 1;
-			worker_close(w, SIGTERM);
-		}
+	if (p->rs.state == RESTART_RUNNING) {
+		restart_end(p, RESTART_STOPPED, "the daemon is stopping");
+		log_notice("restart-workers: stopped after %d of %d: %s",
+		    p->rs.replaced, p->rs.total, p->rs.why);
 	}
+	TAILQ_FOREACH_SAFE(w, &p->workers, entry, tw)
+		pool_retire(w, deadline_ms);
 }
 
 void
@@ -775,11 +1131,11 @@ pool_describe(const struct pool *p)
 	json_t *a = json_array(), *o;
 
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I}", "id",
+		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I, s:i}", "id",
 		    w->id, "pid", (int)w->pid, "state",
 		    worker_state_str(w->state), "slots", w->slots, "busy",
 		    w->busy, "served", (json_int_t)w->served, "started",
-		    (json_int_t)w->started);
+		    (json_int_t)w->started, "generation", (int)w->gen);
 		w->ops->describe(w, o);
 		json_array_append_new(a, o);
 	}

@@ -90,10 +90,33 @@ void		 pool_start(struct pool *, json_t *bot);
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
 /*
+ * Replace every worker the pool started, one at a time (restart-workers):
+ * a new one is started, and only once it is welcomed does an old one
+ * drain (it finishes what it holds, then is told to shut down); the next
+ * starts when that one has left.  A replacement that does not come up
+ * (dies or is refused before its welcome) stops the restart, and the old
+ * workers run on.  Asked again during a restart, it starts over: every
+ * worker running then is replaced.  Workers the pool did not start
+ * (external, remote) are not restarted.  Returns how many are replaced.
+ */
+int		 pool_restart(struct pool *);
+/*
+ * For status: the restart in progress or the last one, {"state":
+ * "running"|"done"|"stopped", "replaced", "total", "external", "why"?,
+ * ...}; JSON null if none was ever asked for.  A new reference.
+ */
+json_t		*pool_restart_status(const struct pool *);
+/*
  * Give job to a worker with a free slot, preferring w (may be NULL).
  * Returns 0, or -1 when no slot is free.
  */
 int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
+/*
+ * Cancel the running job now (the deadline came early, from elsewhere):
+ * its worker is sent cancel, and made to go if it does not answer within
+ * kill_grace.  Nothing happens if it is not running or was cancelled.
+ */
+void		 pool_cancel(struct pool *, struct job *, const char *reason);
 size_t		 pool_free_slots(const struct pool *);
 size_t		 pool_running(const struct pool *);	/* jobs in workers */
 /*

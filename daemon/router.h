@@ -35,6 +35,8 @@ struct job {
 	TAILQ_ENTRY(job)	 kq[KEYS_MAX];	/* place in each key's FIFO */
 	TAILQ_ENTRY(job)	 rq;		/* place in the ready FIFO */
 	void			*owner;		/* the caller's (e.g. worker running it) */
+	int64_t			 deadline;	/* wall ms for the frame; 0: the pool's */
+	void			*user;		/* the caller's (a relay's record) */
 	uint64_t		 t_fetched;	/* monotonic µs, caller's */
 	uint64_t		 t_started;
 };

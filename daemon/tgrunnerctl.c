@@ -40,18 +40,21 @@ struct ctl {
 	char		 cmd[1024];	/* the words of the command, one line */
 	int		 timeout;	/* seconds */
 	int		 json;
+	int		 nowait;	/* restart-workers: do not follow it */
 };
 
 #define CTL_SYNOPSIS \
-    "usage: tgrunnerctl [-hjV] [-i name | -s socket] [-t seconds] command " \
+    "usage: tgrunnerctl [-hjnV] [-i name | -s socket] [-t seconds] command " \
     "[argument ...]\n"
+#define RESTART_POLL_MS	200	/* restart-workers: status asked this often */
 
 static const char ctl_usage_text[] = CTL_SYNOPSIS
-    "commands: status, workers, drain, resume, reload,\n"
+    "commands: status, workers, drain, resume, reload, restart-workers,\n"
     "          dead-letters, dead-letters retry ID|all\n"
     "  -i, --instance NAME  the tgrunnerd@NAME instance (socket "
     RUNSTATEDIR "/tgrunner-NAME/control.sock)\n"
     "  -j, --json           print the daemon's JSON answer\n"
+    "  -n, --no-wait        restart-workers: return once it has begun\n"
     "  -s, --socket PATH    control socket (default $" SOCKET_ENV ",\n"
     "                       else " DEFAULT_SOCKET ")\n"
     "  -t, --timeout SECS   give up when the daemon has not answered "
@@ -157,8 +160,9 @@ ctl_read_answer(const struct ctl *c, int fd, char *buf, int64_t deadline)
 	}
 }
 
+/* Send cmd, return the daemon's answer (an object); failures exit. */
 static json_t *
-ctl_request(const struct ctl *c)
+ctl_request(const struct ctl *c, const char *cmd)
 {
 	int64_t deadline = ctl_now_ms() + (int64_t)c->timeout * 1000;
 	char line[sizeof(c->cmd) + 1], *buf;
@@ -168,7 +172,7 @@ ctl_request(const struct ctl *c)
 	int fd;
 
 	fd = ctl_connect(c);
-	len = (size_t)snprintf(line, sizeof(line), "%s\n", c->cmd);
+	len = (size_t)snprintf(line, sizeof(line), "%s\n", cmd);
 	/* MSG_NOSIGNAL: a daemon gone meanwhile is an error, not SIGPIPE */
 	if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len)
 		ctl_fail("%s: cannot send the command: %s", c->path,
@@ -289,6 +293,51 @@ ctl_ago(time_t last)
 	return buf;
 }
 
+/* "3/8 replaced", and what is under way; external workers named. */
+static void
+ctl_restart_progress(char *buf, size_t size, json_t *r)
+{
+	size_t n;
+
+	n = (size_t)snprintf(buf, size, "%lld/%lld replaced",
+	    (long long)ctl_int(r, "replaced"), (long long)ctl_int(r, "total"));
+	if (n < size && json_is_integer(json_object_get(r, "starting")))
+		n += (size_t)snprintf(buf + n, size - n, ", new worker %lld "
+		    "starting", (long long)ctl_int(r, "starting"));
+	if (n < size && json_is_integer(json_object_get(r, "draining")))
+		n += (size_t)snprintf(buf + n, size - n, ", worker %lld "
+		    "finishing %lld update(s)", (long long)ctl_int(r,
+		    "draining"), (long long)ctl_int(r, "draining_busy"));
+	if (n < size && ctl_int(r, "external") > 0)
+		snprintf(buf + n, size - n, "; %lld external worker(s) not "
+		    "restarted (the daemon did not start them)",
+		    (long long)ctl_int(r, "external"));
+}
+
+/* The restart in progress, or how the last one ended. */
+static void
+ctl_print_restart(json_t *r)
+{
+	const char *state = ctl_str(r, "state");
+	char progress[512];
+
+	if (!json_is_object(r))
+		return;
+	ctl_restart_progress(progress, sizeof(progress), r);
+	if (strcmp(state, "running") == 0)
+		printf("restart:  restarting workers: %s\n", progress);
+	else if (strcmp(state, "stopped") == 0)
+		printf("restart:  STOPPED %s: %s (%s)\n",
+		    ctl_ago((time_t)ctl_int(r, "ended")), ctl_str(r, "why"),
+		    progress);
+	else
+		printf("restart:  done %s: %s%s%s\n",
+		    ctl_ago((time_t)ctl_int(r, "ended")), progress,
+		    json_is_string(json_object_get(r, "why")) ? "; " : "",
+		    json_is_string(json_object_get(r, "why")) ?
+		    ctl_str(r, "why") : "");
+}
+
 static void
 ctl_print_status(json_t *s)
 {
@@ -335,6 +384,7 @@ ctl_print_status(json_t *s)
 	    (long long)ctl_int(s, "pool.crashed"),
 	    (long long)ctl_int(s, "pool.protocol_errors"),
 	    (long long)ctl_int(s, "pool.timeouts"));
+	ctl_print_restart(json_object_get(s, "restart"));
 	if (json_is_string(json_object_get(s, "problem")))
 		printf("PROBLEM:  %s\n", ctl_str(s, "problem"));
 	ctl_print_workers(json_object_get(s, "workers"));
@@ -359,55 +409,55 @@ ctl_check_retry_arg(int argc, char *argv[])
 		ctl_usage("dead-letters retry: not an update_id or 'all'");
 }
 
-/*
- * Commands that are idempotent where it is natural: asking for the state
- * the daemon is already in is not an error.  The daemon refuses them with
- * its current state, which says so.
- */
+/* The daemon refused: the reason, and the status (64 for a usage error). */
 static int
-ctl_already(const char *cmd, json_t *reply)
+ctl_refused(const char *cmd, json_t *reply)
 {
-	const char *state = json_string_value(json_object_get(reply, "state"));
+	const char *err = ctl_str(reply, "error");
 
-	if (state == NULL)
-		return 0;
-	return (strcmp(cmd, "drain") == 0 && strcmp(state, "draining") == 0) ||
-	    (strcmp(cmd, "resume") == 0 && strcmp(state, "running") == 0);
+	fprintf(stderr, "tgrunnerctl: %s: %s\n", cmd, err);
+	return strncmp(err, "unknown command", 15) == 0 ? CTL_EX_USAGE : 1;
 }
 
-/* A retry of one id that requeued nothing: there is no such dead letter. */
-static int
-ctl_retry_missed(const char *cmd, json_t *reply)
+/* A list of option names from the answer, "a, b, c". */
+static void
+ctl_names(char *buf, size_t size, json_t *a)
 {
-	const char *which;
+	json_t *v;
+	size_t i, n = 0;
 
-	if (strncmp(cmd, "dead-letters retry ", 19) != 0)
-		return 0;
-	which = cmd + 19;
-	return strcmp(which, "all") != 0 && ctl_int(reply, "requeued") == 0;
+	buf[0] = '\0';
+	json_array_foreach(a, i, v)
+		if (json_is_string(v) && n < size)
+			n += (size_t)snprintf(buf + n, size - n, "%s%s",
+			    i > 0 ? ", " : "", json_string_value(v));
+}
+
+/* Applied: what changed; options that need a restart are a warning. */
+static void
+ctl_print_reload(json_t *reply)
+{
+	json_t *later = json_object_get(reply, "restart_needed");
+	char names[1024];
+
+	ctl_names(names, sizeof(names), json_object_get(reply, "changed"));
+	printf("reload: ok (changed: %s)%s\n", names[0] != '\0' ? names :
+	    "none", json_is_true(json_object_get(reply, "replacing_workers")) ?
+	    ", replacing workers" : "");
+	if (json_array_size(later) > 0) {
+		ctl_names(names, sizeof(names), later);
+		fprintf(stderr, "tgrunnerctl: reload: warning: %s changed but "
+		    "take%s effect only at the next start\n", names,
+		    json_array_size(later) > 1 ? "" : "s");
+	}
 }
 
 /* Print the answer for people; returns the exit status. */
 static int
 ctl_print(const char *cmd, json_t *reply)
 {
-	const char *err = ctl_str(reply, "error");
-
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		if (ctl_already(cmd, reply)) {
-			printf("%s: ok (already %s)\n", cmd,
-			    ctl_str(reply, "state"));
-			return 0;
-		}
-		fprintf(stderr, "tgrunnerctl: %s: %s\n", cmd, err);
-		return strncmp(err, "unknown command", 15) == 0 ?
-		    CTL_EX_USAGE : 1;
-	}
-	if (ctl_retry_missed(cmd, reply)) {
-		fprintf(stderr, "tgrunnerctl: %s: no dead letter with "
-		    "update_id %s\n", cmd, cmd + 19);
-		return 1;
-	}
+	if (!json_is_true(json_object_get(reply, "ok")))
+		return ctl_refused(cmd, reply);
 	if (strcmp(cmd, "status") == 0)
 		ctl_print_status(reply);
 	else if (strcmp(cmd, "workers") == 0)
@@ -417,6 +467,10 @@ ctl_print(const char *cmd, json_t *reply)
 	else if (strncmp(cmd, "dead-letters retry", 18) == 0)
 		printf("%lld update(s) queued again\n",
 		    (long long)ctl_int(reply, "requeued"));
+	else if (strcmp(cmd, "reload") == 0)
+		ctl_print_reload(reply);
+	else if (json_is_true(json_object_get(reply, "already")))
+		printf("%s: ok (already %s)\n", cmd, ctl_str(reply, "state"));
 	else
 		printf("%s: ok\n", cmd);
 	return 0;
@@ -429,10 +483,73 @@ ctl_print_json(const char *cmd, json_t *reply)
 	json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
 	putchar('\n');
 	if (!json_is_true(json_object_get(reply, "ok")))
-		return ctl_already(cmd, reply) ? 0 :
-		    strncmp(ctl_str(reply, "error"), "unknown command", 15) == 0 ?
-		    CTL_EX_USAGE : 1;
-	return ctl_retry_missed(cmd, reply) ? 1 : 0;
+		return strncmp(ctl_str(reply, "error"), "unknown command",
+		    15) == 0 ? CTL_EX_USAGE : 1;
+	return 0;
+}
+
+static void
+ctl_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/*
+ * restart-workers: the first answer says it has begun; then its progress
+ * (the restart member of status) is followed until it is no longer
+ * running, and printed as it changes.  Its outcome is the exit status: a
+ * restart that stopped (a new worker did not come up) fails.
+ */
+static int
+ctl_restart_workers(const struct ctl *c, json_t *reply)
+{
+	json_t *st = NULL, *r = json_object_get(reply, "restart");
+	char progress[512], last[512] = "";
+	json_int_t seq = ctl_int(r, "seq");
+	int status;
+
+	if (!json_is_true(json_object_get(reply, "ok")) || c->nowait)
+		return c->json ? ctl_print_json(c->cmd, reply) :
+		    ctl_print(c->cmd, reply);
+	for (;;) {
+		ctl_restart_progress(progress, sizeof(progress), r);
+		if (!c->json && strcmp(progress, last) != 0) {
+			printf("restart-workers: %s\n", progress);
+			fflush(stdout);
+			snprintf(last, sizeof(last), "%s", progress);
+		}
+		if (ctl_int(r, "seq") != seq) {
+			seq = ctl_int(r, "seq");
+			if (!c->json)
+				printf("restart-workers: another restart-"
+				    "workers started it over\n");
+		}
+		if (strcmp(ctl_str(r, "state"), "running") != 0)
+			break;
+		ctl_sleep_ms(RESTART_POLL_MS);
+		json_decref(st);
+		st = ctl_request(c, "status");
+		if (!json_is_object(r = json_object_get(st, "restart")))
+			ctl_fail("restart-workers: the daemon's status has no "
+			    "restart (restarted meanwhile?)");
+	}
+	status = strcmp(ctl_str(r, "state"), "done") == 0 ? 0 : 1;
+	if (c->json) {
+		json_dumpf(r, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+		putchar('\n');
+	} else if (status == 0)
+		printf("restart-workers: done%s%s\n",
+		    json_is_string(json_object_get(r, "why")) ? ": " : "",
+		    json_is_string(json_object_get(r, "why")) ?
+		    ctl_str(r, "why") : "");
+	else
+		fprintf(stderr, "tgrunnerctl: restart-workers: stopped: %s\n",
+		    ctl_str(r, "why"));
+	json_decref(st);
+	return status;
 }
 
 static void
@@ -477,6 +594,7 @@ ctl_options(struct ctl *c, int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ "instance", required_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "no-wait", no_argument, NULL, 'n' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
@@ -486,12 +604,13 @@ ctl_options(struct ctl *c, int argc, char *argv[])
 	int ch, i;
 
 	c->timeout = TIMEOUT_DEF;
-	while ((ch = getopt_long(argc, argv, "hi:js:t:V", longopts,
+	while ((ch = getopt_long(argc, argv, "hi:jns:t:V", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'h': fputs(ctl_usage_text, stdout); exit(0);
 		case 'i': instance = optarg; break;
 		case 'j': c->json = 1; break;
+		case 'n': c->nowait = 1; break;
 		case 's': path = optarg; break;
 		case 't': c->timeout = ctl_timeout(optarg); break;
 		case 'V': printf("tgrunnerctl %s\n", PACKAGE_VERSION); exit(0);
@@ -530,8 +649,13 @@ main(int argc, char *argv[])
 	/* a closed stdout or socket is an error to report, not a signal */
 	signal(SIGPIPE, SIG_IGN);
 	ctl_options(&c, argc, argv);
-	reply = ctl_request(&c);
-	status = c.json ? ctl_print_json(c.cmd, reply) : ctl_print(c.cmd, reply);
+	reply = ctl_request(&c, c.cmd);
+	if (strcmp(c.cmd, "restart-workers") == 0)
+		status = ctl_restart_workers(&c, reply);
+	else if (c.json)
+		status = ctl_print_json(c.cmd, reply);
+	else
+		status = ctl_print(c.cmd, reply);
 	json_decref(reply);
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		fprintf(stderr, "tgrunnerctl: standard output: %s\n",

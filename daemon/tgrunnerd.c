@@ -32,8 +32,10 @@
 #include "log.h"
 #include "listener.h"
 #include "metrics.h"
+#include "natsbus.h"
 #include "poller.h"
 #include "pool.h"
+#include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
 #include "timeutil.h"
@@ -471,24 +473,50 @@ tgd_stop(struct tgd *d, const char *why)
 	tgd_maybe_exit(d);
 }
 
+/* "a,b,c" (conf_reload's lists) as a JSON array of names. */
+static json_t *
+tgd_names(const char *list)
+{
+	json_t *a = json_array();
+	size_t n;
+
+	while (*list != '\0') {
+		n = strcspn(list, ",");
+		json_array_append_new(a, json_stringn(list, n));
+		list += n + (list[n] == ',');
+	}
+	return a;
+}
+
 /*
- * SIGHUP: the options the table marks reloadable take effect now; the
- * others are named and wait for a restart.  A bad file changes nothing.
+ * Re-read the configuration (SIGHUP, `tgrunnerctl reload`): the options
+ * the table marks reloadable take effect now; the others are named and
+ * wait for a restart.  A bad file changes nothing.  The outcome, for the
+ * control socket: {"ok":false, "error":"FILE:LINE: ...", "file", "line"},
+ * or {"ok":true, "changed":[...], "restart_needed":[...],
+ * "replacing_workers":bool}.  A new reference.
  */
-static void
+json_t *
 tgd_reload(struct tgd *d)
 {
-	char applied[1024], restart[1024];
+	char applied[1024], restart[1024], where[512];
 	struct conf_error err;
 	struct conf nc;
 	int replace;
 
 	sd_notify(0, "RELOADING=1");
 	if (conf_load(d->conf.path, &nc, &err) == -1) {
-		log_errx("reload: %s:%d: %s; keeping the running configuration",
-		    err.file, err.line, err.msg);
+		if (err.line > 0)
+			snprintf(where, sizeof(where), "%s:%d", err.file,
+			    err.line);
+		else
+			snprintf(where, sizeof(where), "%s", err.file);
+		log_errx("reload: %s: %s; keeping the running configuration",
+		    where, err.msg);
 		sd_notify(0, "READY=1");
-		return;
+		return json_pack("{s:b, s:s+++, s:s, s:i}", "ok", 0, "error",
+		    where, ": ", err.msg, "; the running configuration is kept",
+		    "file", err.file, "line", err.line);
 	}
 	replace = strcmp(nc.worker_command ? nc.worker_command : "",
 	    d->conf.worker_command ? d->conf.worker_command : "") != 0;
@@ -509,6 +537,33 @@ tgd_reload(struct tgd *d)
 	poller_kick(d->poller);
 	tgd_dispatch(d);
 	sd_notify(0, "READY=1");
+	return json_pack("{s:b, s:o, s:o, s:b}", "ok", 1, "changed",
+	    tgd_names(applied), "restart_needed", tgd_names(restart),
+	    "replacing_workers", replace);
+}
+
+/*
+ * SIGUSR2, `tgrunnerctl restart-workers`: replace the workers one at a
+ * time (pool_restart).  Only while the pool runs: before the first
+ * welcome there is nothing to replace, and a stopping daemon starts no
+ * worker.
+ */
+json_t *
+tgd_restart_workers(struct tgd *d, const char *source)
+{
+	int n;
+
+	if (d->state != TGD_RUNNING && d->state != TGD_DRAINING) {
+		log_warnx("restart-workers (%s): not possible while %s", source,
+		    tgd_state_str(d->state));
+		return json_pack("{s:b, s:s, s:s}", "ok", 0, "error",
+		    "not possible in this state", "state",
+		    tgd_state_str(d->state));
+	}
+	log_notice("restart-workers (%s)", source);
+	n = pool_restart(d->pool);
+	return json_pack("{s:b, s:i, s:o}", "ok", 1, "replacing", n,
+	    "restart", pool_restart_status(d->pool));
 }
 
 static void
@@ -523,7 +578,10 @@ tgd_signal(evutil_socket_t sig, short ev, void *arg)
 		break;
 	case SIGHUP:
 		if (d->state != TGD_STOPPING)
-			tgd_reload(d);
+			json_decref(tgd_reload(d));
+		break;
+	case SIGUSR2:
+		json_decref(tgd_restart_workers(d, "SIGUSR2"));
 		break;
 	case SIGCHLD:
 		pool_reap(d->pool);
@@ -555,7 +613,8 @@ tgd_status(evutil_socket_t fd, short ev, void *arg)
 static void
 tgd_events(struct tgd *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1 };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1,
+	    SIGUSR2 };
 	struct timeval tv = { STATUS_EVERY_MS / 1000, 0 };
 	uint64_t wd_usec;
 	size_t i;
@@ -582,6 +641,9 @@ tgd_open(struct tgd *d)
 {
 	char err[512];
 
+	/* libnats's threads wake the loop: its base needs locking */
+	if (d->conf.nats_url != NULL)
+		natsbus_init();
 	if ((d->base = event_base_new()) == NULL)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
@@ -629,6 +691,9 @@ tgd_open(struct tgd *d)
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
 		    d->conf.listen);
+	if (d->conf.nats_url != NULL &&
+	    (d->remote = remote_new(d->base, d->pool, &d->conf)) == NULL)
+		fatalx(EXIT_CONFIG, "cannot use NATS at %s", d->conf.nats_url);
 	if (d->conf.metrics_listen != NULL && (d->metrics = metrics_new(d->base,
 	    d->conf.metrics_listen, tgd_metrics, d)) == NULL)
 		fatalx(EXIT_CONFIG, "cannot serve metrics on %s",
@@ -646,6 +711,7 @@ tgd_close(struct tgd *d)
 
 	control_free(d->control);
 	listener_free(d->listener);
+	remote_free(d->remote);
 	metrics_free(d->metrics);
 	poller_free(d->poller);
 	pool_free(d->pool);		/* revokes its workers' credentials */
@@ -697,6 +763,7 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *path = DEFAULT_CONF;
+	char unused[512];
 	int ch, check = 0, debug = 0, verbose = 0;
 
 	while ((ch = getopt_long(argc, argv, "c:dhnvV", longopts, NULL)) != -1) {
@@ -714,12 +781,18 @@ main(int argc, char *argv[])
 		usage();
 	load_conf_or_exit(path, &d.conf);
 	if (check) {
+		if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+			fprintf(stderr, "%s: warning: set but read by "
+			    "tgrunner-relay only: %s\n", path, unused);
 		if (verbose)
 			conf_print(&d.conf, stdout);
 		printf("%s: configuration OK\n", path);
 		return 0;
 	}
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
+	if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
+		log_warnx("%s: set but read by tgrunner-relay only: %s", path,
+		    unused);
 	d.token = token_load(&d.conf);
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));

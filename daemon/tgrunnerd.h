@@ -26,6 +26,7 @@ struct journal;
 struct listener;
 struct poller;
 struct pool;
+struct remote;
 struct router;
 struct workerapi;
 
@@ -61,6 +62,7 @@ struct tgd {
 	struct poller		*poller;
 	struct pool		*pool;
 	struct listener		*listener;	/* `listen`: external workers */
+	struct remote		*remote;	/* `nats_url`: relays' slots */
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;
@@ -80,6 +82,10 @@ const char	*tgd_state_str(enum tgd_state);
 void		 tgd_dispatch(struct tgd *);
 /* Journal json[0..len) again as update id and queue it: 0, or -1. */
 int		 tgd_requeue(void *d, int64_t id, const char *json, size_t len);
+/* Re-read the configuration; the outcome as a control answer (new ref). */
+json_t		*tgd_reload(struct tgd *);
+/* Replace the workers one at a time; source names who asked (for the log). */
+json_t		*tgd_restart_workers(struct tgd *, const char *source);
 
 /* commands.c: the control socket's table, and /metrics */
 struct evbuffer;

@@ -20,9 +20,11 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "conf.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "timeutil.h"
 #include "worker.h"
 #include "xmalloc.h"
 
@@ -89,7 +91,10 @@ worker_send_frame(struct worker *w, const struct frame *f)
 
 /*
  * No more updates for w; it is told to shut down once it holds none, so
- * that a worker never has to finish work and exit at the same time.
+ * that a worker never has to finish work and exit at the same time.  A
+ * worker drained for a reason of its own (recycled, replaced) gets its
+ * whole shutdown_timeout from the shutdown on, however long its last
+ * updates took.
  */
 void
 worker_drain(struct worker *w, int64_t deadline)
@@ -102,7 +107,9 @@ worker_drain(struct worker *w, int64_t deadline)
 	w->shutdown_at = deadline;
 	if (w->busy > 0 || w->shutdown_sent)
 		return;
-	f.u.shutdown.deadline = deadline;
+	if (deadline == 0)
+		w->shutdown_at = wall_ms() + pool_conf(w->pool)->shutdown_timeout;
+	f.u.shutdown.deadline = w->shutdown_at;
 	worker_send_frame(w, &f);
 	w->shutdown_sent = 1;
 }

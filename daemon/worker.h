@@ -93,16 +93,19 @@ struct worker {
 	pid_t			 pid;		/* the peer's, for logs; 0 unknown/reaped */
 	enum worker_state	 state;
 	int			 spawned;	/* started by the pool: counts for `workers` */
+	unsigned		 gen;		/* the pool's generation when it joined */
 	int			 slots;
 	int			 busy;
 	int			 avail;		/* on the pool's list of free slots */
 	uint64_t		 served;
 	uint64_t		 limit;		/* recycle after this many, 0 = never */
+	struct event		*exit_timer;	/* shutdown sent: the deadline to go */
 	time_t			 started;
 	int			 hello;		/* said hello: not an early death */
 	int64_t			 shutdown_at;	/* draining: deadline for shutdown */
 	int			 shutdown_sent;
 	int			 retired;	/* the pool asked it to go */
+	int64_t			 grace;		/* ms from cancel to terminate; 0: kill_grace */
 	int			 complaints;	/* frames tolerated, not obeyed */
 	char			 cut[192];	/* why the daemon cut it off */
 	const char		*api_root;	/* the Bot API endpoint, or NULL */
@@ -193,7 +196,10 @@ int		 worker_send_frame(struct worker *, const struct frame *);
  */
 void		 worker_complain(struct worker *, const char *what, int64_t id,
 		    const char *outcome);
-/* No more updates for w; shutdown once it holds none. */
+/*
+ * No more updates for w; shutdown once it holds none.  deadline: when it
+ * must be gone (wall ms), or 0 for shutdown_timeout after the shutdown.
+ */
 void		 worker_drain(struct worker *, int64_t deadline);
 /* The type's close and terminate (see struct worker_ops). */
 void		 worker_close(struct worker *, int sig);

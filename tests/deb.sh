@@ -85,7 +85,7 @@ cd "$outdir"
 arch=$(dpkg-architecture -qDEB_HOST_ARCH)
 ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 deb() { echo "$1_${version}_$2.deb"; }
-for p in "tgrunnerd $arch" "libtgrunner-worker0 $arch" \
+for p in "tgrunnerd $arch" "tgrunner-relay $arch" "libtgrunner-worker0 $arch" \
     "libtgrunner-worker-dev $arch" "python3-tgrunner-worker all" \
     "node-tgrunner-worker all"; do
 	set -- $p
@@ -107,6 +107,19 @@ dpkg-deb -c "$d" | grep '/systemd/system/tgrunnerd\.service$' >/dev/null || fail
 dpkg-deb -c "$d" | grep '/systemd/system/tgrunnerd@\.service$' >/dev/null || fail "$d: no template unit"
 dpkg-deb -f "$d" Depends | grep -q libtgrunner-worker0 || fail "$d: no shlibs dependency"
 [ "$(dpkg-deb -I "$d" conffiles)" = /etc/tgrunner.conf ] || fail "$d: /etc/tgrunner.conf is not a conffile"
+! dpkg-deb -c "$d" | grep -q 'tgrunner-relay' || fail "$d: has files of tgrunner-relay"
+d=$(deb tgrunner-relay "$arch")
+for f in usr/sbin/tgrunner-relay etc/tgrunner-relay.conf \
+    usr/share/doc/tgrunner-relay/NATS.md \
+    usr/share/doc/tgrunner-relay/examples/tgrunner-relay.conf \
+    usr/share/doc/tgrunner-relay/README.Debian \
+    usr/share/man/man8/tgrunner-relay.8.gz; do
+	has "$d" "$f"
+done
+dpkg-deb -c "$d" | grep '/systemd/system/tgrunner-relay\.service$' >/dev/null || fail "$d: no unit"
+dpkg-deb -f "$d" Depends | grep -q libnats || fail "$d: no shlibs dependency on libnats"
+[ "$(dpkg-deb -I "$d" conffiles)" = /etc/tgrunner-relay.conf ] ||
+	fail "$d: /etc/tgrunner-relay.conf is not a conffile"
 d=$(deb libtgrunner-worker0 "$arch")
 has "$d" "usr/lib/$ma/libtgrunner-worker.so.0"
 dpkg-deb -I "$d" symbols | grep -q '^ tgw_run@Base' || fail "$d: no symbols file"
@@ -130,6 +143,8 @@ root=$work/root
 for f in *.deb; do dpkg-deb -x "$f" "$root"; done
 LD_LIBRARY_PATH=$root/usr/lib/$ma "$root/usr/sbin/tgrunnerd" -n -c "$root/etc/tgrunner.conf" ||
 	fail "the shipped /etc/tgrunner.conf"
+"$root/usr/sbin/tgrunner-relay" -n -c "$root/etc/tgrunner-relay.conf" ||
+	fail "the shipped /etc/tgrunner-relay.conf"
 PYTHONPATH=$root/usr/lib/python3/dist-packages \
     python3 -c 'import tgrunner_worker, tgrunner_worker.adapters.ptb' ||
 	fail "python3-tgrunner-worker does not import"

@@ -6,7 +6,8 @@ set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev libinih-dev
 uthash-dev zlib1g-dev check python3 clang libclang-rt-14-dev mandoc
-python3-venv python3-setuptools python3-wheel python3-python-telegram-bot"
+python3-venv python3-setuptools python3-wheel python3-python-telegram-bot
+libnats-dev nats-server iproute2"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

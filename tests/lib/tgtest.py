@@ -223,6 +223,8 @@ class Daemon:
             ("flood_control", "no"),
         ])
         self._apply(conf_overrides)
+        self.program = daemon_path()
+        self.netns = None		# run inside this network namespace
         self.proc = None
         self.leftovers = []		# processes alive after a clean exit
         self.runs = 0
@@ -274,8 +276,11 @@ class Daemon:
         with self._cond:
             self.run_start = len(self.lines)
         self._log_local("---- tgtest: start #%d ----" % self.runs)
+        argv = [self.program, "-c", self.conf_path]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
         self.proc = subprocess.Popen(
-            [daemon_path(), "-c", self.conf_path],
+            argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, env=self._env(), cwd=self.tmpdir,
             start_new_session=True)

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Unix conventions of the three programs: --help on stdout with status 0,
+"""Unix conventions of the four programs: --help on stdout with status 0,
 --version, usage errors with status 64 (EX_USAGE).  And tgrunnerctl's
 client side against a stand-in control socket written here, so that each
 answer (or the lack of one) is exactly what the test needs: a daemon that
 accepts and never answers (timeout, clear message), one that closes
 without reading (no SIGPIPE), multi-line reasons (escaped, one row each),
 "already draining" (success), a retry of an unknown id (failure naming
-it), a status without a successful poll yet ("never", not "-1s ago"), and
+it), a status without a successful poll yet ("never", not "-1s ago"; also
+on a real daemon whose Bot API never answers), a
+refused reload (its error, status 1) and one with options that need a
+restart (a warning, status 0), restart-workers followed through status
+to its end (done: 0; stopped: 1 with the reason; the daemon gone: 1), and
 how the socket is chosen (-s, -i, $TGRUNNER_CONTROL_SOCKET)."""
 
 import json
@@ -24,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 import tgtest					# noqa: E402
 from tgtest import ScenarioCase, build_path	# noqa: E402
 
-PROGRAMS = ("tgrunnerd", "tgrunnerctl", "tgrunner-fakeapi")
+PROGRAMS = ("tgrunnerd", "tgrunnerctl", "tgrunner-fakeapi", "tgrunner-relay")
 
 
 def run(argv, env=None, timeout=20):
@@ -125,7 +129,8 @@ class Cli(ScenarioCase):
                 self.assertEqual((rc, out), (64, ""))
                 self.assertIn("usage: %s" % prog, err)
         # operands where none are taken, missing commands, bad arguments
-        for argv in (["tgrunnerd", "extra"], ["tgrunnerctl"],
+        for argv in (["tgrunnerd", "extra"], ["tgrunner-relay", "extra"],
+                     ["tgrunnerctl"],
                      ["tgrunnerctl", "-t", "0", "status"],
                      ["tgrunnerctl", "-t", "x", "status"],
                      ["tgrunnerctl", "-i", "a/b", "status"],
@@ -145,7 +150,8 @@ class Cli(ScenarioCase):
         a = self.stand_in(answer(ok), "a.sock")
         b = self.stand_in(answer(ok), "b.sock")
         env = dict(os.environ, TGRUNNER_CONTROL_SOCKET=a.path)
-        self.assertEqual(self.ctl("reload", env=env)[:2], (0, "reload: ok\n"))
+        self.assertEqual(self.ctl("reload", env=env)[:2],
+                         (0, "reload: ok (changed: none)\n"))
         self.assertEqual(a.lines, ["reload"])
         # -s beats the environment
         self.assertEqual(self.ctl("-s", b.path, "reload", env=env)[0], 0)
@@ -230,28 +236,35 @@ class Cli(ScenarioCase):
     # -- answers --------------------------------------------------------------
 
     def test_idempotent_drain_and_resume(self):
-        state = {"drain": "draining", "resume": "running"}
-        s = self.stand_in(answer(lambda line: {
-            "ok": False, "error": "not possible in this state",
-            "state": state[line]}))
+        # the daemon says it was there already; tgrunnerctl says so too
+        answers = {"drain": {"ok": True, "state": "draining",
+                             "already": True},
+                   "resume": {"ok": True, "state": "running"}}
+        s = self.stand_in(answer(lambda line: answers[line]))
         rc, out, err = self.ctl("-s", s.path, "drain")
         self.assertEqual((rc, out, err), (0, "drain: ok (already draining)\n",
                                           ""))
         rc, out, err = self.ctl("-s", s.path, "resume")
-        self.assertEqual((rc, out), (0, "resume: ok (already running)\n"))
+        self.assertEqual((rc, out, err), (0, "resume: ok\n", ""))
         rc, out, err = self.ctl("-s", s.path, "--json", "drain")
         self.assertEqual(rc, 0, err)
-        # anything else the daemon refuses is still an error
-        state["drain"] = "stopping"
+        self.assertIs(json.loads(out)["already"], True)
+        # what the daemon refuses is an error, whatever state it names
+        answers["drain"] = {"ok": False, "error": "not possible in this "
+                            "state", "state": "stopping"}
         rc, out, err = self.ctl("-s", s.path, "drain")
-        self.assertEqual(rc, 1)
+        self.assertEqual((rc, out), (1, ""))
         self.assertIn("drain: not possible in this state", err)
 
     def test_retry_of_unknown_id_fails_and_names_it(self):
-        s = self.stand_in(answer({"ok": True, "requeued": 0}))
+        s = self.stand_in(answer(lambda line: {
+            "ok": False, "requeued": 0,
+            "error": "no dead letter with update_id 4242"}
+            if line.endswith("4242") else {"ok": True, "requeued": 0}))
         rc, out, err = self.ctl("-s", s.path, "dead-letters", "retry", "4242")
-        self.assertEqual(rc, 1)
-        self.assertIn("no dead letter with update_id 4242", err)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertEqual(err, "tgrunnerctl: dead-letters retry 4242: no dead "
+                         "letter with update_id 4242\n")
         rc, out, err = self.ctl("-s", s.path, "-j", "dead-letters", "retry",
                                 "4242")
         self.assertEqual(rc, 1)
@@ -260,6 +273,127 @@ class Cli(ScenarioCase):
         rc, out, err = self.ctl("-s", s.path, "dead-letters", "retry", "all")
         self.assertEqual((rc, out), (0, "0 update(s) queued again\n"), err)
         self.assertEqual(s.lines[-1], "dead-letters retry all")
+
+    # -- reload ---------------------------------------------------------------
+
+    def test_reload_answers(self):
+        refused = {"ok": False, "file": "/etc/tgrunner.conf", "line": 12,
+                   "error": "/etc/tgrunner.conf:12: workers: expected an "
+                   "integer between 0 and 1024, got 'x'; the running "
+                   "configuration is kept"}
+        s = self.stand_in(answer(refused))
+        rc, out, err = self.ctl("-s", s.path, "reload")
+        self.assertEqual((rc, out), (1, ""))
+        self.assertEqual(err, "tgrunnerctl: reload: " + refused["error"] +
+                         "\n")
+        taken = {"ok": True, "changed": ["workers", "flood_global_rate"],
+                 "restart_needed": ["session_key"],
+                 "replacing_workers": False}
+        s = self.stand_in(answer(taken), "b.sock")
+        rc, out, err = self.ctl("-s", s.path, "reload")
+        self.assertEqual((rc, out), (0, "reload: ok (changed: workers, "
+                                     "flood_global_rate)\n"))
+        self.assertEqual(err, "tgrunnerctl: reload: warning: session_key "
+                         "changed but takes effect only at the next start\n")
+
+    # -- restart-workers, followed to its end --------------------------------
+
+    def restart_stand_in(self, steps, name="r.sock"):
+        """restart-workers is answered with steps[0]; each status after it
+        with the next step (the last one repeated)."""
+        seen = {"n": 0}
+
+        def reply(line):
+            if line == "restart-workers":
+                return {"ok": True, "replacing": steps[0]["total"],
+                        "restart": steps[0]}
+            seen["n"] = min(seen["n"] + 1, len(steps) - 1)
+            return {"ok": True, "restart": steps[seen["n"]]}
+        return self.stand_in(answer(reply), name)
+
+    @staticmethod
+    def step(state, replaced, seq=1, **kw):
+        r = {"state": state, "seq": seq, "replaced": replaced, "total": 3,
+             "external": 0, "started": 1700000000}
+        r.update(kw)
+        return r
+
+    def test_restart_workers_followed(self):
+        steps = [self.step("running", 0),
+                 self.step("running", 0, starting=4),
+                 self.step("running", 1, draining=1, draining_busy=2),
+                 self.step("running", 2, seq=2, starting=6),
+                 self.step("done", 3, seq=2, ended=1700000009)]
+        s = self.restart_stand_in(steps)
+        rc, out, err = self.ctl("-s", s.path, "restart-workers")
+        self.assertEqual((rc, err), (0, ""))
+        self.assertEqual(out, "restart-workers: 0/3 replaced\n"
+                         "restart-workers: 0/3 replaced, new worker 4 "
+                         "starting\n"
+                         "restart-workers: 1/3 replaced, worker 1 finishing 2 "
+                         "update(s)\n"
+                         "restart-workers: 2/3 replaced, new worker 6 "
+                         "starting\n"
+                         "restart-workers: another restart-workers started it "
+                         "over\n"
+                         "restart-workers: 3/3 replaced\n"
+                         "restart-workers: done\n")
+        self.assertEqual(s.lines, ["restart-workers"] + ["status"] * 4)
+        # --json: the end, as the daemon says it
+        s = self.restart_stand_in(steps, "j.sock")
+        rc, out, err = self.ctl("-s", s.path, "-j", "restart-workers")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), steps[-1])
+        # --no-wait: the first answer only
+        s = self.restart_stand_in(steps, "n.sock")
+        rc, out, err = self.ctl("-s", s.path, "--no-wait", "restart-workers")
+        self.assertEqual((rc, out), (0, "restart-workers: ok\n"))
+        self.assertEqual(s.lines, ["restart-workers"])
+
+    def test_restart_workers_stopped(self):
+        why = "new worker=4 did not come up: worker exited with status 3"
+        steps = [self.step("running", 0, external=1),
+                 self.step("stopped", 0, external=1, why=why)]
+        s = self.restart_stand_in(steps)
+        rc, out, err = self.ctl("-s", s.path, "restart-workers")
+        self.assertEqual(rc, 1)
+        self.assertEqual(out, "restart-workers: 0/3 replaced; 1 external "
+                         "worker(s) not restarted (the daemon did not start "
+                         "them)\n")
+        self.assertEqual(err, "tgrunnerctl: restart-workers: stopped: %s\n"
+                         % why)
+        rc, out, err = self.ctl("-s", s.path, "-j", "restart-workers")
+        self.assertEqual(rc, 1)
+        self.assertEqual(json.loads(out)["why"], why)
+        # and how status shows it
+        st = {"ok": True, "version": "0.1.0", "state": "running",
+              "workers": [], "restart": self.step(
+                  "stopped", 1, why=why, ended=int(time.time()) - 5)}
+        s = self.stand_in(answer(st), "st.sock")
+        rc, out, err = self.ctl("-s", s.path, "status")
+        self.assertRegex(out, r"(?m)^restart:  STOPPED [56]s ago: %s \(1/3 "
+                         r"replaced\)$" % re.escape(why))
+        st["restart"] = self.step("running", 1, starting=9)
+        rc, out, err = self.ctl("-s", s.path, "status")
+        self.assertIn("\nrestart:  restarting workers: 1/3 replaced, new "
+                      "worker 9 starting\n", out)
+
+    def test_restart_workers_daemon_gone(self):
+        # the daemon answers the command, then is gone
+        def b(server, conn):
+            line = server.read_line(conn)
+            if line == "restart-workers":
+                conn.sendall((json.dumps({"ok": True, "replacing": 3,
+                                          "restart": self.step("running", 0)})
+                              + "\n").encode())
+                conn.close()
+                server.sock.close()
+            else:
+                conn.close()
+        s = self.stand_in(b)
+        rc, out, err = self.ctl("-s", s.path, "restart-workers")
+        self.assertEqual(rc, 1)
+        self.assertIn("tgrunnerctl: %s: " % s.path, err)
 
     def test_multiline_reasons_are_escaped(self):
         reason = ("Traceback (most recent call last):\n  File \"bot.py\"\n"
@@ -296,6 +430,32 @@ class Cli(ScenarioCase):
         st["last_poll_ok"] = int(time.time()) + 3600
         rc, out, err = self.ctl("-s", s.path, "status")
         self.assertIn("last success 0s ago\n", out)
+
+    def test_status_of_a_real_daemon_before_first_poll(self):
+        # the Bot API accepts the connection and never answers: the daemon
+        # runs, answers on its control socket, and has never polled
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        fake = self.start_fake()
+        d = self.start_daemon(fake, wait=False, workers=1,
+                              api_url="http://127.0.0.1:%d"
+                              % silent.getsockname()[1])
+        sock = d.conf["control_socket"]
+        tgtest.wait_until(lambda: os.path.exists(sock), 20,
+                          what="the control socket")
+        rc, out, err = self.ctl("-s", sock, "status")
+        self.assertEqual(rc, 0, err)
+        self.assertIn(", last success never\n", out)
+        self.assertNotRegex(out, r"-\d+s ago")
+        # the real API: after a poll, seconds ago (not negative)
+        d.restart(api_url=fake.url)
+        tgtest.wait_until(lambda: re.search(
+            r", last success \d+s ago\n", self.ctl("-s", sock,
+                                                    "status")[1]),
+            20, what="a successful poll in the status")
+        self.assertEqual(d.stop(), 0)
 
     def test_unknown_command_is_a_usage_error(self):
         s = self.stand_in(answer({"ok": False, "error": "unknown command "

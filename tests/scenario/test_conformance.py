@@ -274,6 +274,28 @@ class Conformance(unittest.TestCase):
         self.assertGreaterEqual(len(passed) + len(failed), 17, out)
         return out
 
+    def test_usage(self):
+        # the conventions of the other programs: --help and --version on
+        # stdout with status 0, a usage error on stderr with status 64
+        def tool(*args):
+            p = subprocess.run([sys.executable, TOOL] + list(args),
+                               capture_output=True, universal_newlines=True,
+                               timeout=60)
+            return p.returncode, p.stdout, p.stderr
+        for opt in ("--help", "-h"):
+            rc, out, err = tool(opt)
+            self.assertEqual((rc, err), (0, ""))
+            self.assertTrue(out.startswith("usage: tgrunner-conformance "))
+        for opt in ("--version", "-V"):
+            self.assertEqual(tool(opt), (
+                0, "tgrunner-conformance (worker protocol 1)\n", ""))
+        for args in ((), ("--no-such-option",), ("--timeout", "0", "--",
+                     "true"), ("--only", "nonesuch", "--", "true")):
+            with self.subTest(args):
+                rc, out, err = tool(*args)
+                self.assertEqual((rc, out), (64, ""), err)
+                self.assertIn("usage: tgrunner-conformance", err)
+
     def test_c_worker(self):
         if not os.access(C_WORKER, os.X_OK):
             self.fail("missing %s (build it)" % C_WORKER)

@@ -4,10 +4,13 @@ and the Node.js echo.py / echo.js), each under the real tgrunnerd against
 the fake Bot API: /start gets a greeting with an inline keyboard, a button
 press (callback_query) is answered with answerCallbackQuery and then its
 message is edited, an edited message gets a reply to it, a text message is
-echoed.  The calls the bot made are read back from the fake."""
+echoed, a sticker gets nothing (and fails nothing).  The calls the bot
+made are read back from the fake."""
 
+import json
 import os
 import shlex
+import subprocess
 import shutil
 import sys
 
@@ -32,6 +35,15 @@ def message(chat, mid, text, kind="message"):
     return {kind: m}
 
 
+def sticker(chat, mid):
+    return {"message": {
+        "message_id": mid, "date": 1700000000, "from": user(chat),
+        "chat": {"id": chat, "type": "private"},
+        "sticker": {"file_id": "st%d" % mid, "file_unique_id": "u%d" % mid,
+                    "type": "regular", "width": 512, "height": 512,
+                    "is_animated": False, "is_video": False}}}
+
+
 def button(chat, mid, qid, data):
     return {"callback_query": {
         "id": qid, "from": user(chat), "chat_instance": "ci%d" % chat,
@@ -53,7 +65,8 @@ class Examples(ScenarioCase):
         fake.inject([message(1, 10, "/start"),
                      button(2, 20, "q2", "pressed"),
                      message(3, 30, "typo", "edited_message"),
-                     message(4, 40, "hello there")])
+                     message(4, 40, "hello there"),
+                     sticker(5, 50)])
 
         def calls():
             c = fake.calls()
@@ -63,7 +76,17 @@ class Examples(ScenarioCase):
             got = wait_until(calls, 30, what="the example's 5 calls")
         except AssertionError:
             raise AssertionError("%s\n%s" % (fake.calls(), d.log_tail()))
-        got = [c for c in got if c["method"] not in ("getMe",)]
+        # all five handled (the sticker too, which makes no call)
+        sock = d.conf["control_socket"]
+
+        def done():
+            p = subprocess.run([build_path("tgrunnerctl"), "-s", sock,
+                                "--json", "status"], capture_output=True,
+                               text=True, timeout=10)
+            return p.returncode == 0 and \
+                json.loads(p.stdout)["updates"]["done"] == 5
+        wait_until(done, 30, what="5 updates done")
+        got = [c for c in fake.calls() if c["method"] not in ("getMe",)]
         by_chat = {}
         for c in sorted(got, key=lambda c: c["seq"]):
             p = c["params"]
@@ -96,6 +119,10 @@ class Examples(ScenarioCase):
         # a text message: echoed
         (method, p), = by_chat[4]
         self.assertEqual((method, p["text"]), ("sendMessage", echoed))
+
+        # a sticker (no text, no caption): nothing
+        self.assertNotIn(5, by_chat)
+        self.assertEqual(len(got), 5, got)
         self.assertEqual(d.stop(), 0)
         self.assertEqual(d.dead_letters(), [])
 

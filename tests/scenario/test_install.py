@@ -7,10 +7,13 @@ talks to it without a socket argument.  Also: the installed configuration
 is valid as installed and runs the installed worker, the daemon's and
 tgrunnerctl's default sockets are the same path, a second install keeps
 an edited configuration, uninstall removes an unchanged one only, and
-the installed man pages name installed files only.  The worker libraries
-install as their READMEs say: the Python one offline with Debian's
-setuptools (pip --no-build-isolation), the Node.js one's npm pack has the
-LICENSE and README."""
+the installed man pages name installed files and pages only (or
+systemd's).  tgrunner-relay installs with its own configuration (valid
+as installed, kept and uninstalled like tgrunner.conf), unit, man page
+and example, and its example names no option the relay does not read.
+The worker libraries install as their READMEs say: the Python one
+offline with Debian's setuptools (pip --no-build-isolation), the Node.js
+one's npm pack has the LICENSE and README."""
 
 import filecmp
 import glob
@@ -27,6 +30,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 import tgtest					# noqa: E402
 from tgtest import ScenarioCase, BUILDDIR, wait_until	# noqa: E402
+
+# pages of other packages the installed ones may refer to (systemd's: the
+# daemon's unit runs under it)
+SYSTEM_PAGES = ("sd-daemon(3)", "systemd.service(5)")
 
 
 def make(*args):
@@ -174,18 +181,21 @@ class Install(ScenarioCase):
 
     def test_config_kept_and_uninstalled_only_unchanged(self):
         st = self.install()
-        original = open(st.conf).read()
-        with open(st.conf, "a") as f:
-            f.write("workers = 7\n")
-        edited = open(st.conf).read()
-        make("install", "DESTDIR=" + st.root)
-        self.assertEqual(open(st.conf).read(), edited)
-        make("uninstall", "DESTDIR=" + st.root)
-        self.assertEqual(open(st.conf).read(), edited)
-        self.assertFalse(os.path.exists(st.sbin))
-        os.unlink(st.conf)
-        make("install", "DESTDIR=" + st.root)
-        self.assertEqual(open(st.conf).read(), original)
+        relay_conf = os.path.join(os.path.dirname(st.conf),
+                                  "tgrunner-relay.conf")
+        for conf in (st.conf, relay_conf):
+            original = open(conf).read()
+            with open(conf, "a") as f:
+                f.write("workers = 7\n")
+            edited = open(conf).read()
+            make("install", "DESTDIR=" + st.root)
+            self.assertEqual(open(conf).read(), edited)
+            make("uninstall", "DESTDIR=" + st.root)
+            self.assertEqual(open(conf).read(), edited)
+            self.assertFalse(os.path.exists(st.sbin))
+            os.unlink(conf)
+            make("install", "DESTDIR=" + st.root)
+            self.assertEqual(open(conf).read(), original)
         make("uninstall", "DESTDIR=" + st.root)
         left = [os.path.join(d, f) for d, _, fs in os.walk(st.root)
                 for f in fs]
@@ -199,7 +209,8 @@ class Install(ScenarioCase):
                 staged.add(os.path.join(d, f)[len(st.root):])
         pages = glob.glob(os.path.join(st.root, "**", "man", "man*", "*.*"),
                           recursive=True)
-        self.assertEqual(len(pages), 5)
+        self.assertEqual(len(pages), 6)
+        installed = {os.path.basename(p) for p in pages}
         for page in pages:
             text = open(page).read()
             # every path in a .Pa (or .B/.I) of the tree's layout
@@ -210,11 +221,51 @@ class Install(ScenarioCase):
                     continue
                 self.fail("%s names %s, a file of the source tree"
                           % (os.path.basename(page), path))
+            # every page it refers to is installed, or one of systemd's
+            for name, sect in re.findall(r"(?m)^\.Xr (\S+) (\d)", text):
+                if "%s(%s)" % (name, sect) in SYSTEM_PAGES:
+                    continue
+                self.assertIn("%s.%s" % (name, sect), installed,
+                              "%s refers to %s(%s), which is not installed"
+                              % (os.path.basename(page), name, sect))
             # files the install puts under the prefix (not those of the
             # administrator, under etc/, or of the daemon, var/ and run/)
             for path in re.findall(r"(/usr/\S*/tgrunner/[\w./-]+\w)", text):
                 if not re.search(r"/(etc|var|run)/", path):
                     self.assertIn(path, staged, os.path.basename(page))
+
+    def test_relay_installed(self):
+        st = self.install()
+        relay = st.find("tgrunner-relay")
+        self.assertEqual(os.path.dirname(relay), os.path.dirname(st.sbin))
+        out = subprocess.run([relay, "--help"], capture_output=True,
+                             text=True).stdout
+        conf_path = re.search(r"\(default (/\S+)\)", out).group(1)
+        self.assertEqual(os.path.dirname(conf_path),
+                         os.path.dirname(st.conf_path))
+        conf = st.staged(conf_path)
+        self.assertEqual(os.stat(conf).st_mode & 0o777, 0o644)
+        # valid as installed, and nothing in it the relay does not read
+        p = subprocess.run([relay, "-n", "-c", conf], capture_output=True,
+                           text=True, env=st.env())
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        self.assertEqual(p.stdout, "%s: configuration OK\n" % conf)
+        # the example is the same file, the unit runs the installed relay
+        # with the installed configuration
+        examples = glob.glob(os.path.join(st.root, "**", "examples",
+                                          "tgrunner-relay.conf"),
+                             recursive=True)
+        self.assertEqual(len(examples), 1, examples)
+        example = examples[0]
+        self.assertTrue(filecmp.cmp(example, conf, shallow=False))
+        unit = open(st.find("tgrunner-relay.service")).read()
+        bin_path = relay[len(st.root):]
+        self.assertIn("ExecStartPre=%s -n -c %s\n" % (bin_path, conf_path),
+                      unit)
+        self.assertIn("ExecStart=%s -c %s\n" % (bin_path, conf_path), unit)
+        self.assertNotRegex(unit, r"@\w+@")
+        st.find("tgrunner-relay.8")
+        self.assertIn("## Failure model", open(st.find("NATS.md")).read())
 
     def test_python_library_installs_offline(self):
         # the README's way on Debian 12: a venv that sees Debian's

@@ -655,7 +655,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 44);
+	ck_assert_int_eq(n, 58);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -848,9 +848,36 @@ START_TEST(test_man_page_reload)
 		free(entry);
 		n++;
 	}
-	ck_assert_int_eq(n, 44);
+	ck_assert_int_eq(n, 58);
 	free(buf);
 	free(man);
+}
+END_TEST
+
+/* Options the other program reads are named; both programs' own are not. */
+START_TEST(test_unused)
+{
+	char	 buf[512], small[24];
+
+	load_ok("workers = 0\nnats_url = nats://127.0.0.1:4222\n"
+	    "relay_name = r1\nlog_level = info\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(buf, "");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 1);
+	ck_assert_str_eq(buf, "relay_name");
+
+	load_ok("api_url = http://127.0.0.1:1\nstate_dir = /tmp\n"
+	    "session_key = user\nrelay_timeout = 5s\nworkers = 0\n"
+	    "nats_url = nats://127.0.0.1:4222\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 4);
+	ck_assert_str_eq(buf, "api_url, state_dir, session_key, "
+	    "relay_timeout");
+	/* too small: whole names, then "...", never a name after it */
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, sizeof(small)), 4);
+	ck_assert_str_eq(small, "api_url, state_dir, ...");
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, 8), 4);
+	ck_assert_str_eq(small, "...");
 }
 END_TEST
 
@@ -889,6 +916,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_dump_table_defaults);
 	tcase_add_test(tc, test_man_page_complete);
 	tcase_add_test(tc, test_example_complete);
+	tcase_add_test(tc, test_unused);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -177,16 +177,37 @@ on_requeue(void *arg, int64_t id, const char *json, size_t len)
 	return 0;
 }
 
+/*
+ * A retry of which ("all" or an id): requeued, and ok or the error; the
+ * error is kept in last_error.
+ */
+static char	last_error[256];
+
 static int64_t
-retry(const char *which)
+retry_as(const char *which, int want_ok)
 {
-	json_t	*r = deadletter_retry(dl, which, on_requeue, NULL);
+	int64_t	 id;
+	json_t	*r;
 	int64_t	 n;
 
-	ck_assert(json_is_true(json_object_get(r, "ok")));
+	if (strcmp(which, "all") == 0)
+		r = deadletter_retry(dl, NULL, on_requeue, NULL);
+	else {
+		id = strtoll(which, NULL, 10);
+		r = deadletter_retry(dl, &id, on_requeue, NULL);
+	}
+	ck_assert_int_eq(json_is_true(json_object_get(r, "ok")), want_ok);
+	snprintf(last_error, sizeof(last_error), "%s",
+	    want_ok ? "" : json_string_value(json_object_get(r, "error")));
 	n = json_integer_value(json_object_get(r, "requeued"));
 	json_decref(r);
 	return n;
+}
+
+static int64_t
+retry(const char *which)
+{
+	return retry_as(which, 1);
 }
 
 START_TEST(test_retry)
@@ -205,8 +226,10 @@ START_TEST(test_retry)
 	add(4, "d", 0);
 
 	nrequeued = 0;
-	ck_assert_int_eq(retry("99"), 0);
-	ck_assert_int_eq(retry("x"), 0);
+	/* an id that is not a dead letter is an error naming it */
+	ck_assert_int_eq(retry_as("99", 0), 0);
+	ck_assert_str_eq(last_error, "no dead letter with update_id 99");
+	ck_assert_uint_eq(nrequeued, 0);
 	ck_assert_int_eq(retry("2"), 1);
 	ck_assert_uint_eq(nrequeued, 1);
 	ck_assert_int_eq(requeued[0], 2);
@@ -218,10 +241,18 @@ START_TEST(test_retry)
 	json_decref(lines);
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* taken: a second retry of it says so */
+	ck_assert_int_eq(retry_as("2", 0), 0);
+	ck_assert_str_eq(last_error, "no dead letter with update_id 2");
 
-	/* what the daemon cannot take stays */
+	/* what the daemon cannot take stays, and the answer says so */
 	refuse_id = 3;
-	ck_assert_int_eq(retry("all"), 2);
+	ck_assert_int_eq(retry_as("3", 0), 0);
+	ck_assert_str_eq(last_error, "1 of 1 dead letter(s) could not be "
+	    "queued again (the log says why); they stay dead letters");
+	ck_assert_int_eq(retry_as("all", 0), 2);
+	ck_assert_str_eq(last_error, "1 of 3 dead letter(s) could not be "
+	    "queued again (the log says why); they stay dead letters");
 	refuse_id = -1;
 	lines = file_lines();
 	ck_assert_uint_eq(json_array_size(lines), 1);
@@ -231,6 +262,7 @@ START_TEST(test_retry)
 	lines = file_lines();
 	ck_assert_uint_eq(json_array_size(lines), 0);
 	json_decref(lines);
+	/* all, with none left, is no error */
 	ck_assert_int_eq(retry("all"), 0);
 }
 END_TEST

@@ -11,7 +11,11 @@
  * call answered with an error, PROTOCOL.md sections 3.5 and 3.6),
  * protocol errors and why a worker was cut off, deadlines (cancel, then
  * terminate; none for a worker cut off), that a job is given back only
- * once its worker is gone, draining and recycling.  With children, the
+ * once its worker is gone, draining and recycling.  And restarts of the
+ * children one at a time: a replacement up before an old one goes, the
+ * updates an old one holds finished there, a replacement that does not
+ * come up stops it with the old ones running on, a worker that ignores
+ * its shutdown made to go at the deadline.  With children, the
  * orders of events a loaded machine produces now and then are forced:
  * a done still in the socket of a worker whose death (or a failed write
  * to it) is seen first is honoured (#19).
@@ -167,6 +171,7 @@ on_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 	e->what = 'd';
 	e->id = job->id;
 	e->w = w;
+	e->worker_id = w->id;
 	snprintf(e->text, sizeof(e->text), "%s", calls ? "calls" : "");
 }
 
@@ -619,13 +624,64 @@ START_TEST(test_deadline)
 	ck_assert_int_eq(pool_stats(pool)->timeouts, 1);
 	TESTLOOP_UNTIL(base, was_terminated, NULL, 10000, "terminate");
 	t2 = mono_ms();
-	ck_assert_int_ge(t2 - t1, 150 - TESTLOOP_SLACK_MS);
+	/*
+	 * kill_grace runs from the cancel, which t1 may have seen late on a
+	 * loaded machine: measure both from t0, which precedes them.
+	 */
+	ck_assert_int_ge(t2 - t0, 150 + 150 - TESTLOOP_SLACK_MS);
 	ck_assert_int_eq(a->term_sig, SIGTERM);
 	/* told to go, not gone: the update is still its own */
 	ck_assert_int_eq(count_evs('f'), 0);
 	pool_worker_gone(a->w, "worker exited on signal 15", WORKER_CRASHED);
 	ck_assert_int_eq(count_evs('f'), 1);
 	ck_assert_str_eq(evs[0].text, "timed out");
+}
+END_TEST
+
+/*
+ * A relay's pool: the deadline comes with the job (the frame carries it,
+ * the timer follows it), a cancel comes early from the daemon, once, and
+ * the worker's own grace (w->grace) decides when it is made to go.
+ */
+START_TEST(test_given_deadline_and_cancel)
+{
+	struct fake *a;
+	struct job *j;
+	int64_t t0, t1, dl;
+
+	conf.update_timeout = 60000;
+	conf.kill_grace = 60000;
+	a = ready_fake(0, 2);
+	a->w->grace = 150;
+	wanted = a;
+	j = job(1);
+	dl = wall_ms() + 3600000;
+	j->deadline = dl;
+	ck_assert_int_eq(pool_dispatch(pool, j, NULL), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(sent(a, -1),
+	    "deadline")), dl);
+	t0 = mono_ms();
+	pool_cancel(pool, j, "cancelled by the daemon");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "type")), "cancel");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "reason")), "cancelled by the daemon");
+	/* a second cancel sends nothing */
+	pool_cancel(pool, j, "again");
+	ck_assert_str_eq(json_string_value(json_object_get(sent(a, -1),
+	    "reason")), "cancelled by the daemon");
+	TESTLOOP_UNTIL(base, was_terminated, NULL, 10000, "terminate");
+	t1 = mono_ms();
+	ck_assert_int_ge(t1 - t0, 150 - TESTLOOP_SLACK_MS);
+	ck_assert_int_lt(t1 - t0, 30000);
+
+	/* a deadline already past: cancelled at once, not after 60 s */
+	j = job(2);
+	j->deadline = wall_ms() - 1;
+	a = ready_fake(1, 1);
+	wanted = a;
+	ck_assert_int_eq(pool_dispatch(pool, j, a->w), 0);
+	TESTLOOP_UNTIL(base, sent_cancel, NULL, 10000, "cancel");
 }
 END_TEST
 
@@ -934,15 +990,21 @@ have_problem(void *arg)
 
 static struct event *sigchld;
 
-/* `workers = 1` of cmd, reaped on SIGCHLD. */
+/* `workers = n` of cmd, reaped on SIGCHLD. */
 static void
-children_start(const char *cmd)
+children_start_n(const char *cmd, int n)
 {
 	sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
 	evsignal_add(sigchld, NULL);
-	conf.workers = 1;
+	conf.workers = n;
 	conf.worker_command = strdup(cmd);
 	pool_reconfigure(pool, &conf, 0);
+}
+
+static void
+children_start(const char *cmd)
+{
+	children_start_n(cmd, 1);
 }
 
 /* The pool kills its children before nothing reaps them any more. */
@@ -1092,6 +1154,214 @@ START_TEST(test_child_endpoint_env)
 	ck_assert_str_eq(evs[0].text, "worker exited with status 7");
 	unsetenv("TGRUNNER_API_ROOT");
 	unsetenv("TGRUNNER_API_TOKEN");
+	children_stop();
+}
+END_TEST
+
+/* --- restarts, one at a time ------------------------------------------------ */
+
+/*
+ * A worker in sh that answers each update done after 1 s and exits 0 on
+ * shutdown (the update frame begins {"type":"update","id":N,...}).
+ */
+#define SH_GOOD "printf '{\"type\":\"hello\",\"protocol\":1,\"slots\":1}\\n' " \
+	">&3; while read -r l <&3; do case \"$l\" in *'\"shutdown\"'*) " \
+	"exit 0;; *'\"update\"'*) sleep 1; i=${l#*'\"id\":'}; i=${i%%,*}; " \
+	"printf '{\"type\":\"done\",\"id\":%s}\\n' \"$i\" >&3;; esac; done"
+/* One that never leaves by itself: shutdown is ignored. */
+#define SH_STUBBORN "printf '{\"type\":\"hello\",\"protocol\":1," \
+	"\"slots\":1}\\n' >&3; while read -r l <&3; do :; done"
+
+/* What was seen while a restart ran, sampled between loop passes. */
+static struct {
+	int	max_workers;	/* in the pool, any state */
+	int	min_ready;
+	int	draining_busy;	/* most an old worker held when it drained */
+} seen;
+
+static json_t *
+worker_ids(void)
+{
+	json_t *a = pool_describe(pool), *ids = json_array(), *o;
+	size_t i;
+
+	json_array_foreach(a, i, o)
+		json_array_append(ids, json_object_get(o, "id"));
+	json_decref(a);
+	return ids;
+}
+
+static int
+count_state(const char *state)
+{
+	json_t *a = pool_describe(pool), *o;
+	size_t i;
+	int n = 0;
+
+	json_array_foreach(a, i, o)
+		n += strcmp(json_string_value(json_object_get(o, "state")),
+		    state) == 0;
+	json_decref(a);
+	return n;
+}
+
+static int
+restart_over(void *arg)
+{
+	json_t *r = pool_restart_status(pool), *a = pool_describe(pool);
+	int over, ready = count_state("ready"), busy;
+
+	if ((int)json_array_size(a) > seen.max_workers)
+		seen.max_workers = (int)json_array_size(a);
+	if (ready < seen.min_ready)
+		seen.min_ready = ready;
+	busy = (int)json_integer_value(json_object_get(r, "draining_busy"));
+	if (busy > seen.draining_busy)
+		seen.draining_busy = busy;
+	over = strcmp(json_string_value(json_object_get(r, "state")),
+	    "running") != 0;
+	json_decref(a);
+	json_decref(r);
+	return over;
+}
+
+static int
+all_ready(void *arg)
+{
+	return count_state("ready") == conf.workers &&
+	    (int)pool_alive(pool) == conf.workers;
+}
+
+/* pool_restart and its end; the restart's status, for the test to free. */
+static json_t *
+restart_and_wait(int want)
+{
+	seen.max_workers = 0;
+	seen.min_ready = 1 << 30;
+	seen.draining_busy = 0;
+	ck_assert_int_eq(pool_restart(pool), want);
+	TESTLOOP_UNTIL(base, restart_over, NULL, 30000, "the restart's end");
+	return pool_restart_status(pool);
+}
+
+static int
+has_id(json_t *ids, json_int_t id)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(ids, i, v)
+		if (json_integer_value(v) == id)
+			return 1;
+	return 0;
+}
+
+START_TEST(test_restart_one_at_a_time)
+{
+	json_t *old, *now, *r, *a;
+	size_t i;
+
+	ck_assert(json_is_null(r = pool_restart_status(pool)));
+	json_decref(r);
+	children_start_n(SH_GOOD, 2);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "2 children ready");
+	old = worker_ids();
+	/* both busy: the old one that drains first still holds its update */
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "replaced")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "total")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "external")), 0);
+	json_decref(r);
+	/* never fewer ready than before, never more than one extra */
+	ck_assert_int_ge(seen.min_ready, 2);
+	ck_assert_int_le(seen.max_workers, 3);
+	ck_assert_int_eq(seen.draining_busy, 1);
+	/* the updates finished where they ran, not given back */
+	ck_assert_int_eq(count_evs('f'), 0);
+	ck_assert_int_eq(count_evs('d'), 2);
+	for (i = 0; i < 2; i++)
+		ck_assert(has_id(old, evs[i].worker_id));
+	/* two new workers, of the new generation, and ready */
+	now = worker_ids();
+	ck_assert_uint_eq(json_array_size(now), 2);
+	for (i = 0; i < 2; i++)
+		ck_assert(!has_id(old, json_integer_value(json_array_get(now,
+		    i))));
+	a = pool_describe(pool);
+	for (i = 0; i < 2; i++)
+		ck_assert_int_eq(json_integer_value(json_object_get(
+		    json_array_get(a, i), "generation")), 1);
+	json_decref(a);
+	ck_assert_int_eq(count_state("ready"), 2);
+	ck_assert_int_eq(pool_stats(pool)->crashed, 0);
+	json_decref(old);
+	json_decref(now);
+	children_stop();
+}
+END_TEST
+
+/* The script on disk broke: the first replacement dies, the rest stay. */
+START_TEST(test_restart_stops_on_failed_start)
+{
+	json_t *old, *now, *r;
+	const char *why;
+
+	children_start_n(SH_GOOD, 2);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "2 children ready");
+	old = worker_ids();
+	free(conf.worker_command);
+	conf.worker_command = strdup("false");
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "stopped");
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "replaced")), 0);
+	why = json_string_value(json_object_get(r, "why"));
+	ck_assert_msg(strcmp(why, "new worker=3 did not come up: worker "
+	    "exited with status 1") == 0, "why: %s", why);
+	json_decref(r);
+	ck_assert_ptr_nonnull(pool_problem(pool));
+	/* the old ones run on; nothing started again behind the restart */
+	testloop_for(base, 300);
+	now = worker_ids();
+	ck_assert(json_equal(old, now));
+	ck_assert_int_eq(count_state("ready"), 2);
+	ck_assert_int_eq(pool_stats(pool)->spawned, 3);
+	json_decref(now);
+	/* fixed: a second restart goes through */
+	free(conf.worker_command);
+	conf.worker_command = strdup(SH_GOOD);
+	r = restart_and_wait(2);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	json_decref(r);
+	ck_assert_ptr_null(pool_problem(pool));
+	now = worker_ids();
+	ck_assert(!has_id(old, json_integer_value(json_array_get(now, 0))));
+	ck_assert(!has_id(old, json_integer_value(json_array_get(now, 1))));
+	json_decref(old);
+	json_decref(now);
+	children_stop();
+}
+END_TEST
+
+/* A worker that ignores shutdown is made to go at its deadline. */
+START_TEST(test_restart_shutdown_ignored)
+{
+	json_t *r;
+
+	conf.shutdown_timeout = 300;
+	children_start_n(SH_STUBBORN, 1);
+	TESTLOOP_UNTIL(base, all_ready, NULL, 20000, "a child ready");
+	r = restart_and_wait(1);
+	ck_assert_str_eq(json_string_value(json_object_get(r, "state")),
+	    "done");
+	json_decref(r);
+	ck_assert_int_eq(count_state("ready"), 1);
+	ck_assert_uint_eq(pool_alive(pool), 1);
 	children_stop();
 }
 END_TEST
@@ -1328,6 +1598,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_given_back_only_when_gone);
 	tcase_add_test(tc, test_fail_frame);
 	tcase_add_test(tc, test_deadline);
+	tcase_add_test(tc, test_given_deadline_and_cancel);
 	tcase_add_test(tc, test_late_done_counts);
 	tcase_add_test(tc, test_stray_answers_bounded);
 	tcase_add_test(tc, test_cut_off_no_deadline);
@@ -1345,6 +1616,9 @@ pool_suite(void)
 	tcase_add_test(ch, test_child_hello_missing);
 	tcase_add_test(ch, test_child_endpoint_env);
 	tcase_add_test(ch, test_child_exec_line);
+	tcase_add_test(ch, test_restart_one_at_a_time);
+	tcase_add_test(ch, test_restart_stops_on_failed_start);
+	tcase_add_test(ch, test_restart_shutdown_ignored);
 	suite_add_tcase(s, ch);
 	tcase_add_checked_fixture(hand, setup, teardown);
 	tcase_add_test(hand, test_child_done_then_reaped);
