@@ -445,12 +445,15 @@ class Deploy(ScenarioCase):
                          {"ok": True, "state": "draining"})
         self.assertEqual(ctl_raw(sock, "drain"),
                          {"ok": True, "state": "draining", "already": True})
-        self.assertEqual(len(d.grep(r"control: drain")), 1)
         rc, out, err = self.ctl(d, "drain")
         self.assertEqual((rc, out, err), (0, "drain: ok (already draining)\n",
                                           ""))
         self.assertEqual(ctl_raw(sock, "resume"),
                          {"ok": True, "state": "running"})
+        # the answer can come before the log line is read: once the
+        # resume's line is there, the drains' lines before it are too
+        d.wait_log(r"control: resume")
+        self.assertEqual(len(d.grep(r"control: drain")), 1)
         # dead-letters retry: an id that is not a dead letter, and not an id
         self.assertEqual(ctl_raw(sock, "dead-letters retry 4242"),
                          {"ok": False, "requeued": 0, "error":
