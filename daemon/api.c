@@ -7,9 +7,10 @@
  *
  *   - A 429 pause of the global scope or of the call's chat holds every
  *     call, messages or not.
- *   - A message (flood_cost() > 0) needs its tokens in its chat's bucket
- *     and in the global one, and never overtakes messages already waiting
- *     on either: each scope is a FIFO.
+ *   - A message (flood_cost() > 0) needs room in its chat's limiter and
+ *     in the global one (a sliding window or a token bucket, flood.h), and
+ *     never overtakes messages already waiting on either: each scope is a
+ *     FIFO.
  *
  * A parked call holds no slot, and since it is still the head of its key
  * nothing of that key overtakes it, while other keys go on.  Scopes with
@@ -21,6 +22,14 @@
  * A 429 parks the call first in line on its scope, pauses the scope for
  * retry_after seconds and empties its bucket; the call is retried after the
  * pause, up to max_call_retries times.
+ *
+ * Fair queues: calls are counted per session key and per worker (the
+ * worker that made them, struct api_from).  A key or worker that reaches
+ * its bound (conf_calls_per_key/worker) is "over" until its count falls to
+ * half the bound: api_bounded() tells the caller to refuse its new calls,
+ * and api_on_bound's callback to hold back its updates.  The calls of
+ * workers that are over do not count towards api_gated(), the number the
+ * daemon pauses every chat on, so that one worker cannot pause them all.
  *
  * A call whose params hold file objects (upload.h) goes out as
  * multipart/form-data; its files are opened (or decoded) once, when the call
@@ -50,6 +59,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "tailq.h"
 #include "timeutil.h"
 #include "token.h"
 #include "upload.h"
@@ -64,6 +74,7 @@
 
 struct akey;
 struct ascope;
+struct aworker;
 
 /*
  * Finished calls by method and outcome, for metrics.  The first
@@ -90,6 +101,9 @@ TAILQ_HEAD(acallq, acall);
 struct acall {
 	struct api		*api;
 	struct akey		*key;		/* NULL: unordered */
+	struct aworker		*worker;	/* who made it; NULL: nobody */
+	int64_t			 update;	/* the update it is for; 0: none */
+	int			 nolimit;	/* API_NOLIMIT: owed, never dropped */
 	struct ascope		*scope;		/* chat of params.chat_id or NULL */
 	enum acall_state	 state;
 	char			 method[65];
@@ -99,11 +113,14 @@ struct acall {
 	api_cb			 cb;
 	void			*arg;
 	int			 tries;
+	int			 flags;		/* API_HOLD ... */
+	int			 sent;		/* a request went out: may be done */
 	int			 failed;	/* could not start: report */
 	int			 fail_code;	/* with fail_desc: refused */
 	char			*fail_desc;
 	int64_t			 cost;		/* messages; 0: no tokens needed */
 	struct ascope		*park;		/* AC_PARKED: on this scope */
+	struct acallq		*parkq;		/* AC_PARKED: in this queue of it */
 	struct ascope		*first;		/* first in line on this scope */
 	struct ascope		*hold;		/* this scope's messages wait */
 	int64_t			 parked_at;
@@ -118,6 +135,17 @@ struct acall {
 struct akey {
 	char			*name;
 	TAILQ_HEAD(, acall)	 calls;		/* head is past AC_QUEUED */
+	size_t			 n;		/* calls, for its bound */
+	int			 over;		/* past max_calls_per_key */
+	UT_hash_handle		 hh;
+};
+
+/* A worker with calls queued; forgotten when it has none. */
+struct aworker {
+	int			 id;
+	size_t			 n;
+	int			 over;		/* past max_calls_per_worker */
+	int			 dead;		/* api_worker_gone() */
 	UT_hash_handle		 hh;
 };
 
@@ -152,7 +180,14 @@ struct api {
 	struct acallq		 runnable;
 	struct acallq		 backoff;	/* in a retry pause */
 	size_t			 queued;
+	size_t			 over_calls;	/* of workers that are over */
+	size_t			 keys_over, workers_over;
+	struct aworker		*workers;
+	void			(*bound_cb)(void *, const char *, int, int);
+	void			*bound_arg;
 	size_t			 inflight;
+	size_t			 held;		/* answered, slot kept: API_HOLD */
+	int			 stopped;	/* api_stop() */
 	size_t			 waiting;	/* AC_PARKED */
 	int64_t			 last_sweep;
 	struct api_stats	 stats;
@@ -167,8 +202,8 @@ struct api {
 
 static void	api_pump(struct api *);
 
-static int
-method_valid(const char *m)
+int
+api_method_valid(const char *m)
 {
 	size_t n = 0;
 
@@ -348,6 +383,7 @@ scope_free(struct api *a, struct ascope *s)
 {
 	HASH_DEL(a->scopes, s);
 	a->nscopes--;
+	flood_clear(&s->bucket);
 	free(s->name);
 	free(s);
 }
@@ -426,6 +462,7 @@ api_park(struct api *a, struct acall *c, struct ascope *s, int64_t now)
 	api_unhold(a, c, now);
 	c->state = AC_PARKED;
 	c->park = s;
+	c->parkq = q;
 	c->parked_at = now;
 	if (c->first == s)
 		TAILQ_INSERT_HEAD(q, c, rentry);
@@ -448,6 +485,7 @@ api_unpark(struct api *a, struct acall *c, struct acallq *q,
 
 	TAILQ_REMOVE(q, c, rentry);
 	c->park = NULL;
+	c->parkq = NULL;
 	c->first = s;
 	c->state = AC_RUNNABLE;
 	a->waiting--;
@@ -609,6 +647,7 @@ api_free(struct api *a)
 {
 	struct akey *k, *tk;
 	struct ascope *s, *ts;
+	struct aworker *w, *tw;
 	struct acall *c;
 
 	if (a == NULL)
@@ -624,11 +663,117 @@ api_free(struct api *a)
 	}
 	HASH_ITER(hh, a->scopes, s, ts)
 		scope_free(a, s);
+	HASH_ITER(hh, a->workers, w, tw) {
+		HASH_DEL(a->workers, w);
+		free(w);
+	}
+	flood_clear(&a->global.bucket);
 	event_free(a->timer);
 	free(a->heap);
 	token_free(a->prefix);
 	api_updir_close(a);
 	free(a);
+}
+
+/* --- fair queues ----------------------------------------------------------- */
+
+static void
+api_bound_notify(struct api *a, const char *key, int worker, int over)
+{
+	if (a->bound_cb != NULL)
+		a->bound_cb(a->bound_arg, key, worker, over);
+}
+
+/* One call more (or less) for k: past its bound, or back under half of it. */
+static void
+api_key_count(struct api *a, struct akey *k, int more)
+{
+	size_t bound = (size_t)conf_calls_per_key(a->conf);
+
+	if (more)
+		k->n++;
+	else
+		k->n--;
+	if (!k->over && k->n >= bound) {
+		k->over = 1;
+		a->keys_over++;
+		log_warnx("key=%s: %zu calls queued, the most max_calls_per_key "
+		    "allows: its call frames are answered 429 and its next "
+		    "updates wait until half of them are done", k->name, k->n);
+		api_bound_notify(a, k->name, 0, 1);
+	} else if (k->over && k->n <= bound / 2) {
+		k->over = 0;
+		a->keys_over--;
+		log_notice("key=%s: %zu calls queued: its updates run again",
+		    k->name, k->n);
+		api_bound_notify(a, k->name, 0, 0);
+	}
+}
+
+static struct aworker *
+api_worker_get(struct api *a, int id)
+{
+	struct aworker *w;
+
+	HASH_FIND_INT(a->workers, &id, w);
+	if (w == NULL) {
+		w = xcalloc(1, sizeof(*w));
+		w->id = id;
+		HASH_ADD_INT(a->workers, id, w);
+	}
+	return w;
+}
+
+/* The same for a worker, which is forgotten once it has no call queued. */
+static void
+api_worker_count(struct api *a, struct aworker *w, int more)
+{
+	size_t bound = (size_t)conf_calls_per_worker(a->conf);
+
+	if (more)
+		w->n++;
+	else
+		w->n--;
+	if (w->over)
+		a->over_calls += more ? 1 : -1;
+	if (!w->over && w->n >= bound) {
+		w->over = 1;
+		a->workers_over++;
+		a->over_calls += w->n;
+		log_warnx("worker=%d: %zu calls queued, the most "
+		    "max_calls_per_worker allows: its call frames are answered "
+		    "429 and it gets no new update until half of them are done",
+		    w->id, w->n);
+		api_bound_notify(a, NULL, w->id, 1);
+	} else if (w->over && w->n <= bound / 2) {
+		w->over = 0;
+		a->workers_over--;
+		a->over_calls -= w->n;
+		log_notice("worker=%d: %zu calls queued: it takes updates again",
+		    w->id, w->n);
+		api_bound_notify(a, NULL, w->id, 0);
+	}
+	if (w->n == 0) {
+		HASH_DEL(a->workers, w);
+		free(w);
+	}
+}
+
+/* c is accepted (more) or finished: the counts behind the bounds. */
+static void
+api_account(struct api *a, struct acall *c, int more)
+{
+	if (more)
+		a->queued++;
+	else
+		a->queued--;
+	if (c->key != NULL)
+		api_key_count(a, c->key, more);
+	if (c->worker != NULL) {
+		api_worker_count(a, c->worker, more);
+		if (!more)
+			c->worker = NULL;	/* may be freed now */
+	}
 }
 
 /* The call is finished: its key's next call becomes runnable. */
@@ -637,23 +782,27 @@ api_release(struct api *a, struct acall *c)
 {
 	struct akey *k = c->key;
 	struct acall *next;
+	int head = 0;
 
-	a->queued--;
 	if (k != NULL) {
+		head = TAILQ_FIRST(&k->calls) == c;
 		TAILQ_REMOVE(&k->calls, c, kentry);
-		if ((next = TAILQ_FIRST(&k->calls)) != NULL) {
+		/* only the head is ever past AC_QUEUED (api_drop_orphans) */
+		if (head && (next = TAILQ_FIRST(&k->calls)) != NULL) {
 			next->state = AC_RUNNABLE;
 			TAILQ_INSERT_TAIL(&a->runnable, next, rentry);
-		} else {
-			HASH_DEL(a->keys, k);
-			free(k->name);
-			free(k);
 		}
 	}
 	if (c->scope != NULL)
 		c->scope->refs--;
 	TAILQ_REMOVE(&a->all, c, aentry);
 	c->req = NULL;
+	api_account(a, c, 0);
+	if (k != NULL && TAILQ_EMPTY(&k->calls)) {
+		HASH_DEL(a->keys, k);
+		free(k->name);
+		free(k);
+	}
 	acall_free(c);
 }
 
@@ -708,6 +857,9 @@ api_deliver(struct api *a, struct acall *c, const struct api_result *r)
 		a->stats.ok++;
 	else
 		a->stats.errors++;
+	/* its slot waits until the caller has recorded this answer */
+	if ((c->flags & API_HOLD) && c->sent)
+		a->held++;
 	api_count(a, c->method, api_outcome(r));
 	c->cb(c->arg, r);
 	api_release(a, c);
@@ -834,6 +986,7 @@ api_done(void *arg, const struct http_response *resp)
 	json_t *root;
 
 	c->req = NULL;
+	c->sent = 1;
 	a->inflight--;
 	root = resp->status > 0 ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
 	if (json_is_object(root) && json_is_boolean(json_object_get(root, "ok"))) {
@@ -899,7 +1052,8 @@ api_pump(struct api *a)
 
 	for (;;) {
 		api_wake(a, now);
-		if (a->inflight >= (size_t)a->conf->api_max_inflight ||
+		if (a->stopped || a->inflight + a->held >=
+		    (size_t)a->conf->api_max_inflight ||
 		    (c = TAILQ_FIRST(&a->runnable)) == NULL)
 			break;
 		TAILQ_REMOVE(&a->runnable, c, rentry);
@@ -968,7 +1122,7 @@ api_refuse(struct api *a, struct acall *c, int code, const char *desc)
 	TAILQ_INSERT_TAIL(&a->all, c, aentry);
 	TAILQ_INSERT_TAIL(&a->backoff, c, rentry);
 	evtimer_add(c->retry, &tv);
-	a->queued++;
+	api_account(a, c, 1);
 	a->stats.calls++;
 }
 
@@ -993,13 +1147,13 @@ api_upload(struct api *a, struct acall *c, json_t *params, char *err,
 }
 
 int
-api_call(struct api *a, const char *key, const char *method, json_t *params,
-    int flags, api_cb cb, void *arg)
+api_call_from(struct api *a, const struct api_from *from, const char *key,
+    const char *method, json_t *params, int flags, api_cb cb, void *arg)
 {
 	struct acall *c;
 	char err[UPLOAD_ERR_MAX];
 
-	if (!method_valid(method) || (!(flags & API_NOLIMIT) &&
+	if (!api_method_valid(method) || (!(flags & API_NOLIMIT) &&
 	    a->queued >= (size_t)a->conf->api_max_queued)) {
 		a->stats.rejected++;
 		return -1;
@@ -1012,19 +1166,163 @@ api_call(struct api *a, const char *key, const char *method, json_t *params,
 	if (c->body == NULL)
 		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	c->cost = flood_cost(method, params);
+	c->flags = flags;
 	c->cb = cb;
 	c->arg = arg;
 	c->len = strlen(c->body);
+	c->nolimit = (flags & API_NOLIMIT) != 0;
+	if (from != NULL && from->worker > 0) {
+		c->worker = api_worker_get(a, from->worker);
+		c->update = from->update;
+	}
 	if (api_upload(a, c, params, err, sizeof(err)) == -1) {
 		api_refuse(a, c, 400, err);
 		return 0;
 	}
 	api_enqueue(a, c, key, params);
-	a->queued++;
+	api_account(a, c, 1);
 	a->stats.calls++;
 	api_sweep(a, mono_ms());
 	api_pump(a);
 	return 0;
+}
+
+int
+api_call(struct api *a, const char *key, const char *method, json_t *params,
+    int flags, api_cb cb, void *arg)
+{
+	return api_call_from(a, NULL, key, method, params, flags, cb, arg);
+}
+
+int
+api_bounded(struct api *a, const char *key, int worker)
+{
+	struct akey	*k = NULL;
+	struct aworker	*w = NULL;
+
+	if (key != NULL)
+		HASH_FIND_STR(a->keys, key, k);
+	if (k != NULL && k->over) {
+		a->stats.bounded_key++;
+		return API_BOUND_KEY;
+	}
+	if (worker > 0)
+		HASH_FIND_INT(a->workers, &worker, w);
+	if (w != NULL && w->over) {
+		a->stats.bounded_worker++;
+		return API_BOUND_WORKER;
+	}
+	return 0;
+}
+
+int
+api_key_over(const struct api *a, const char *key)
+{
+	struct akey *k = NULL;
+
+	if (key != NULL)
+		HASH_FIND_STR(a->keys, key, k);
+	return k != NULL && k->over;
+}
+
+void
+api_on_bound(struct api *a, void (*cb)(void *, const char *, int, int),
+    void *arg)
+{
+	a->bound_cb = cb;
+	a->bound_arg = arg;
+}
+
+size_t
+api_gated(const struct api *a)
+{
+	return a->queued - a->over_calls;
+}
+
+void
+api_worker_gone(struct api *a, int worker)
+{
+	struct aworker *w;
+
+	HASH_FIND_INT(a->workers, &worker, w);
+	if (w != NULL)
+		w->dead = 1;
+}
+
+/* Take c out of whatever queue it waits in (it is not in flight). */
+static void
+api_unqueue(struct api *a, struct acall *c, int64_t now)
+{
+	struct ascope *s;
+
+	api_unhold(a, c, now);
+	switch (c->state) {
+	case AC_RUNNABLE:
+		TAILQ_REMOVE(&a->runnable, c, rentry);
+		break;
+	case AC_PARKED:
+		s = c->park;
+		TAILQ_REMOVE(c->parkq, c, rentry);
+		c->park = NULL;
+		c->parkq = NULL;
+		a->waiting--;
+		a->stats.throttled_ms += (uint64_t)(now - c->parked_at);
+		scope_update(a, s, now);
+		break;
+	case AC_BACKOFF:
+		TAILQ_REMOVE(&a->backoff, c, rentry);
+		evtimer_del(c->retry);
+		break;
+	case AC_QUEUED:
+	case AC_INFLIGHT:
+		break;
+	}
+}
+
+size_t
+api_drop_orphans(struct api *a, int64_t update)
+{
+	struct api_result r = { .ok = 0, .error_code = 409 };
+	struct acall *c, *tc;
+	char desc[160];
+	int64_t now = mono_ms();
+	size_t n = 0;
+
+	snprintf(desc, sizeof(desc), "tgrunner: not made: the worker that made "
+	    "it died, and update %lld runs again", (long long)update);
+	r.description = desc;
+	TAILQ_FOREACH_SAFE(c, &a->all, aentry, tc) {
+		if (c->update != update || c->worker == NULL ||
+		    !c->worker->dead || c->nolimit ||
+		    c->state == AC_INFLIGHT)
+			continue;
+		api_unqueue(a, c, now);
+		log_info("update=%lld method=%s: call dropped: its worker died "
+		    "before it went out, and the update runs again",
+		    (long long)update, c->method);
+		c->cb(c->arg, &r);
+		api_release(a, c);
+		a->stats.orphans++;
+		n++;
+	}
+	if (n > 0)
+		api_pump(a);
+	return n;
+}
+
+void
+api_settle(struct api *a)
+{
+	if (a->held == 0)
+		return;
+	a->held = 0;
+	api_pump(a);
+}
+
+void
+api_stop(struct api *a)
+{
+	a->stopped = 1;
 }
 
 void
@@ -1070,8 +1368,14 @@ api_stats(const struct api *a)
 json_t *
 api_status(const struct api *a)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:I, s:I, s:I}",
 	    "queued", (json_int_t)a->queued,
+	    "keys_over", (json_int_t)a->keys_over,
+	    "workers_over", (json_int_t)a->workers_over,
+	    "refused_key", (json_int_t)a->stats.bounded_key,
+	    "refused_worker", (json_int_t)a->stats.bounded_worker,
+	    "orphans_dropped", (json_int_t)a->stats.orphans,
 	    "inflight", (json_int_t)a->inflight,
 	    "calls", (json_int_t)a->stats.calls,
 	    "errors", (json_int_t)a->stats.errors,
@@ -1136,5 +1440,18 @@ api_metrics(const struct api *a, struct evbuffer *out)
 	    (double)as->throttled_ms / 1000.0);
 	metrics_counter(out, "tgrunner_api_429_total",
 	    "429 answers to workers' Bot API calls.", as->got_429);
+	metrics_gauge(out, "tgrunner_api_keys_over", "Session keys past "
+	    "max_calls_per_key: their updates wait.", a->keys_over);
+	metrics_gauge(out, "tgrunner_api_workers_over", "Workers past "
+	    "max_calls_per_worker: they get no new update.", a->workers_over);
+	metrics_counter(out, "tgrunner_api_bounded_key_total", "Call frames "
+	    "answered 429 because their key was past max_calls_per_key.",
+	    as->bounded_key);
+	metrics_counter(out, "tgrunner_api_bounded_worker_total", "Call frames "
+	    "answered 429 because their worker was past max_calls_per_worker.",
+	    as->bounded_worker);
+	metrics_counter(out, "tgrunner_api_orphans_dropped_total", "Calls "
+	    "dropped before they went out: their worker died and their update "
+	    "runs again.", as->orphans);
 	api_method_metrics(a, out);
 }

@@ -14,6 +14,7 @@
 #include "calls.h"
 #include "conf.h"
 #include "log.h"
+#include "policy.h"
 #include "pool.h"
 #include "router.h"
 #include "workerapi.h"
@@ -26,8 +27,7 @@ struct call_ctx {
 	json_t			*ref;
 };
 
-/* The key whose order a job's calls keep: its first. */
-static const char *
+const char *
 calls_key(const struct job *job)
 {
 	return job != NULL && job->nkeys > 0 ? job_key(job, 0) : NULL;
@@ -37,19 +37,9 @@ int
 calls_policy(const struct calls *c, int worker_id, const char *method,
     json_t *params, int *code, char *desc, size_t descsz)
 {
-	/*
-	 * Every method goes to Telegram for now.  The method policy of #12
-	 * (methods reserved for the daemon, worker_methods_allow/deny) is
-	 * decided here, for call frames and endpoint requests alike.
-	 */
-	(void)c;
-	(void)worker_id;
-	(void)method;
-	(void)params;
-	(void)code;
-	(void)desc;
-	(void)descsz;
-	return 0;
+	/* one policy (policy.h) for call frames and endpoint requests alike */
+	return policy_workerapi(c->policy, worker_id, method, params, code,
+	    desc, descsz);
 }
 
 static void
@@ -75,13 +65,36 @@ calls_result(void *arg, const struct api_result *r)
 	free(cc);
 }
 
+/* Past a fair-queue bound: Telegram's own answer to a flood, in advance. */
+static void
+calls_bounded(struct pool *pool, int worker_id, json_t *ref, int bound,
+    const char *key)
+{
+	char	 desc[256];
+	json_t	*params;
+
+	snprintf(desc, sizeof(desc), "Too Many Requests: retry after %d "
+	    "(tgrunner: %s)", API_BOUND_RETRY_AFTER, bound == API_BOUND_KEY ?
+	    "too many calls queued for this chat, max_calls_per_key" :
+	    "too many calls queued by this worker, max_calls_per_worker");
+	if ((params = json_pack("{s:i}", "retry_after",
+	    API_BOUND_RETRY_AFTER)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
+	log_debug("worker=%d key=%s: call refused: %s", worker_id,
+	    key != NULL ? key : "-", desc);
+	pool_result(pool, worker_id, ref, 0, NULL, 429, desc, params,
+	    API_BOUND_RETRY_AFTER);
+	json_decref(params);
+}
+
 void
 calls_frame(const struct calls *c, int worker_id, json_t *ref,
     const struct job *job, const char *method, json_t *params)
 {
+	struct api_from	 from = { .worker = worker_id };
 	struct call_ctx	*cc;
-	char		 desc[WORKERAPI_DESC_MAX];
-	int		 code;
+	char		 desc[POLICY_DESC_MAX];
+	int		 code, bound;
 
 	if (calls_policy(c, worker_id, method, params, &code, desc,
 	    sizeof(desc)) == -1) {
@@ -89,45 +102,21 @@ calls_frame(const struct calls *c, int worker_id, json_t *ref,
 		    0);
 		return;
 	}
+	if ((bound = api_bounded(c->api, calls_key(job), worker_id)) != 0) {
+		calls_bounded(c->pool, worker_id, ref, bound, calls_key(job));
+		return;
+	}
 	cc = xcalloc(1, sizeof(*cc));
 	cc->calls = c;
 	cc->worker_id = worker_id;
 	cc->getfile = method != NULL && strcasecmp(method, "getFile") == 0;
 	cc->ref = json_incref(ref);
-	if (api_call(c->api, calls_key(job), method, params, 0, calls_result,
-	    cc) == -1) {
+	from.update = job != NULL ? job->id : 0;
+	if (api_call_from(c->api, &from, calls_key(job), method, params, 0,
+	    calls_result, cc) == -1) {
 		pool_result(c->pool, worker_id, ref, 0, NULL, 503,
 		    "call queue full", NULL, 0);
 		json_decref(cc->ref);
 		free(cc);
-	}
-}
-
-/* A call attached to done finished: nobody waits, only errors are worth a line. */
-static void
-calls_done_result(void *arg, const struct api_result *r)
-{
-	if (!r->ok)
-		log_warnx("update=%lld: attached call failed: %d %s",
-		    (long long)(intptr_t)arg, r->error_code,
-		    r->description ? r->description : "");
-}
-
-void
-calls_after_done(struct api *api, const struct job *job, json_t *calls)
-{
-	const char *method;
-	json_t *c;
-	size_t i;
-
-	json_array_foreach(calls, i, c) {
-		method = json_string_value(json_object_get(c, "method"));
-		/* owed since the update is done: never refused for room */
-		if (api_call(api, calls_key(job), method, json_object_get(c,
-		    "params"), API_NOLIMIT, calls_done_result,
-		    (void *)(intptr_t)job->id) == -1)
-			log_errx("update=%lld call=%zu method=%s: attached call "
-			    "dropped: not a method name", (long long)job->id,
-			    i, method != NULL ? method : "?");
 	}
 }

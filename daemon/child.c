@@ -38,11 +38,29 @@
 
 extern char **environ;
 
+/* One of its output pipes. */
+struct child_stream {
+	struct worker		*w;
+	struct bufferevent	*bev;
+	struct event		*join_timer;	/* ends a stderr event */
+	int			 err;		/* stderr: warning, joined */
+	int			 skipping;	/* to the end of a cut line */
+	size_t			 len;		/* of the pending event in buf */
+	size_t			 cut;		/* bytes cut from it */
+	unsigned char		 buf[OUTPUT_LINE_MAX];
+};
+
 struct child {
 	struct wsock		 sock;		/* fd 3 in the child */
-	struct bufferevent	*out;		/* its stdout+stderr */
+	struct child_stream	 out[2];	/* its stdout, its stderr */
 	struct event		*kill_timer;	/* kill grace */
 	int			 signalled;	/* the last signal the pool sent it */
+	int64_t			 tokens;	/* output it may log now, bytes */
+	int64_t			 refill_ms;
+	struct event		*drop_timer;	/* reports dropped output */
+	uint64_t		 dropped;	/* bytes, not reported yet */
+	int64_t			 drop_since_ms;	/* last report, or the first drop */
+	int64_t			 drop_last_ms;
 };
 
 /* --- the environment ------------------------------------------------------- */
@@ -156,8 +174,8 @@ child_shell_line(const char *cmd)
 
 /* In the child: only async-signal-safe calls until exec. */
 static void __attribute__((noreturn))
-child_exec(const struct conf *c, const char *line, int sock, int out,
-    char **env)
+child_exec(const struct conf *c, const char *line, int sock, const int *out,
+    char **env, pid_t parent)
 {
 	static const char msg[] = "tgrunnerd: cannot drop privileges\n";
 	struct sigaction dfl;
@@ -179,8 +197,6 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
 			(void)sigaction(sig, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* a worker outliving a SIGKILLed daemon would hold an update nobody waits for */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/*
 	 * Its own process group: /bin/sh may not exec the command, and
 	 * signals must reach the worker, not just the shell.  It also keeps a
@@ -188,73 +204,355 @@ child_exec(const struct conf *c, const char *line, int sock, int out,
 	 */
 	setpgid(0, 0);
 	if ((devnull = open("/dev/null", O_RDONLY)) == -1 ||
-	    dup2(devnull, 0) == -1 || dup2(out, 1) == -1 ||
-	    dup2(out, 2) == -1 || dup2(sock, 3) == -1)
+	    dup2(devnull, 0) == -1 || dup2(out[0], 1) == -1 ||
+	    dup2(out[1], 2) == -1 || dup2(sock, 3) == -1)
 		_exit(126);
 	closefrom(4);
 	if (child_drop_privileges(c) == -1) {
 		(void)!write(2, msg, sizeof(msg) - 1);
 		_exit(126);
 	}
+	/*
+	 * A worker outliving a SIGKILLed daemon would hold an update nobody
+	 * waits for.  Set after the uid change, which clears it; and if the
+	 * daemon died before this line, the signal will never come: go.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		_exit(126);
 	execle("/bin/sh", "sh", "-c", line, (char *)NULL, env);
 	_exit(127);
 }
 
 /* --- its output ------------------------------------------------------------ */
 
+/*
+ * stdout and stderr come through separate pipes: stdout is logged at info,
+ * stderr at warning.  Each logged line is "worker=N pid=P: text", with the
+ * text's control bytes (< 0x20 and 0x7f) escaped as \xNN so that nothing a
+ * worker writes can move a terminal's cursor or forge a log line; other
+ * bytes, invalid UTF-8 included, are kept as written.  A line is cut at
+ * OUTPUT_LINE_MAX bytes, and says by how much.  A traceback is one event:
+ * stderr lines that follow each other within OUTPUT_JOIN_MS are joined into
+ * one log line with an escaped newline (\n), up to OUTPUT_LINE_MAX bytes.
+ * A token bucket bounds what a worker may log (both streams together,
+ * counted as the bytes written to the log); past it, output is still read
+ * but dropped, and the count of dropped bytes logged.
+ */
+#define OUTPUT_RATE		(64 * 1024)	/* bytes a second */
+#define OUTPUT_BURST		(1024 * 1024)
+#define OUTPUT_JOIN_MS		10
+#define OUTPUT_LINE_COST	48		/* the prefix, the timestamp */
+#define OUTPUT_DROP_QUIET_MS	1000		/* this long silent: episode over */
+#define OUTPUT_DROP_REPORT_MS	10000
+#define OUTPUT_LAST_WORDS	(1024 * 1024)	/* read after death, at most */
+
+static void
+child_output_refill(struct child *c)
+{
+	int64_t now = mono_ms();
+
+	if (now > c->refill_ms) {
+		c->tokens += (now - c->refill_ms) * OUTPUT_RATE / 1000;
+		if (c->tokens > OUTPUT_BURST)
+			c->tokens = OUTPUT_BURST;
+		c->refill_ms = now;
+	}
+}
+
+static void
+child_output_report(struct worker *w)
+{
+	struct child *c = w->conn;
+
+	if (c->dropped == 0)
+		return;
+	log_warnx("worker=%d pid=%d: dropped %llu bytes of output (rate limit "
+	    "%d KiB/s)", w->id, (int)w->pid, (unsigned long long)c->dropped,
+	    OUTPUT_RATE / 1024);
+	c->dropped = 0;
+}
+
+static void
+child_output_drop(struct worker *w, size_t len)
+{
+	struct child *c = w->conn;
+	struct timeval tv = tv_ms(OUTPUT_DROP_QUIET_MS);
+	int64_t now = mono_ms();
+
+	if (len == 0)
+		return;
+	if (c->dropped == 0 && !evtimer_pending(c->drop_timer, NULL)) {
+		c->drop_since_ms = now;
+		evtimer_add(c->drop_timer, &tv);
+	}
+	c->dropped += len;
+	c->drop_last_ms = now;
+}
+
+/* Once a second while dropping: report when it stopped, or every 10 s. */
+static void
+child_output_drop_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct worker *w = arg;
+	struct child *c = w->conn;
+	struct timeval tv = tv_ms(OUTPUT_DROP_QUIET_MS);
+	int64_t now = mono_ms();
+
+	if (now - c->drop_last_ms >= OUTPUT_DROP_QUIET_MS) {
+		child_output_report(w);
+		return;
+	}
+	if (now - c->drop_since_ms >= OUTPUT_DROP_REPORT_MS) {
+		child_output_report(w);
+		c->drop_since_ms = now;
+	}
+	evtimer_add(c->drop_timer, &tv);
+}
+
+/* Escape src into dst (4 * len + 1 bytes): \n for the join, \xNN else. */
+static size_t
+child_output_escape(char *dst, const unsigned char *src, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, n = 0;
+
+	for (i = 0; i < len; i++) {
+		if (src[i] == '\n') {
+			dst[n++] = '\\';
+			dst[n++] = 'n';
+		} else if (src[i] < 0x20 || src[i] == 0x7f) {
+			dst[n++] = '\\';
+			dst[n++] = 'x';
+			dst[n++] = hex[src[i] >> 4];
+			dst[n++] = hex[src[i] & 0xf];
+		} else
+			dst[n++] = (char)src[i];
+	}
+	dst[n] = '\0';
+	return n;
+}
+
+/* Log the stream's pending event, if the bucket allows; drop it if not. */
+static void
+child_output_flush(struct child_stream *s)
+{
+	struct worker *w = s->w;
+	struct child *c = w->conn;
+	char text[OUTPUT_LINE_MAX * 4 + 1], cut[48] = "";
+	size_t n;
+
+	evtimer_del(s->join_timer);
+	if (s->len == 0 && s->cut == 0)
+		return;
+	child_output_refill(c);
+	n = child_output_escape(text, s->buf, s->len);
+	if (s->cut > 0)
+		snprintf(cut, sizeof(cut), " [cut %zu bytes]", s->cut);
+	if (c->tokens <= 0)
+		child_output_drop(w, s->len + s->cut);
+	else {
+		c->tokens -= (int64_t)(n + strlen(cut) + OUTPUT_LINE_COST);
+		log_msg(s->err ? LOG_LVL_WARN : LOG_LVL_INFO,
+		    "worker=%d pid=%d: %s%s", w->id, (int)w->pid, text, cut);
+	}
+	s->len = 0;
+	s->cut = 0;
+}
+
+static void
+child_output_join_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	child_output_flush(arg);
+}
+
+/* One whole line (without its end) of the stream. */
+static void
+child_output_line(struct child_stream *s, const char *line, size_t len)
+{
+	struct timeval tv = tv_ms(OUTPUT_JOIN_MS);
+	size_t take;
+
+	if (s->skipping) {
+		/* the end of a line already cut */
+		s->skipping = 0;
+		s->cut += len;
+		child_output_flush(s);
+		return;
+	}
+	if (!s->err || s->len == 0 || s->len + 1 + len > OUTPUT_LINE_MAX)
+		child_output_flush(s);
+	else
+		s->buf[s->len++] = '\n';
+	take = len < OUTPUT_LINE_MAX ? len : OUTPUT_LINE_MAX;
+	memcpy(s->buf + s->len, line, take);
+	s->len += take;
+	s->cut += len - take;
+	if (!s->err || s->cut > 0)
+		child_output_flush(s);
+	else
+		evtimer_add(s->join_timer, &tv);
+}
+
 static void
 child_output(struct bufferevent *bev, void *arg)
 {
-	struct worker *w = arg;
+	struct child_stream *s = arg;
+	struct child *c = s->w->conn;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr eol;
 	char *line;
 	size_t len;
 
+	child_output_refill(c);
+	if (c->tokens <= 0) {
+		/* over the limit: read, drop, count (cheaply: no line parsing) */
+		len = evbuffer_get_length(in);
+		child_output_drop(s->w, len + s->len + s->cut);
+		evbuffer_drain(in, len);
+		s->len = s->cut = 0;
+		s->skipping = 0;
+		evtimer_del(s->join_timer);
+		return;
+	}
+	while (s->skipping && evbuffer_get_length(in) > 0) {
+		eol = evbuffer_search(in, "\n", 1, NULL);
+		if (eol.pos == -1) {
+			s->cut += evbuffer_get_length(in);
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return;
+		}
+		s->cut += eol.pos;
+		evbuffer_drain(in, eol.pos + 1);
+		s->skipping = 0;
+		child_output_flush(s);
+	}
 	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
-		log_info("worker=%d pid=%d: %.*s", w->id, (int)w->pid,
-		    OUTPUT_LINE_MAX, line);
+		child_output_line(s, line, len);
 		free(line);
 	}
-	/* a line that never ends is logged in pieces */
+	/* a line that does not end: its head now, the rest counted as cut */
 	if (evbuffer_get_length(in) > OUTPUT_LINE_MAX) {
+		child_output_flush(s);
 		len = evbuffer_get_length(in);
-		line = (char *)evbuffer_pullup(in, -1);
-		log_info("worker=%d pid=%d: %.*s", w->id, (int)w->pid,
-		    (int)len, line);
+		evbuffer_remove(in, s->buf, OUTPUT_LINE_MAX);
+		s->len = OUTPUT_LINE_MAX;
+		s->cut = len - OUTPUT_LINE_MAX;
 		evbuffer_drain(in, len);
+		s->skipping = 1;
 	}
+}
+
+/* The end of the stream: what is left of a line is one. */
+static void
+child_output_end(struct child_stream *s)
+{
+	struct evbuffer *in;
+	size_t len;
+
+	if (s->bev != NULL) {
+		child_output(s->bev, s);
+		in = bufferevent_get_input(s->bev);
+		if ((len = evbuffer_get_length(in)) > 0) {
+			child_output_line(s, (char *)evbuffer_pullup(in, -1),
+			    len);
+			evbuffer_drain(in, len);
+		}
+	}
+	s->skipping = 0;
+	child_output_flush(s);
 }
 
 static void
 child_output_event(struct bufferevent *bev, short what, void *arg)
 {
-	struct worker *w = arg;
-	struct child *c = w->conn;
+	struct child_stream *s = arg;
 
-	child_output(bev, arg);
+	child_output_end(s);
 	bufferevent_free(bev);
-	c->out = NULL;
+	s->bev = NULL;
 }
 
 /*
- * Its last words: what is still in the pipe.  The bufferevent's input is
- * frozen at its end but around its own reads (as in wsock_drain()).
+ * Its last words: what is still in the pipes.  The bufferevent's input is
+ * frozen at its end but around its own reads (as in wsock_drain()).  A
+ * process that escaped its group may still hold a pipe: read a bounded
+ * amount.
  */
 static void
 child_last_output(struct worker *w)
 {
 	struct child *c = w->conn;
+	struct child_stream *s;
 	struct evbuffer *in;
+	size_t total;
+	int i, n;
 
-	if (c->out == NULL)
-		return;
-	in = bufferevent_get_input(c->out);
-	evbuffer_unfreeze(in, 0);
-	while (evbuffer_get_length(in) <= OUTPUT_LINE_MAX &&
-	    evbuffer_read(in, bufferevent_getfd(c->out), OUTPUT_LINE_MAX) > 0)
-		child_output(c->out, w);
-	evbuffer_freeze(in, 0);
-	child_output(c->out, w);
+	for (i = 0; i < 2; i++) {
+		s = &c->out[i];
+		if (s->bev == NULL) {
+			child_output_flush(s);
+			continue;
+		}
+		in = bufferevent_get_input(s->bev);
+		total = 0;
+		evbuffer_unfreeze(in, 0);
+		while (total < OUTPUT_LAST_WORDS &&
+		    evbuffer_get_length(in) <= OUTPUT_LINE_MAX &&
+		    (n = evbuffer_read(in, bufferevent_getfd(s->bev),
+		    OUTPUT_LINE_MAX)) > 0) {
+			total += n;
+			child_output(s->bev, s);
+		}
+		evbuffer_freeze(in, 0);
+		child_output_end(s);
+	}
+	child_output_report(w);
+}
+
+/* Read one of the child's output pipes into s. */
+static void
+child_output_open(struct worker *w, struct child_stream *s, int fd, int err)
+{
+	struct event_base *base = pool_base(w->pool);
+
+	s->w = w;
+	s->err = err;
+	if ((s->join_timer = evtimer_new(base, child_output_join_timeout,
+	    s)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
+	evutil_make_socket_nonblocking(fd);
+	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL)
+		fatalx(EXIT_NOMEM, "%s: bufferevent_socket_new", __func__);
+	/* a flood is read in big gulps: the fewer wakeups the better */
+	bufferevent_set_max_single_read(s->bev, 65536);
+	bufferevent_setcb(s->bev, child_output, NULL, child_output_event, s);
+	bufferevent_enable(s->bev, EV_READ);
+}
+
+/* Whatever is pending is logged (or counted) before it goes. */
+static void
+child_output_flush_all(struct worker *w)
+{
+	struct child *c = w->conn;
+
+	if (c->out[0].join_timer != NULL)
+		child_output_flush(&c->out[0]);
+	if (c->out[1].join_timer != NULL)
+		child_output_flush(&c->out[1]);
+	if (c->drop_timer != NULL)
+		child_output_report(w);
+}
+
+static void
+child_output_close(struct child_stream *s)
+{
+	if (s->bev != NULL)
+		bufferevent_free(s->bev);
+	s->bev = NULL;
+	if (s->join_timer != NULL)
+		event_free(s->join_timer);
+	s->join_timer = NULL;
 }
 
 /* --- the connection type --------------------------------------------------- */
@@ -349,8 +647,11 @@ child_free(struct worker *w)
 	if (w->pid > 0)
 		kill(-w->pid, SIGKILL);
 	wsock_close(&c->sock);
-	if (c->out != NULL)
-		bufferevent_free(c->out);
+	child_output_flush_all(w);
+	child_output_close(&c->out[0]);
+	child_output_close(&c->out[1]);
+	if (c->drop_timer != NULL)
+		event_free(c->drop_timer);
 	event_free(c->kill_timer);
 	free(c);
 }
@@ -372,10 +673,10 @@ static pid_t
 child_fork(const struct conf *conf, const struct worker *w, int *sock,
     int *out)
 {
-	int sv[2], pv[2], saved_errno;
+	int sv[2], pv[2], ev[2], wr[2], saved_errno;
 	char **env, *line;
 	sigset_t all, old;
-	pid_t pid;
+	pid_t pid, self = getpid();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_err("%s: socketpair", __func__);
@@ -387,13 +688,23 @@ child_fork(const struct conf *conf, const struct worker *w, int *sock,
 		close(sv[1]);
 		return -1;
 	}
+	if (pipe2(ev, O_CLOEXEC) == -1) {
+		log_err("%s: pipe", __func__);
+		close(sv[0]);
+		close(sv[1]);
+		close(pv[0]);
+		close(pv[1]);
+		return -1;
+	}
+	wr[0] = pv[1];
+	wr[1] = ev[1];
 	line = child_shell_line(conf->worker_command);
 	env = child_env(w);
 	/* no handler of ours may run in the child (child_exec) */
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
 	if ((pid = fork()) == 0)
-		child_exec(conf, line, sv[1], pv[1], env);
+		child_exec(conf, line, sv[1], wr, env, self);
 	saved_errno = errno;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	errno = saved_errno;
@@ -403,14 +714,17 @@ child_fork(const struct conf *conf, const struct worker *w, int *sock,
 	env_free(env);
 	close(sv[1]);
 	close(pv[1]);
+	close(ev[1]);
 	if (pid == -1) {
 		close(sv[0]);
 		close(pv[0]);
+		close(ev[0]);
 		return -1;
 	}
 	setpgid(pid, pid);	/* either side may run first */
 	*sock = sv[0];
-	*out = pv[0];
+	out[0] = pv[0];
+	out[1] = ev[0];
 	return pid;
 }
 
@@ -419,7 +733,7 @@ child_spawn(struct pool *p)
 {
 	struct child *c;
 	struct worker *w;
-	int sock, out;
+	int sock, out[2];
 	pid_t pid;
 
 	c = xcalloc(1, sizeof(*c));
@@ -431,22 +745,22 @@ child_spawn(struct pool *p)
 	if ((c->kill_timer = evtimer_new(pool_base(p), child_kill_timeout,
 	    w)) == NULL)
 		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
+	if ((c->drop_timer = evtimer_new(pool_base(p),
+	    child_output_drop_timeout, w)) == NULL)
+		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
+	c->tokens = OUTPUT_BURST;
+	c->refill_ms = mono_ms();
 	/* its credential is in its environment from the start */
 	pool_worker_api(w);
-	if ((pid = child_fork(pool_conf(p), w, &sock, &out)) == -1) {
+	if ((pid = child_fork(pool_conf(p), w, &sock, out)) == -1) {
 		pool_worker_gone(w, "cannot start", WORKER_UNSTARTED);
 		return NULL;
 	}
 	w->pid = pid;
 	evutil_make_socket_nonblocking(sock);
-	evutil_make_socket_nonblocking(out);
 	wsock_open(&c->sock, w, sock);
-	c->out = bufferevent_socket_new(pool_base(p), out,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (c->out == NULL)
-		fatalx(EXIT_NOMEM, "%s: bufferevent_socket_new", __func__);
-	bufferevent_setcb(c->out, child_output, NULL, child_output_event, w);
-	bufferevent_enable(c->out, EV_READ);
+	child_output_open(w, &c->out[0], out[0], 0);
+	child_output_open(w, &c->out[1], out[1], 1);
 	log_info("worker=%d pid=%d: started", w->id, (int)pid);
 	return w;
 }

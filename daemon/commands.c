@@ -21,6 +21,8 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
+#include "policy.h"
 #include "poller.h"
 #include "pool.h"
 #include "remote.h"
@@ -31,10 +33,11 @@
 static json_t *
 tgd_backlog(const struct tgd *d)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
 	    "queued", (json_int_t)router_jobs(d->router),
 	    "ready", (json_int_t)router_ready(d->router),
-	    "running", (json_int_t)router_running(d->router),
+	    "running", (json_int_t)(router_running(d->router) - d->nheld),
+	    "held", (json_int_t)d->nheld,
 	    "keys_busy", (json_int_t)router_keys(d->router),
 	    "max_pending", (json_int_t)d->conf.max_pending);
 }
@@ -60,7 +63,7 @@ tgd_cmd_status(void *arg, const char *args)
 	json_t *st;
 
 	st = json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -72,7 +75,8 @@ tgd_cmd_status(void *arg, const char *args)
 	    "offset", (json_int_t)poller_offset(d->poller),
 	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
 	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
-	    "api", api_status(d->api), "workers", pool_describe(d->pool),
+	    "api", api_status(d->api), "outbox", outbox_status(d->outbox),
+	    "workers", pool_describe(d->pool),
 	    "nats", remote_status(d->remote),
 	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
@@ -234,6 +238,9 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	    "Updates queued, ready or running.", router_jobs(d->router));
 	metrics_gauge(out, "tgrunner_keys_busy",
 	    "Session keys with unfinished updates.", router_keys(d->router));
+	metrics_gauge(out, "tgrunner_updates_held", "Updates waiting for their "
+	    "key's calls (max_calls_per_key).", d->nheld);
+	policy_metrics(d->policy, out);
 	pool_metrics(d->pool, out);
 	remote_metrics(d->remote, out);
 	poller_metrics(d->poller, out);
@@ -241,6 +248,7 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	api_metrics(d->api, out);
 	if (d->workerapi != NULL)
 		workerapi_metrics(d->workerapi, out);
+	outbox_metrics(d->outbox, out);
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");
 	hist_write(&d->h_handler, out, "tgrunner_handler_duration_seconds",

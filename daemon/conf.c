@@ -37,9 +37,12 @@
 #include "keys.h"
 #include "log.h"
 #include "parse.h"
+#include "policy.h"
 #include "xmalloc.h"
 
 #define CONF_LINE_MAX	4096	/* bytes of one line, without the newline */
+#define CONF_FILE_MAX	(1 << 20)	/* bytes of a whole file */
+#define CONF_METHOD_MAX	64	/* a Bot API method name */
 #define CONF_ITEM_MAX	64	/* one item of a list value */
 #define CONF_SHOW_MAX	60	/* bytes of a bad value quoted in an error */
 #define CONF_NAME_MAX	64	/* longest name worth a "did you mean" */
@@ -105,6 +108,7 @@ struct conf_parse {
 	char			*buf;
 	size_t			 bufsz;
 	int			 lineno;
+	size_t			 total;		/* bytes read */
 	int			 failed;
 	int			*lines;	/* per option: its line, 0 = default */
 };
@@ -114,6 +118,7 @@ static int	conf_check_hostport(char *, char *, size_t);
 static int	conf_check_allow(char *, char *, size_t);
 static int	conf_check_name(char *, char *, size_t);
 static int	conf_check_api_listen(char *, char *, size_t);
+static int	conf_check_methods(char *, char *, size_t);
 static int	conf_check_nats_url(char *, char *, size_t);
 static int	conf_check_subject(char *, char *, size_t);
 static int	conf_check_token(char *, char *, size_t);
@@ -126,6 +131,8 @@ static const struct conf_check conf_allow = { conf_check_allow,
 static const struct conf_check conf_name = { conf_check_name, "name" };
 static const struct conf_check conf_api_listen = { conf_check_api_listen,
 	"host:port or unix:/path" };
+static const struct conf_check conf_methods = { conf_check_methods,
+	"list of Bot API method names" };
 static const struct conf_check conf_nats_url = { conf_check_nats_url,
 	"list of NATS URLs" };
 static const struct conf_check conf_subject = { conf_check_subject,
@@ -187,17 +194,15 @@ static const struct conf_opt conf_opts[] = {
 	{ "flood_control", CT_BOOL, CF_RELOAD | CF_DAEMON, 0, 1, "yes",
 	    O(flood_control), NULL, NULL,
 	    "Pace messages to Telegram's limits with the flood_*_rate "
-	    "token buckets; no: only 429 answers slow calls down." },
+	    "limits; no: only 429 answers slow calls down." },
 	{ "flood_global_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "30/s",
 	    O(flood_global_rate), NULL, NULL,
-	    "Messages per period for the whole bot, as N/s, N/m or N/h, "
-	    "optionally burst B." },
-	{ "flood_chat_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
-	    0, 0, "1/s burst 3",
+	    "Messages for the whole bot, at most N in any window of the "
+	    "period (N/s, N/m, N/h); with burst B a token bucket instead." },
+	{ "flood_chat_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "1/s",
 	    O(flood_chat_rate), NULL, NULL,
 	    "Messages per period to one private chat." },
-	{ "flood_group_rate", CT_RATE, CF_RELOAD | CF_DAEMON,
-	    0, 0, "20/m burst 5",
+	{ "flood_group_rate", CT_RATE, CF_RELOAD | CF_DAEMON, 0, 0, "20/m",
 	    O(flood_group_rate), NULL, NULL,
 	    "Messages per period to one group, supergroup or channel." },
 	{ "max_call_retries", CT_INT, CF_RELOAD | CF_DAEMON, 0, 100, "3",
@@ -207,10 +212,31 @@ static const struct conf_opt conf_opts[] = {
 	{ "api_max_inflight", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1024, "32",
 	    O(api_max_inflight), NULL, NULL,
 	    "Bot API requests of workers' calls in flight at once." },
-	{ "api_max_queued", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000, "10000",
+	{ "api_max_queued", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000, "20000",
 	    O(api_max_queued), NULL, NULL,
 	    "Workers' calls queued at most: a call frame beyond it is "
-	    "refused; past half, no new update starts." },
+	    "refused; past half (not counting the calls of workers over "
+	    "max_calls_per_worker), no new update starts." },
+	{ "max_calls_per_key", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000,
+	    "1000",
+	    O(max_calls_per_key), NULL, NULL,
+	    "Calls queued for one session key at most (and at most a quarter "
+	    "of api_max_queued): beyond it the key's call frames are answered "
+	    "429 and its next updates wait." },
+	{ "max_calls_per_worker", CT_INT, CF_RELOAD | CF_DAEMON, 1, 1000000,
+	    "5000",
+	    O(max_calls_per_worker), NULL, NULL,
+	    "Calls queued by one worker at most (and at most a quarter of "
+	    "api_max_queued): beyond it its call frames are answered 429 and "
+	    "it gets no new updates." },
+	{ "worker_methods_allow", CT_STRING, CF_OPTIONAL | CF_RELOAD | CF_DAEMON,
+	    0, 0, "", O(worker_methods_allow), NULL, &conf_methods,
+	    "Bot API methods workers may call, e.g. sendMessage, "
+	    "answerCallbackQuery; empty: all but the reserved ones." },
+	{ "worker_methods_deny", CT_STRING, CF_OPTIONAL | CF_RELOAD | CF_DAEMON,
+	    0, 0, "", O(worker_methods_deny), NULL, &conf_methods,
+	    "Bot API methods workers may not call; empty: none but the "
+	    "reserved ones." },
 	{ "upload_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD | CF_DAEMON, 0, 0, "",
 	    O(upload_dir), NULL, NULL,
 	    "Directory whose files workers' calls may upload with "
@@ -254,9 +280,6 @@ static const struct conf_opt conf_opts[] = {
 	{ "worker_group", CT_STRING, CF_OPTIONAL | CF_RELOAD, 0, 0, "",
 	    O(worker_group), NULL, &conf_name,
 	    "Group the workers run as (only when started as root)." },
-	{ "worker_token_env", CT_BOOL, CF_DAEMON, 0, 1, "no",
-	    O(worker_token_env), NULL, NULL,
-	    "Pass the bot token to workers in TGRUNNER_TOKEN." },
 	{ "update_timeout", CT_DURATION, CF_RELOAD | CF_DAEMON,
 	    MSECS(100), HOURS(24), "60s",
 	    O(update_timeout), NULL, NULL,
@@ -378,6 +401,20 @@ static const struct conf_opt conf_opts[] = {
 #define CONF_NOPTS	(sizeof(conf_opts) / sizeof(conf_opts[0]))
 _Static_assert(CONF_NOPTS <= 64 * sizeof(((struct conf *)0)->infile) /
     sizeof(uint64_t), "struct conf's infile has a bit per option");
+
+/*
+ * Options that existed once: a file that sets one still loads, with a
+ * warning that says what became of it (tgrunnerd -n prints it, the daemon
+ * logs it at start and reload).
+ */
+static const struct conf_obsolete {
+	const char	*name;
+	const char	*why;
+} conf_obsolete[] = {
+	{ "worker_token_env", "obsolete and ignored: workers never get the "
+	    "bot token (it was never passed to them); the daemon makes their "
+	    "Bot API calls (call frames, tgrunner-protocol(7))" },
+};
 
 static void *
 conf_field(struct conf *c, const struct conf_opt *o)
@@ -1062,6 +1099,36 @@ conf_check_name(char *v, char *why, size_t whysz)
 	return 0;
 }
 
+static int
+conf_method_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return 0;
+	return i > 0 && i <= CONF_METHOD_MAX;
+}
+
+/* "sendMessage, answerCallbackQuery": Bot API method names. */
+static int
+conf_check_methods(char *v, char *why, size_t whysz)
+{
+	char		 item[CONF_ITEM_MAX + 8];
+	const char	*s = v;
+	int		 r;
+
+	while ((r = conf_list_next(&s, item, sizeof(item))) == 1)
+		if (!conf_method_ok(item))
+			return conf_expect(why, whysz, item, "a Bot API method "
+			    "name (1 to %d of A-Z, a-z, 0-9, _)",
+			    CONF_METHOD_MAX);
+	if (r == -1)
+		return conf_expect(why, whysz, v, "a comma-separated list of "
+		    "Bot API method names");
+	return 0;
+}
+
 /* A token of a subject: what a relay name or key may be. */
 static int
 conf_token_ok(const char *s, size_t n)
@@ -1196,6 +1263,7 @@ conf_clear(struct conf *c)
 		}
 	}
 	free(c->path);
+	free(c->warnings);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -1216,6 +1284,29 @@ conf_fail(struct conf_parse *p, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(p->err->msg, sizeof(p->err->msg), fmt, ap);
 	va_end(ap);
+}
+
+/* Remember a warning for the caller ("file:line: text"). */
+static void
+conf_warn(struct conf_parse *p, const char *name, const char *why)
+{
+	char	*w;
+
+	xasprintf(&w, "%s%s:%d: %s: %s\n", p->c->warnings ? p->c->warnings :
+	    "", p->err->file, p->lineno, name, why);
+	free(p->c->warnings);
+	p->c->warnings = w;
+}
+
+static const struct conf_obsolete *
+conf_find_obsolete(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(conf_obsolete) / sizeof(conf_obsolete[0]); i++)
+		if (strcmp(conf_obsolete[i].name, name) == 0)
+			return &conf_obsolete[i];
+	return NULL;
 }
 
 /* Catch what inih would accept but tgrunner.conf(5) does not allow. */
@@ -1243,6 +1334,36 @@ conf_line_check(struct conf_parse *p, const char *line)
 	return 0;
 }
 
+/*
+ * One line into p->buf: at most max bytes are kept (a longer line is an
+ * error anyway), so that neither a line that never ends (/dev/zero) nor a
+ * huge file makes memory grow.  Returns its length (with the newline), 0
+ * at the end of the file, -1 after a read error or past CONF_FILE_MAX.
+ */
+static ssize_t
+conf_getline(struct conf_parse *p, size_t max)
+{
+	size_t	n = 0;
+	int	ch;
+
+	while (n < max && (ch = getc_unlocked(p->fp)) != EOF) {
+		if (++p->total > CONF_FILE_MAX) {
+			conf_fail(p, p->lineno + 1, "the file is larger than "
+			    "%d bytes: not a configuration file", CONF_FILE_MAX);
+			return -1;
+		}
+		p->buf[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	if (n == 0 && ferror(p->fp)) {
+		conf_fail(p, p->lineno + 1, "read error: %s", strerror(errno));
+		return -1;
+	}
+	p->buf[n] = '\0';
+	return (ssize_t)n;
+}
+
 /* inih's fgets-like reader: exactly one line per call, so lines count. */
 static char *
 conf_reader(char *str, int num, void *arg)
@@ -1253,18 +1374,19 @@ conf_reader(char *str, int num, void *arg)
 	if (p->failed)
 		return NULL;
 	errno = 0;
-	if ((n = getline(&p->buf, &p->bufsz, p->fp)) == -1) {
-		if (ferror(p->fp))
-			conf_fail(p, p->lineno + 1, "read error: %s",
-			    strerror(errno));
-		return NULL;
+	if (p->buf == NULL) {
+		p->bufsz = CONF_LINE_MAX + 3;
+		p->buf = xmalloc(p->bufsz);
 	}
+	/* one byte more than a line may have, its newline included */
+	if ((n = conf_getline(p, CONF_LINE_MAX + 2)) <= 0)
+		return NULL;
 	p->lineno++;
 	if (memchr(p->buf, '\0', n) != NULL) {
 		conf_fail(p, p->lineno, "NUL byte in line");
 		return NULL;
 	}
-	if (n >= num) {
+	if (n >= num || (n == CONF_LINE_MAX + 2 && p->buf[n - 1] != '\n')) {
 		conf_fail(p, p->lineno, "line longer than %d bytes",
 		    CONF_LINE_MAX);
 		return NULL;
@@ -1364,8 +1486,14 @@ conf_handler(void *arg, const char *section, const char *name,
 	char			 v[CONF_LINE_MAX + 1], why[384];
 	int			 idx;
 
+	const struct conf_obsolete *obs;
+
 	(void)section;		/* always "": the reader rejects [sections] */
 	if ((o = conf_find(name)) == NULL) {
+		if ((obs = conf_find_obsolete(name)) != NULL) {
+			conf_warn(p, obs->name, obs->why);
+			return 1;
+		}
 		conf_unknown(p, name);
 		return 0;
 	}
@@ -1418,6 +1546,23 @@ conf_loopback(const char *hostport)
 	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* The reserved methods are the daemon's: no list can give them away. */
+static void
+conf_check_allow_list(struct conf_parse *p)
+{
+	char		 item[CONF_ITEM_MAX + 8];
+	const char	*s = p->c->worker_methods_allow, *name;
+
+	while (s != NULL && conf_list_next(&s, item, sizeof(item)) == 1)
+		if ((name = policy_reserved(item)) != NULL) {
+			conf_fail(p, p->lines[conf_index(
+			    "worker_methods_allow")], "worker_methods_allow: "
+			    "%s is reserved for the daemon and cannot be "
+			    "allowed", name);
+			return;
+		}
+}
+
 /* Checks that involve several options, once the whole file is read. */
 static void
 conf_cross_check(struct conf_parse *p)
@@ -1454,6 +1599,7 @@ conf_cross_check(struct conf_parse *p)
 	if (c->nats_password_file != NULL && c->nats_user == NULL)
 		conf_fail(p, p->lines[conf_index("nats_password_file")],
 		    "nats_password_file needs nats_user");
+	conf_check_allow_list(p);
 	/* the counters say a lot about the bot: not for the network by default */
 	if (c->metrics_listen != NULL && !c->metrics_public &&
 	    !conf_loopback(c->metrics_listen))
@@ -1817,4 +1963,24 @@ conf_dump_table(FILE *fp)
 		    (o->flags & CF_RELOAD) ? ", reloadable" : ", needs a restart",
 		    o->help, o->name, o->def[0] != '\0' ? " " : "", o->def);
 	}
+}
+
+static int64_t
+conf_bound(int64_t opt, int64_t queued)
+{
+	int64_t quarter = queued / 4 > 0 ? queued / 4 : 1;
+
+	return opt < quarter ? opt : quarter;
+}
+
+int64_t
+conf_calls_per_key(const struct conf *c)
+{
+	return conf_bound(c->max_calls_per_key, c->api_max_queued);
+}
+
+int64_t
+conf_calls_per_worker(const struct conf *c)
+{
+	return conf_bound(c->max_calls_per_worker, c->api_max_queued);
 }

@@ -50,11 +50,15 @@ struct conf {
 	/* Bot API calls of workers */
 	int		 flood_control;		/* bool, default yes */
 	struct flood_rate flood_global_rate;	/* default 30/s */
-	struct flood_rate flood_chat_rate;	/* default 1/s burst 3 */
-	struct flood_rate flood_group_rate;	/* default 20/m burst 5 */
+	struct flood_rate flood_chat_rate;	/* default 1/s */
+	struct flood_rate flood_group_rate;	/* default 20/m */
 	int64_t		 max_call_retries;	/* default 3 */
 	int64_t		 api_max_inflight;	/* default 32 */
-	int64_t		 api_max_queued;	/* default 10000 */
+	int64_t		 api_max_queued;	/* default 20000 */
+	int64_t		 max_calls_per_key;	/* default 1000 */
+	int64_t		 max_calls_per_worker;	/* default 5000 */
+	char		*worker_methods_allow;	/* method list; NULL = all */
+	char		*worker_methods_deny;	/* method list; NULL = none */
 	char		*upload_dir;		/* NULL: no file references */
 	int64_t		 upload_max_size;	/* bytes, default 50M */
 
@@ -72,7 +76,6 @@ struct conf {
 	char		*worker_command;	/* run with /bin/sh -c */
 	char		*worker_user;		/* only when started as root */
 	char		*worker_group;
-	int		 worker_token_env;	/* bool: pass TGRUNNER_TOKEN (default no) */
 	int64_t		 update_timeout;	/* ms, default 60000 */
 	int64_t		 kill_grace;		/* ms, default 5000 */
 	int64_t		 max_attempts;		/* default 3 */
@@ -111,6 +114,12 @@ struct conf {
 	int		 metrics_public;	/* bool: allow a non-loopback address */
 	int64_t		 shutdown_timeout;	/* ms, default 30000 */
 	int		 log_level;		/* LOG_LVL_* */
+
+	/*
+	 * Not options: what the file said that deserves a warning but is no
+	 * error (an obsolete option), "file:line: text" lines; NULL: none.
+	 */
+	char		*warnings;
 };
 
 struct conf_error {
@@ -147,5 +156,13 @@ int	 conf_unused(const struct conf *c, int prog, char *buf, size_t bufsz);
 void	 conf_dump_table(FILE *fp);
 /* Print the effective configuration. */
 void	 conf_print(const struct conf *c, FILE *fp);
+/*
+ * The per-key and per-worker bounds of queued calls that apply: the
+ * options, but never more than a quarter of api_max_queued, so that one
+ * key or one worker alone stays far from the half of the queue at which
+ * every chat pauses.
+ */
+int64_t	 conf_calls_per_key(const struct conf *c);
+int64_t	 conf_calls_per_worker(const struct conf *c);
 
 #endif

@@ -157,8 +157,8 @@ dl_append(struct deadletter *dl, const struct letter *l)
 	/* with journal_fsync = off nothing else created it */
 	if (mkdir(dl->dir, 0700) == -1 && errno != EEXIST)
 		goto fail;
-	if ((fd = open(dl->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-	    0600)) == -1)
+	if ((fd = open(dl->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+	    O_NOFOLLOW, 0600)) == -1)
 		goto fail;
 	line = dl_line(l, &len);
 	if (fstat(fd, &st) == -1 || fileio_write_all(fd, line, len, -1) == -1 ||
@@ -282,10 +282,14 @@ dl_read(struct deadletter *dl)
 	char	*line = NULL;
 	size_t	 cap = 0;
 	FILE	*fp;
+	int	 fd;
 
-	if ((fp = fopen(dl->path, "re")) == NULL) {
+	if ((fd = open(dl->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1 ||
+	    (fp = fdopen(fd, "r")) == NULL) {
 		if (errno != ENOENT)
 			log_warn("dead letters: %s", dl->path);
+		if (fd != -1)
+			close(fd);
 		return all;
 	}
 	while (getline(&line, &cap, fp) != -1)
@@ -309,8 +313,8 @@ dl_rewrite(struct deadletter *dl, json_t *keep)
 	int	 fd, rc = 0;
 
 	xasprintf(&tmp, "%s.tmp", dl->path);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0600)) == -1) {
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+	    O_NOFOLLOW, 0600)) == -1) {
 		rc = -1;
 		goto out;
 	}

@@ -20,6 +20,7 @@
 struct durable {
 	struct journal	*journal;
 	void		(*ready)(void *);
+	void		(*flushed)(void *);
 	void		*arg;
 	struct event	*ev_flush;	/* done marks, once per loop pass */
 	struct event	*ev_synced;	/* the journal's sync thread */
@@ -87,31 +88,42 @@ durable_flush(evutil_socket_t fd, short what, void *arg)
 	struct durable *du = arg;
 
 	journal_flush(du->journal);
+	du->flushed(du->arg);
 }
 
 /*
  * Done marks wait in the journal until the end of the event-loop pass:
  * one write() for every done frame read in the pass.  The event is made
  * active, so it runs after the callbacks already due in this pass and
- * before the loop waits again; calls attached to those updates leave on
- * a later pass, after their marks.
+ * before the loop waits again.  Calls attached to those updates leave
+ * after their marks: their requests start on this pass at the earliest,
+ * and go out when curl runs on a later one.  It runs even when nothing
+ * waits (mode off, or the marks rode along with a batch): the calls whose
+ * answers were recorded need their request slots back.
  */
 void
 durable_dirty(struct durable *du)
 {
-	if (journal_dirty(du->journal) && !event_pending(du->ev_flush,
-	    EV_TIMEOUT, NULL))
+	if (!event_pending(du->ev_flush, EV_TIMEOUT, NULL))
 		event_active(du->ev_flush, EV_TIMEOUT, 0);
+}
+
+void
+durable_flush_now(struct durable *du)
+{
+	if (journal_dirty(du->journal))
+		journal_flush(du->journal);
 }
 
 struct durable *
 durable_new(struct event_base *base, struct journal *j,
-    void (*ready)(void *), void *arg)
+    void (*ready)(void *), void (*flushed)(void *), void *arg)
 {
 	struct durable *du = xcalloc(1, sizeof(*du));
 
 	du->journal = j;
 	du->ready = ready;
+	du->flushed = flushed;
 	du->arg = arg;
 	du->ev_flush = event_new(base, -1, 0, durable_flush, du);
 	du->ev_resync = evtimer_new(base, durable_resync, du);

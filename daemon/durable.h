@@ -13,11 +13,21 @@ struct durable;
 struct event_base;
 struct journal;
 
-/* ready(arg) runs each time the fetched updates became durable. */
+/*
+ * ready(arg) runs each time the fetched updates became durable; flushed(arg)
+ * after each end-of-pass write of the done marks (written, or failed and
+ * logged): the answers of held calls are recorded then.
+ */
 struct durable	*durable_new(struct event_base *, struct journal *,
-		    void (*ready)(void *arg), void *arg);
+		    void (*ready)(void *arg), void (*flushed)(void *arg),
+		    void *arg);
 void		 durable_free(struct durable *);
 /* Done marks were added: write them at the end of this loop pass. */
 void		 durable_dirty(struct durable *);
+/*
+ * Write the done marks waiting now (synced in mode always), not at the end
+ * of the pass: a getUpdates is about to leave.
+ */
+void		 durable_flush_now(struct durable *);
 
 #endif

@@ -1,8 +1,10 @@
 /*
  * The journal: every fetched update is made durable here before the offset
  * that confirms it is sent to Telegram, and marked done when a worker has
- * finished it.  On start the unfinished updates are replayed.  The on-disk
- * format is specified in proto/JOURNAL.md.
+ * finished it.  The calls attached to a done update are written in the
+ * same record as its done mark and stay owed (the outbox) until Telegram
+ * has answered them.  On start the unfinished updates and the owed calls
+ * are replayed.  The on-disk format is specified in proto/JOURNAL.md.
  */
 #ifndef TG_JOURNAL_H
 #define TG_JOURNAL_H
@@ -25,13 +27,36 @@ struct jupdate {
 	size_t		 len;
 };
 
+/* The largest Update a record holds (bytes of JSON). */
+#define JOURNAL_UPDATE_MAX	(16u * 1024 * 1024 - 9)
+
+/* A call attached to a done update, as journal_done_calls() takes it. */
+struct jcall_in {
+	const char	*key;		/* session key it is ordered by, or NULL */
+	const char	*method;	/* [A-Za-z0-9_]{1,64} */
+	json_t		*params;	/* borrowed; NULL: {} */
+};
+
+/* An owed call, as journal_calls_replay() shows it (all borrowed). */
+struct jcall_out {
+	uint64_t	 seq;		/* issue order, unique in the journal */
+	int64_t		 update_id;
+	const char	*key;		/* NULL: unordered */
+	const char	*method;
+	const char	*params;	/* compact JSON object */
+	size_t		 len;
+};
+
 /*
- * Open (create) the journal in dir (created mode 0700 if missing).  mode
+ * Open (create) the journal in dir (created mode 0700 if missing).  A dir
+ * owned by another user, or writable by group or others, is refused.  mode
  * FSYNC_OFF keeps nothing on disk: a purely in-memory journal with the same
  * interface.  Mode FSYNC_BATCH starts a thread that runs fdatasync for
  * journal_append_async().  Returns NULL with a message in err on failure.
- * journal_close() writes the waiting done marks, waits for a sync in
- * flight and ends the thread.
+ * A damaged file is read around its damage (logged; the file is kept as
+ * journal.damaged.<time>), a file of an older format is rewritten in the
+ * current one.  journal_close() writes the waiting done marks, waits for a
+ * sync in flight and ends the thread.
  */
 struct journal	*journal_open(const char *dir, enum fsync_mode mode,
 		    char *err, size_t errlen);
@@ -95,6 +120,30 @@ int		 journal_make_durable(struct journal *);
  */
 int		 journal_done(struct journal *, int64_t id);
 /*
+ * Mark update id done and owe its calls, in one record: a crash never
+ * separates the two.  calls[i] gets the sequence number *first + i (issue
+ * order).  The record waits for journal_flush() like a done mark; calls
+ * must not reach the network before it is written.  n == 0 is
+ * journal_done().  Method names must be valid (the caller checks).
+ */
+void		 journal_done_calls(struct journal *, int64_t id,
+		    const struct jcall_in *calls, size_t n, time_t now,
+		    uint64_t *first);
+/*
+ * Telegram answered call seq (ok, or an error that is final): it is owed
+ * no more.  The mark waits for journal_flush() like a done mark.
+ */
+void		 journal_call_done(struct journal *, uint64_t seq);
+/*
+ * Visit the calls found owed at open, in issue order (once: a second call
+ * visits nothing).  Returns their number.
+ */
+size_t		 journal_calls_replay(struct journal *,
+		    void (*cb)(void *arg, const struct jcall_out *), void *arg);
+/* Calls owed (not answered yet), and when the oldest became owed (0: none). */
+size_t		 journal_calls_owed(const struct journal *);
+int64_t		 journal_calls_oldest(const struct journal *);
+/*
  * Write the waiting done marks (synced in mode always).  -1 if they could
  * not be written: the journal is rewritten from memory as soon as writing
  * works again.
@@ -114,6 +163,8 @@ size_t		 journal_pending(const struct journal *);	/* unfinished updates */
 /* Bytes of records; the file also holds up to 1 MiB of zeros written ahead. */
 uint64_t	 journal_bytes(const struct journal *);
 uint64_t	 journal_compactions(const struct journal *);
+/* Does the journal live in a file (every mode but FSYNC_OFF)? */
+int		 journal_on_disk(const struct journal *);
 /* For status: {"pending":N, "bytes":N, "compactions":N, "fsync":bool}. */
 json_t		*journal_status(const struct journal *);
 /* For /metrics: the tgrunner_journal_* families. */

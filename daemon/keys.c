@@ -37,6 +37,8 @@
 #include "keys.h"
 
 #define KEYS_BCID_MAX	48	/* connection id in a key, after escaping */
+#define KEYS_SCAN_MAX	8	/* members looked at for an unknown type */
+#define KEYS_NAME_MAX	64	/* bytes of a member name that may be a type */
 #define KEYS_PART_MAX	96	/* one part of a key: "bchat:<conn>:<id>" */
 
 /* Row flags. */
@@ -95,6 +97,30 @@ static const struct keys_row keys_table[] = {
 	    NULL },
 	{ "removed_chat_boost", 0, "chat.id", "source.user.id", NULL, NULL,
 	    NULL },
+	/* a bot created or changed through this bot: its creator */
+	{ "managed_bot", 0, NULL, "user.id", NULL, NULL, NULL },
+	/* a message to the bot in guest mode, in a chat it is not part of */
+	KEYS_MSG("guest_message", 0),
+};
+
+/*
+ * Types the table does not know: keyed like their closest kind, from
+ * their own members.  Which row depends on what the payload holds.
+ */
+static const struct keys_row keys_fallback[] = {
+	/* a Message: it has a chat */
+	{ NULL, 0, "chat.id", "from.id", "sender_chat.id", "",
+	    "business_connection_id" },
+	{ NULL, 0, "chat.id", "user.id", "sender_chat.id", "",
+	    "business_connection_id" },
+	/* about a message, as callback_query */
+	{ NULL, 0, "message.chat.id", "from.id", NULL, "message",
+	    "message.business_connection_id" },
+	{ NULL, 0, "message.chat.id", "user.id", NULL, "message",
+	    "message.business_connection_id" },
+	/* about a user only */
+	{ NULL, 0, NULL, "from.id", NULL, NULL, NULL },
+	{ NULL, 0, NULL, "user.id", NULL, NULL, NULL },
 };
 
 static const char *keys_kind_names[KEY_KIND_MAX] = {
@@ -234,6 +260,81 @@ keys_row_find(struct jspan update, struct jspan *payload)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * The payload of an update whose type the table does not know: among the
+ * first KEYS_SCAN_MAX member names (shorter than KEYS_NAME_MAX bytes),
+ * the first other than update_id whose value is an object.  A repeated
+ * member counts where it first appears, with its last value, as in any
+ * JSON object lookup.  Its decoded name goes to name (KEYS_NAME_MAX).
+ */
+static int
+keys_payload_any(struct jspan update, struct jspan *payload, char *name)
+{
+	char seen[KEYS_SCAN_MAX][KEYS_NAME_MAX];
+	struct jspan n, v;
+	const char *it = NULL;
+	size_t len;
+	int i, nseen = 0;
+
+	while (nseen < KEYS_SCAN_MAX &&
+	    jscan_next_member(update, &it, &n, &v)) {
+		if (jscan_string(n, name, KEYS_NAME_MAX, &len) == -1 ||
+		    strlen(name) != len)
+			continue;
+		for (i = 0; i < nseen; i++)
+			if (strcmp(seen[i], name) == 0)
+				break;
+		if (i < nseen)
+			continue;
+		memcpy(seen[nseen++], name, len + 1);
+		if (strcmp(name, "update_id") != 0 &&
+		    jscan_member(update, name, payload) == 0 &&
+		    jscan_kind(*payload) == '{')
+			return 0;
+	}
+	name[0] = '\0';
+	return -1;
+}
+
+static int
+keys_has_object(struct jspan v, const char *name)
+{
+	struct jspan m;
+
+	return jscan_member(v, name, &m) == 0 && jscan_kind(m) == '{';
+}
+
+/* The fallback row for an unknown type's payload. */
+static const struct keys_row *
+keys_row_fallback(struct jspan payload)
+{
+	int by_user = !keys_has_object(payload, "from");
+
+	if (keys_has_object(payload, "chat"))
+		return &keys_fallback[0 + by_user];
+	if (keys_has_object(payload, "message"))
+		return &keys_fallback[2 + by_user];
+	return &keys_fallback[4 + by_user];
+}
+
+void
+keys_type_name(const char *json, size_t len, char *buf, size_t size)
+{
+	char name[KEYS_NAME_MAX];
+	struct jspan payload;
+	size_t i;
+
+	if (size == 0)
+		return;
+	buf[0] = '\0';
+	if (keys_payload_any(jscan_span(json, len), &payload, name) == -1)
+		return;
+	for (i = 0; name[i] != '\0' && i + 1 < size; i++)
+		buf[i] = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' &&
+		    name[i] <= '9') || name[i] == '_' ? name[i] : '?';
+	buf[i] = '\0';
 }
 
 const char *
@@ -467,13 +568,21 @@ keys_derive_text(const char *json, size_t len, const enum key_kind *kinds,
 {
 	struct keys_ctx		 c;
 	struct keys_parts	 kp;
-	char			 key[KEY_STRLEN];
+	char			 key[KEY_STRLEN], name[KEYS_NAME_MAX];
 	int			 i;
 
 	out->n = 0;
+	out->unknown = 0;
 	c.n = 0;
-	if (nkinds <= 0 ||
-	    (c.row = keys_row_find(jscan_span(json, len), &c.payload)) == NULL)
+	if ((c.row = keys_row_find(jscan_span(json, len), &c.payload)) ==
+	    NULL) {
+		if (keys_payload_any(jscan_span(json, len), &c.payload,
+		    name) == -1)
+			return;
+		out->unknown = 1;
+		c.row = keys_row_fallback(c.payload);
+	}
+	if (nkinds <= 0)
 		return;
 	keys_want(&c, c.row->chat);
 	keys_want(&c, c.row->user);

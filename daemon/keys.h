@@ -22,6 +22,7 @@ enum key_kind {
 
 struct keyset {
 	int	n;
+	int	unknown;	/* a type keys.c does not know: keys by fallback */
 	char	k[KEYS_MAX][KEY_STRLEN];
 };
 
@@ -31,9 +32,13 @@ const char	*keys_kind_name(enum key_kind);
 
 /*
  * Derive the keys of one Telegram Update object for the configured kinds
- * (nkinds == 0: no keys at all).  Never fails: an unknown update type, or a
- * kind that does not apply to this update, contributes no key.  Duplicate
- * strings are folded.
+ * (nkinds == 0: no keys at all).  Never fails: a kind that does not apply
+ * to this update contributes no key.  An update type the table does not
+ * know (a newer Bot API) is keyed by a fallback, and out->unknown is set:
+ * the chat from its payload's chat.id, or from message.chat.id; the user
+ * from its from.id, or user.id; as a message would be, so that a new
+ * message-like type never runs beside the same chat's messages.
+ * Duplicate strings are folded.
  */
 void		 keys_derive(const json_t *update, const enum key_kind *kinds,
 		    int nkinds, struct keyset *out);
@@ -52,5 +57,12 @@ const char	*keys_update_type_at(size_t i, int *by_default);
 /* The name of the update's payload member ("message", ...), or NULL. */
 const char	*keys_update_type(const json_t *update);
 const char	*keys_update_type_text(const char *json, size_t len);
+/*
+ * The name of an update's payload member whatever it is, for the log:
+ * at most size - 1 bytes of [a-z0-9_], anything else as '?'.  "" if the
+ * update has no payload object.
+ */
+void		 keys_type_name(const char *json, size_t len, char *buf,
+		    size_t size);
 
 #endif

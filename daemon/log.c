@@ -10,7 +10,8 @@
 #include "log.h"
 #include "xmalloc.h"
 
-#define LOG_LINE_MAX	4096
+/* a worker's output line: 4 KiB, 16 KiB once escaped, and its prefix */
+#define LOG_LINE_MAX	(17 * 1024)
 #define LOG_SECRETS_MAX	4
 
 static int	 log_level = LOG_LVL_INFO;

@@ -675,6 +675,8 @@ poller_poll(struct poller *p)
 		poller_set_state(p, POLL_FULL);
 		return;
 	}
+	if (p->ops->before_poll != NULL)
+		p->ops->before_poll(p->arg);
 	n = snprintf(body, sizeof(body), "{\"offset\":%" PRId64 ",\"limit\":%zu,"
 	    "\"timeout\":%" PRId64 ",\"allowed_updates\":%s}", p->offset,
 	    room < POLLER_LIMIT_MAX ? room : POLLER_LIMIT_MAX,
@@ -751,6 +753,39 @@ poller_update_text(const struct poller_reply *rp, size_t i, json_t *u,
 	return *owned;
 }
 
+/*
+ * Telegram sends a batch in increasing id order.  Ids that repeat or go
+ * back mean a second poller or a broken API: said, with the ids, and
+ * counted; the journal puts them in order and keeps a repeated id once.
+ */
+static void
+poller_check_order(struct poller *p, const int64_t *ids, size_t n)
+{
+	char list[256];
+	size_t i, len = 0, bad = 0;
+	int w;
+
+	list[0] = '\0';
+	for (i = 1; i < n; i++) {
+		if (ids[i] > ids[i - 1])
+			continue;
+		bad++;
+		if (len < sizeof(list)) {
+			w = snprintf(list + len, sizeof(list) - len, "%s%" PRId64
+			    " after %" PRId64, len > 0 ? ", " : "", ids[i],
+			    ids[i - 1]);
+			len += w > 0 ? (size_t)w : 0;
+		}
+	}
+	if (bad == 0)
+		return;
+	p->stats.misordered += bad;
+	log_warnx("getUpdates: %zu update id(s) of %zu repeat or go back "
+	    "within one batch (%s%s): a second poller, or a broken Bot API; "
+	    "they are put in order, an id is kept once", bad, n, list,
+	    len >= sizeof(list) ? " ..." : "");
+}
+
 /* Hand a batch over: as ops->batch (0 durable, 1 accepted, -1 failed). */
 static int
 poller_deliver(struct poller *p, const struct poller_reply *rp)
@@ -776,6 +811,7 @@ poller_deliver(struct poller *p, const struct poller_reply *rp)
 		if (i == 0 || ids[i] + 1 > next)
 			next = ids[i] + 1;
 	}
+	poller_check_order(p, ids, n);
 	if ((rc = p->ops->batch(p->arg, ids, jsons, lens, n)) >= 0) {
 		p->offset = next;
 		p->stats.updates += n;
@@ -861,22 +897,12 @@ poller_on_reply(void *arg, const struct http_response *r)
 
 /* --- public -------------------------------------------------------------- */
 
-/* What Telegram sends when allowed_updates is empty, spelled out. */
-static json_t *
-poller_default_allowed(void)
-{
-	json_t *a = json_array();
-	const char *t;
-	size_t i;
-	int by_default;
-
-	for (i = 0; (t = keys_update_type_at(i, &by_default)) != NULL; i++)
-		if (by_default)
-			json_array_append_new(a, json_string(t));
-	return a;
-}
-
-/* allowed_updates as sent with every getUpdates: compact JSON text. */
+/*
+ * allowed_updates as sent with every getUpdates: compact JSON text.  Not
+ * set: [], which asks Telegram for its default set, types newer than this
+ * tgrunnerd included (keys.c keys those by a fallback).  Always sent,
+ * since Telegram otherwise keeps what the last caller asked for.
+ */
 static char *
 poller_allowed_text(const struct conf *c)
 {
@@ -891,7 +917,7 @@ poller_allowed_text(const struct conf *c)
 		a = NULL;
 	}
 	if (a == NULL)
-		a = poller_default_allowed();
+		a = json_array();
 	if ((s = json_dumps(a, JSON_COMPACT)) == NULL)
 		fatalx(EXIT_NOMEM, "%s: json_dumps", __func__);
 	json_decref(a);
@@ -1064,4 +1090,7 @@ poller_metrics(const struct poller *p, struct evbuffer *out)
 	    (unsigned long long)pl->err_malformed);
 	metrics_gauge(out, "tgrunner_last_poll_success_timestamp_seconds",
 	    "Time of the last successful getUpdates.", p->last_ok);
+	metrics_counter(out, "tgrunner_updates_misordered_total", "Update ids "
+	    "that repeated or went back within a getUpdates batch.",
+	    pl->misordered);
 }

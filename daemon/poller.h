@@ -34,6 +34,11 @@ struct poller_ops {
 	/* How many more updates the backlog can take now (0 = full). */
 	size_t	(*room)(void *arg);
 	/*
+	 * May be NULL.  Called just before a getUpdates request is built: what
+	 * must be on disk before Telegram hears from the bot again is written.
+	 */
+	void	(*before_poll)(void *arg);
+	/*
 	 * A non-empty batch, as parsed from a successful getUpdates: ids[i]
 	 * and the JSON text of each Update object (jsons[i], lens[i] bytes,
 	 * not NUL-terminated: the bytes Telegram sent, or a compact encoding
@@ -73,6 +78,7 @@ int64_t		 poller_offset(const struct poller *);
 struct poller_stats {
 	uint64_t	polls, updates, errors, err_http5xx, err_429, err_409,
 			err_transport, err_malformed;
+	uint64_t	misordered;	/* ids not above their predecessor */
 };
 const struct poller_stats *poller_stats(const struct poller *);
 /* For /metrics: the tgrunner_poll* families. */

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,18 +34,14 @@
 #include "pool.h"
 #include "proto.h"
 #include "router.h"
+#include "tailq.h"
 #include "timeutil.h"
 #include "worker.h"
 #include "xmalloc.h"
 
-#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
-	for ((var) = TAILQ_FIRST(head);					\
-	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
-	    (var) = (tvar))
-#endif
-
 #define SPAWN_BACKOFF_MIN_MS	100
+/* An update frame's head (id, keys, attempt, deadline) is smaller than this. */
+#define POOL_FRAME_HEAD_MAX	8192
 #define SPAWN_BACKOFF_MAX_MS	30000
 #define SPAWN_GIVE_UP		8	/* consecutive deaths before hello */
 
@@ -354,7 +351,7 @@ pool_run_start(struct worker *w, struct job *job)
 	if (line == NULL)	/* proto/ returns NULL when memory runs out */
 		fatalx(EXIT_NOMEM, "%s: out of memory", __func__);
 	if (len > PROTO_MAX_FRAME) {
-		/* cannot happen for a real Update; never send what a peer must reject */
+		/* pool_update_fits() was checked before it was queued */
 		free(line);
 		return -1;
 	}
@@ -577,6 +574,8 @@ pool_worker_gone(struct worker *w, const char *why, int how)
 
 	if (w->state != W_DEAD)
 		worker_set_state(w, W_DEAD);
+	if (p->ops->gone != NULL)
+		p->ops->gone(p->arg, w->id);
 	restart_left(p, w, why);
 	if (!(how & WORKER_UNSTARTED))
 		p->stats.exited++;
@@ -1024,6 +1023,27 @@ pool_reconfigure(struct pool *p, const struct conf *conf, int replace)
 }
 
 int
+pool_update_fits(const char *json, size_t len, const struct keyset *ks)
+{
+	const char *keys[KEYS_MAX];
+	char *line;
+	size_t n;
+	int i;
+
+	if (len + POOL_FRAME_HEAD_MAX <= PROTO_MAX_FRAME)
+		return 1;
+	if (len >= PROTO_MAX_FRAME)
+		return 0;
+	/* close to the limit: the frame itself, with the widest numbers */
+	for (i = 0; i < ks->n; i++)
+		keys[i] = ks->k[i];
+	line = proto_encode_update(INT64_MAX, keys, ks->n, INT_MAX,
+	    INT64_MAX, json, len, &n);
+	free(line);
+	return line != NULL;
+}
+
+int
 pool_dispatch(struct pool *p, struct job *job, struct worker *w)
 {
 	if (w == NULL || worker_free_slots(w) == 0)
@@ -1046,6 +1066,24 @@ size_t
 pool_free_slots(const struct pool *p)
 {
 	return p->stopping ? 0 : p->nfree;
+}
+
+void
+pool_worker_throttle(struct pool *p, int worker_id, int on)
+{
+	struct worker *w;
+	int before;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->id == worker_id)
+			break;
+	if (w == NULL || w->throttled == on)
+		return;
+	before = worker_free_slots(w);
+	w->throttled = on;
+	pool_slots_changed(w, before);
+	if (!on && worker_free_slots(w) > 0)
+		p->ops->capacity(p->arg);
 }
 
 size_t
@@ -1131,11 +1169,12 @@ pool_describe(const struct pool *p)
 	json_t *a = json_array(), *o;
 
 	TAILQ_FOREACH(w, &p->workers, entry) {
-		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I, s:i}", "id",
-		    w->id, "pid", (int)w->pid, "state",
+		o = json_pack("{s:i, s:i, s:s, s:i, s:i, s:I, s:I, s:i, s:b}",
+		    "id", w->id, "pid", (int)w->pid, "state",
 		    worker_state_str(w->state), "slots", w->slots, "busy",
 		    w->busy, "served", (json_int_t)w->served, "started",
-		    (json_int_t)w->started, "generation", (int)w->gen);
+		    (json_int_t)w->started, "generation", (int)w->gen,
+		    "held_back", w->throttled);
 		w->ops->describe(w, o);
 		json_array_append_new(a, o);
 	}

@@ -65,6 +65,12 @@ struct pool_ops {
 		    size_t credsz);
 	/* worker_id is being freed: its credential stops working now. */
 	void	(*api_revoke)(void *arg, int worker_id);
+	/*
+	 * Optional (may be NULL): worker_id is gone for good, about to give
+	 * back (failed) the jobs it held.  What the daemon keeps per worker
+	 * (its calls, its policy log) can be let go.
+	 */
+	void	(*gone)(void *arg, int worker_id);
 };
 
 struct pool_stats {
@@ -89,6 +95,14 @@ void		 pool_start(struct pool *, json_t *bot);
  * it holds and exit, and a new one is started in its place at once.
  */
 void		 pool_reconfigure(struct pool *, const struct conf *, int replace);
+/*
+ * Can an update of len bytes of JSON with keys ks be framed for a worker
+ * (PROTO_MAX_FRAME)?  One that cannot must never reach a worker: the
+ * worker would have to refuse it, and so would the next.
+ */
+struct keyset;
+int		 pool_update_fits(const char *json, size_t len,
+		    const struct keyset *ks);
 /*
  * Replace every worker the pool started, one at a time (restart-workers):
  * a new one is started, and only once it is welcomed does an old one
@@ -118,6 +132,12 @@ int		 pool_dispatch(struct pool *, struct job *, struct worker *w);
  */
 void		 pool_cancel(struct pool *, struct job *, const char *reason);
 size_t		 pool_free_slots(const struct pool *);
+/*
+ * Hold worker_id back (on) or let it take updates again (off): a worker
+ * held back keeps what it runs but is given nothing new.  Unknown ids are
+ * ignored.  Off calls the capacity op when slots appear.
+ */
+void		 pool_worker_throttle(struct pool *, int worker_id, int on);
 size_t		 pool_running(const struct pool *);	/* jobs in workers */
 /*
  * Answer a worker's call frame.  The worker may be gone by now (then the

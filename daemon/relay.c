@@ -43,6 +43,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "router.h"
+#include "tailq.h"
 #include "timeutil.h"
 #include "xmalloc.h"
 
@@ -56,13 +57,6 @@
 #define RELAY_MAX_CALLS		4096	/* calls of our workers in flight */
 #define RELAY_WINDOW		(PROTO_MAX_SLOTS * 64)	/* frames in flight */
 #define RELAY_NORESP_GONE	3	/* beats the daemon did not hear */
-
-#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
-	for ((var) = TAILQ_FIRST(head);					\
-	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
-	    (var) = (tvar))
-#endif
 
 /* An update held here, with the session it came in. */
 struct rjob {

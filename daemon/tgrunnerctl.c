@@ -369,6 +369,10 @@ ctl_print_status(json_t *s)
 	    (long long)ctl_int(s, "api.inflight"),
 	    (long long)ctl_int(s, "api.calls"),
 	    (long long)ctl_int(s, "api.errors"));
+	printf("outbox:   %lld replies owed (oldest %llds), %lld replayed "
+	    "after the start\n", (long long)ctl_int(s, "outbox.owed"),
+	    (long long)ctl_int(s, "outbox.oldest_age"),
+	    (long long)ctl_int(s, "outbox.replayed"));
 	if (json_is_object(json_object_get(s, "worker_api")))
 		printf("endpoint: %s, %lld connections, %lld calls (%lld in no "
 		    "update), %lld downloads, %lld refused, %lld unauthorized\n",

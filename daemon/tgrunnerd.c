@@ -6,6 +6,9 @@
  */
 #include "config.h"
 
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
 #include <getopt.h>
 #include <stdint.h>
 #include <signal.h>
@@ -19,6 +22,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <systemd/sd-daemon.h>
+#include <uthash.h>
 
 #include "api.h"
 #include "calls.h"
@@ -33,8 +37,11 @@
 #include "listener.h"
 #include "metrics.h"
 #include "natsbus.h"
+#include "outbox.h"
+#include "policy.h"
 #include "poller.h"
 #include "pool.h"
+#include "proto.h"
 #include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
@@ -52,6 +59,13 @@ _Static_assert(WORKERAPI_CRED_MAX <= WORKER_API_TOKEN_MAX,
 #endif
 #define DEFAULT_CONF	SYSCONFDIR "/tgrunner.conf"
 #define STATUS_EVERY_MS	2000
+
+/* An update set aside: its key has max_calls_per_key calls queued. */
+struct tgd_held {
+	char		*key;
+	struct job	*job;		/* running, as the router sees it */
+	UT_hash_handle	 hh;
+};
 
 static void	tgd_stop(struct tgd *, const char *why);
 
@@ -86,6 +100,48 @@ usage(void)
 
 /* --- jobs ------------------------------------------------------------------ */
 
+/* Give up on update id now: done once its dead letter is on disk. */
+static void
+tgd_give_up(struct tgd *d, int64_t id, int attempt, const char *why,
+    struct rcstr *text)
+{
+	d->stats.dead++;
+	/* 1: written later (tgd_dead_written); -1: the next start retries */
+	if (deadletter_add(d->deadletter, id, attempt, why, text) == 0) {
+		journal_done(d->journal, id);
+		durable_dirty(d->durable);
+	}
+}
+
+/*
+ * An update type the key table does not know (a newer Bot API): said once
+ * per type, with the keys the fallback gave it.
+ */
+static void
+tgd_unknown_type(struct tgd *d, int64_t id, const struct rcstr *text,
+    const struct keyset *ks)
+{
+	char name[TGD_TYPE_NAME];
+	size_t i;
+
+	keys_type_name(text->s, text->len, name, sizeof(name));
+	for (i = 0; i < d->ntypes; i++)
+		if (strcmp(d->types[i], name) == 0)
+			return;
+	if (d->ntypes == TGD_TYPES_MAX) {
+		if (d->types_full++ == 0)
+			log_warnx("update=%lld: more than %d update types this "
+			    "tgrunnerd does not know; not naming the others",
+			    (long long)id, TGD_TYPES_MAX);
+		return;
+	}
+	memcpy(d->types[d->ntypes++], name, sizeof(name));
+	log_warnx("update=%lld type=%s: an update type this tgrunnerd does "
+	    "not know; keyed by its own chat and user members (%s); said "
+	    "once per type", (long long)id, name, ks->n > 0 ? ks->k[0] :
+	    "no key");
+}
+
 /* Queue the journaled update id; the job shares the journal's JSON. */
 static void
 tgd_enqueue(struct tgd *d, int64_t id, int attempt)
@@ -93,16 +149,27 @@ tgd_enqueue(struct tgd *d, int64_t id, int attempt)
 	struct keyset ks = { .n = 0 };
 	struct rcstr *text;
 	struct job *job;
+	char why[128];
 
 	/* never dropped: it was journaled just now, or replayed from there */
 	if ((text = journal_text(d->journal, id)) == NULL)
 		fatalx(EXIT_SOFTWARE, "%s: update=%lld is not in the journal",
 		    __func__, (long long)id);
+	keys_derive_text(text->s, text->len, d->conf.session_key,
+	    d->conf.session_key_n, &ks);
+	if (ks.unknown)
+		tgd_unknown_type(d, id, text, &ks);
+	/* a worker would have to refuse it, and the next one too */
+	if (!pool_update_fits(text->s, text->len, &ks)) {
+		snprintf(why, sizeof(why), "too large for a worker: %zu bytes "
+		    "of JSON, an update frame holds at most %d", text->len,
+		    PROTO_MAX_FRAME);
+		tgd_give_up(d, id, attempt, why, text);
+		return;
+	}
 	job = job_new_shared(id, text);
 	job->attempt = attempt;
 	job->t_fetched = mono_us();
-	keys_derive_text(text->s, text->len, d->conf.session_key,
-	    d->conf.session_key_n, &ks);
 	router_add(d->router, job, &ks);
 }
 
@@ -117,12 +184,18 @@ tgd_replay_one(void *arg, int64_t id, const char *json, size_t len, int attempt)
 	d->stats.replayed++;
 }
 
-/* Stopped once no worker is alive and the replies they left are sent. */
+/*
+ * Stopped once no worker is alive and the replies they left are sent; past
+ * shutdown_timeout, once no call is in flight (the rest stay owed in the
+ * journal), or kill_grace later whatever is in flight.
+ */
 static void
 tgd_maybe_exit(struct tgd *d)
 {
-	if (d->state == TGD_STOPPING && pool_alive(d->pool) == 0 &&
-	    (api_queued(d->api) == 0 || d->deadline_passed))
+	if (d->state != TGD_STOPPING || pool_alive(d->pool) > 0)
+		return;
+	if (api_queued(d->api) == 0 || d->force_exit ||
+	    (d->deadline_passed && api_inflight(d->api) == 0))
 		event_base_loopexit(d->base, NULL);
 }
 
@@ -130,11 +203,39 @@ tgd_maybe_exit(struct tgd *d)
  * Replies pile up when workers finish faster than the Bot API takes calls:
  * past half the call queue no update starts and polling pauses, until
  * calls drain (tgd_api_released).  The other half stays for `call` frames.
+ * The calls of a worker past max_calls_per_worker do not count: that
+ * worker is held back on its own (tgd_bound), the others go on.
  */
 static int
 tgd_api_congested(const struct tgd *d)
 {
-	return api_queued(d->api) >= (size_t)d->conf.api_max_queued / 2;
+	return api_gated(d->api) >= (size_t)d->conf.api_max_queued / 2;
+}
+
+/*
+ * The job's key has max_calls_per_key calls queued: it waits, set aside,
+ * until they drain (tgd_bound).  It stays at the head of its keys, so
+ * nothing of theirs overtakes it; other keys go on.  1 if held.
+ */
+static int
+tgd_hold(struct tgd *d, struct job *job)
+{
+	const char *key = calls_key(job);
+	struct tgd_held *h;
+
+	if (key == NULL || !api_key_over(d->api, key))
+		return 0;
+	HASH_FIND_STR(d->held, key, h);
+	if (h != NULL)
+		return 0;	/* cannot happen: the held job heads the key */
+	h = xcalloc(1, sizeof(*h));
+	h->key = xstrdup(key);
+	h->job = job;
+	HASH_ADD_KEYPTR(hh, d->held, h->key, strlen(h->key), h);
+	d->nheld++;
+	log_debug("update=%lld key=%s: waits for the key's calls",
+	    (long long)job->id, key);
+	return 1;
 }
 
 /* Start job in a worker (w preferred): 0, or -1 when no slot is free. */
@@ -143,6 +244,8 @@ tgd_start(struct tgd *d, struct job *job, struct worker *w)
 {
 	uint64_t now = mono_us();
 
+	if (tgd_hold(d, job))
+		return 0;
 	if (pool_dispatch(d->pool, job, w) == -1)
 		return -1;
 	d->stats.dispatched++;
@@ -173,13 +276,18 @@ static void
 tgd_job_done(void *arg, struct job *job, struct worker *w, json_t *calls)
 {
 	struct tgd *d = arg;
+	json_t *allowed;
 
 	d->stats.done++;
 	hist_observe(&d->h_handler, (double)(mono_us() - job->t_started) / 1e6);
-	journal_done(d->journal, job->id);
-	durable_dirty(d->durable);
-	if (calls != NULL)
-		calls_after_done(d->api, job, calls);
+	/*
+	 * The done mark, with the calls it owes from now on: the policy first,
+	 * so that a refused call is never owed, journaled or replayed.
+	 */
+	allowed = calls != NULL ? policy_filter_calls(d->policy, w->id,
+	    (long long)job->id, calls) : NULL;
+	outbox_done(d->outbox, job, allowed);
+	json_decref(allowed);
 	log_debug("update=%lld attempt=%d done", (long long)job->id,
 	    job->attempt);
 	tgd_finish(d, job, w);
@@ -197,17 +305,14 @@ tgd_job_failed(void *arg, struct job *job, const char *why, int retry)
 		job->attempt++;
 		d->stats.retried++;
 		router_retry(d->router, job);
+		/* what a dead worker queued for it would go out twice */
+		api_drop_orphans(d->api, job->id);
 		tgd_dispatch(d);
 		tgd_maybe_exit(d);
 		return;
 	}
 	/* done only once its dead letter is on disk (deadletter.h) */
-	d->stats.dead++;
-	if (deadletter_add(d->deadletter, job->id, job->attempt, why,
-	    job->text) == 0) {
-		journal_done(d->journal, job->id);
-		durable_dirty(d->durable);
-	}
+	tgd_give_up(d, job->id, job->attempt, why, job->text);
 	tgd_finish(d, job, NULL);
 }
 
@@ -264,6 +369,16 @@ tgd_api_revoke(void *arg, int worker_id)
 		workerapi_revoke(d->workerapi, worker_id);
 }
 
+/* Before its jobs come back: its unsent calls become droppable orphans. */
+static void
+tgd_worker_gone(void *arg, int worker_id)
+{
+	struct tgd *d = arg;
+
+	policy_forget(d->policy, worker_id);
+	api_worker_gone(d->api, worker_id);
+}
+
 static const struct pool_ops tgd_pool_ops = {
 	.done = tgd_job_done,
 	.failed = tgd_job_failed,
@@ -271,6 +386,7 @@ static const struct pool_ops tgd_pool_ops = {
 	.call = tgd_call,
 	.api_grant = tgd_api_grant,
 	.api_revoke = tgd_api_revoke,
+	.gone = tgd_worker_gone,
 };
 
 /* --- the endpoint's side ---------------------------------------------------- */
@@ -297,6 +413,31 @@ static const struct workerapi_ops tgd_workerapi_ops = {
 	.held = tgd_api_held,
 	.policy = tgd_api_policy,
 };
+
+/*
+ * A fair-queue bound bit or let go (api.h): a worker past it gets no new
+ * update; a key back under half of it runs the update set aside for it.
+ */
+static void
+tgd_bound(void *arg, const char *key, int worker, int over)
+{
+	struct tgd *d = arg;
+	struct tgd_held *h = NULL;
+
+	if (worker > 0)
+		pool_worker_throttle(d->pool, worker, over);
+	if (key != NULL && !over)
+		HASH_FIND_STR(d->held, key, h);
+	if (h != NULL) {
+		HASH_DEL(d->held, h);
+		d->nheld--;
+		router_retry(d->router, h->job);
+		free(h->key);
+		free(h);
+	}
+	if (!over)
+		tgd_dispatch(d);
+}
 
 /* Give ready jobs to free slots: O(1) per dispatched job. */
 void
@@ -352,6 +493,69 @@ tgd_room(void *arg)
 	    (size_t)d->conf.max_pending - jobs;
 }
 
+/*
+ * Mode always promises that a done update's record (with its calls) is
+ * synced before the next getUpdates: the end of the loop pass may come
+ * after the request has left.
+ */
+static void
+tgd_before_poll(void *arg)
+{
+	struct tgd *d = arg;
+
+	durable_flush_now(d->durable);
+}
+
+/* Was the dead letter of oversized update id written already? */
+static int
+tgd_oversize_seen(struct tgd *d, int64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < TGD_OVERSIZE_RING; i++)
+		if (d->oversize[i] == id && id != 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Take the updates the journal cannot hold out of u[0..*n): each is
+ * dead-lettered now, and confirmed with the batch.  -1 if a dead letter
+ * could not be written: then nothing of the batch may be confirmed, and
+ * Telegram sends it all again.
+ */
+static int
+tgd_oversize(struct tgd *d, struct jupdate *u, size_t *n)
+{
+	struct rcstr *text;
+	size_t i, k = 0;
+	char why[128];
+	int rc;
+
+	for (i = 0; i < *n; i++) {
+		if (u[i].len <= JOURNAL_UPDATE_MAX) {
+			u[k++] = u[i];
+			continue;
+		}
+		if (tgd_oversize_seen(d, u[i].id))
+			continue;	/* the batch failed after its letter */
+		snprintf(why, sizeof(why), "too large for the journal: %zu "
+		    "bytes of JSON, a record holds at most %u", u[i].len,
+		    JOURNAL_UPDATE_MAX);
+		text = rcstr_new(u[i].json, u[i].len);
+		rc = deadletter_write(d->deadletter, u[i].id, 0, why, text);
+		rcstr_unref(text);
+		if (rc == -1)
+			return -1;
+		log_errx("update=%lld: giving up: %s; written to %s",
+		    (long long)u[i].id, why, DEADLETTER_FILE);
+		d->stats.dead++;
+		d->oversize[d->noversize++ % TGD_OVERSIZE_RING] = u[i].id;
+	}
+	*n = k;
+	return 0;
+}
+
 static int
 tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
     const size_t *lens, size_t n)
@@ -369,6 +573,10 @@ tgd_batch(void *arg, const int64_t *ids, const char *const *jsons,
 		u[i].len = lens[i];
 	}
 	journal_filter(d->journal, u, &m, now);
+	if (tgd_oversize(d, u, &m) == -1) {
+		free(u);
+		return -1;
+	}
 	if (m < n) {
 		d->stats.duplicates += n - m;
 		log_info("dropped %zu update(s) already journaled", n - m);
@@ -399,6 +607,15 @@ tgd_durable(void *arg)
 	poller_durable(d->poller);
 }
 
+/* The done marks are written: the calls they owe may go out now. */
+static void
+tgd_flushed(void *arg)
+{
+	struct tgd *d = arg;
+
+	outbox_flushed(d->outbox);
+}
+
 static void
 tgd_ready(void *arg, json_t *bot)
 {
@@ -409,6 +626,11 @@ tgd_ready(void *arg, json_t *bot)
 	d->bot = json_incref(bot);
 	if (d->state == TGD_STARTING)
 		d->state = TGD_RUNNING;
+	/* the token works: the calls owed go first, before any worker's */
+	if (!d->outbox_replayed) {
+		d->outbox_replayed = 1;
+		outbox_replay(d->outbox);
+	}
 	pool_start(d->pool, bot);
 	log_notice("ready bot=@%s workers=%lld session_key=%s backlog=%zu",
 	    json_is_string(name) ? json_string_value(name) : "?",
@@ -430,6 +652,7 @@ tgd_fatal(void *arg, int status, const char *why)
 
 static const struct poller_ops tgd_poller_ops = {
 	.room = tgd_room,
+	.before_poll = tgd_before_poll,
 	.batch = tgd_batch,
 	.ready = tgd_ready,
 	.fatal = tgd_fatal,
@@ -437,16 +660,33 @@ static const struct poller_ops tgd_poller_ops = {
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
+/*
+ * shutdown_timeout: workers go, no call starts any more (the owed ones
+ * stay in the journal), and the calls in flight get kill_grace to answer:
+ * one cut off may be sent again by the next start.
+ */
 static void
 tgd_shutdown_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct tgd *d = arg;
+	struct timeval tv = tv_ms(d->conf.kill_grace);
 
+	if (d->deadline_passed) {
+		log_warnx("%zu call(s) still in flight %lld ms after "
+		    "shutdown_timeout: exiting; the next start sends them "
+		    "again", api_inflight(d->api), (long long)d->conf.kill_grace);
+		d->force_exit = 1;
+		tgd_maybe_exit(d);
+		return;
+	}
 	log_warnx("shutdown_timeout passed with %zu update(s) in progress and "
-	    "%zu call(s) queued; killing workers (the journal keeps their "
-	    "updates)", pool_running(d->pool), api_queued(d->api));
+	    "%zu call(s) queued; killing workers and starting no more calls "
+	    "(the journal keeps their updates and the calls owed)",
+	    pool_running(d->pool), api_queued(d->api));
 	d->deadline_passed = 1;
+	api_stop(d->api);
 	pool_kill(d->pool);
+	evtimer_add(d->ev_shutdown, &tv);
 	tgd_maybe_exit(d);
 }
 
@@ -471,6 +711,20 @@ tgd_stop(struct tgd *d, const char *why)
 	tv = tv_ms(d->conf.shutdown_timeout);
 	evtimer_add(d->ev_shutdown, &tv);
 	tgd_maybe_exit(d);
+}
+
+/* What the file said that is no error but deserves a word (conf.h). */
+static void
+tgd_conf_warnings(const struct conf *c)
+{
+	const char *s = c->warnings;
+	size_t n;
+
+	while (s != NULL && *s != '\0') {
+		n = strcspn(s, "\n");
+		log_warnx("%.*s", (int)n, s);
+		s += n + (s[n] == '\n');
+	}
 }
 
 /* "a,b,c" (conf_reload's lists) as a JSON array of names. */
@@ -518,6 +772,7 @@ tgd_reload(struct tgd *d)
 		    where, ": ", err.msg, "; the running configuration is kept",
 		    "file", err.file, "line", err.line);
 	}
+	tgd_conf_warnings(&nc);
 	replace = strcmp(nc.worker_command ? nc.worker_command : "",
 	    d->conf.worker_command ? d->conf.worker_command : "") != 0;
 	conf_reload(&d->conf, &nc, applied, sizeof(applied), restart,
@@ -648,14 +903,17 @@ tgd_open(struct tgd *d)
 		fatalx(EXIT_NOMEM, "cannot create the event loop");
 	tgd_events(d);
 	if (d->conf.journal_fsync == FSYNC_OFF)
-		log_warnx("journal_fsync = off: updates are kept in memory only; "
-		    "a crash or kill loses every update not yet done");
+		log_warnx("journal_fsync = off: updates and the replies they "
+		    "owe are kept in memory only; a crash or kill loses every "
+		    "update not yet done and every reply not yet sent");
 	if ((d->journal = journal_open(d->conf.state_dir, d->conf.journal_fsync,
 	    err, sizeof(err))) == NULL)
 		fatalx(EXIT_STATE, "journal: %s", err);
-	d->durable = durable_new(d->base, d->journal, tgd_durable, d);
+	d->durable = durable_new(d->base, d->journal, tgd_durable, tgd_flushed,
+	    d);
 	d->deadletter = deadletter_new(d->base, d->conf.state_dir,
 	    tgd_dead_written, d);
+	d->policy = policy_new(&d->conf);
 	if ((d->router = router_new()) == NULL ||
 	    (d->http = http_new(d->base, 16)) == NULL ||
 	    (d->api = api_new(d->base, d->http, &d->conf, d->token)) == NULL ||
@@ -667,6 +925,7 @@ tgd_open(struct tgd *d)
 	d->calls.pool = d->pool;
 	d->calls.conf = &d->conf;
 	d->calls.token = d->token;
+	d->calls.policy = d->policy;
 	if (d->conf.worker_api_listen != NULL) {
 		d->workerapi = workerapi_new(d->base, d->api, d->http, &d->conf,
 		    d->token, &tgd_workerapi_ops, d);
@@ -686,7 +945,9 @@ tgd_open(struct tgd *d)
 		log_warnx("no control socket: tgrunnerctl cannot reach this "
 		    "daemon (set control_socket to a usable path, or empty)");
 	}
+	d->outbox = outbox_new(d->api, d->journal, d->durable);
 	api_on_release(d->api, tgd_api_released, d);
+	api_on_bound(d->api, tgd_bound, d);
 	if (d->conf.listen != NULL &&
 	    (d->listener = listener_new(d->pool, d->conf.listen)) == NULL)
 		fatalx(EXIT_STATE, "cannot listen for workers on %s",
@@ -707,8 +968,15 @@ tgd_open(struct tgd *d)
 static void
 tgd_close(struct tgd *d)
 {
+	struct tgd_held *h, *th;
 	size_t i;
 
+	/* their jobs are the router's, freed with it */
+	HASH_ITER(hh, d->held, h, th) {
+		HASH_DEL(d->held, h);
+		free(h->key);
+		free(h);
+	}
 	control_free(d->control);
 	listener_free(d->listener);
 	remote_free(d->remote);
@@ -717,8 +985,10 @@ tgd_close(struct tgd *d)
 	pool_free(d->pool);		/* revokes its workers' credentials */
 	workerapi_free(d->workerapi);	/* before the api its calls are in */
 	api_free(d->api);
+	outbox_free(d->outbox);		/* after the api: no callback comes */
 	http_free(d->http);
 	router_free(d->router);
+	policy_free(d->policy);
 	durable_free(d->durable);
 	journal_close(d->journal);
 	for (i = 0; i < sizeof(d->ev_sig) / sizeof(d->ev_sig[0]); i++)
@@ -732,6 +1002,28 @@ tgd_close(struct tgd *d)
 	token_free(d->token);
 	conf_clear(&d->conf);
 	log_clear_secrets();
+}
+
+/*
+ * Every worker, connection and journal file is a descriptor: take all the
+ * hard limit allows (systemd's default soft limit is 1024), so that a
+ * bound of ours bites before the kernel's.
+ */
+static void
+tgd_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit RLIMIT_NOFILE");
+		return;
+	}
+	if (rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		log_warn("setrlimit RLIMIT_NOFILE to %llu",
+		    (unsigned long long)rl.rlim_max);
 }
 
 static void
@@ -781,6 +1073,8 @@ main(int argc, char *argv[])
 		usage();
 	load_conf_or_exit(path, &d.conf);
 	if (check) {
+		if (d.conf.warnings != NULL)
+			fputs(d.conf.warnings, stderr);
 		if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
 			fprintf(stderr, "%s: warning: set but read by "
 			    "tgrunner-relay only: %s\n", path, unused);
@@ -790,18 +1084,28 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	log_init("tgrunnerd", debug ? LOG_LVL_DEBUG : d.conf.log_level);
+	tgd_conf_warnings(&d.conf);
 	if (conf_unused(&d.conf, CONF_DAEMON, unused, sizeof(unused)))
 		log_warnx("%s: set but read by tgrunner-relay only: %s", path,
 		    unused);
 	d.token = token_load(&d.conf);
+	/*
+	 * From here the memory holds the token: no core dump, and /proc/<pid>/
+	 * (environ, mem, cmdline...) becomes root's and out of ptrace's reach
+	 * for processes of our uid, workers included.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0) == -1)
+		log_warn("prctl PR_SET_DUMPABLE");
 	d.started = time(NULL);
 	srandom((unsigned)(getpid() ^ time(NULL)));
+	tgd_raise_nofile();
 	tgd_open(&d);
 	poller_start(d.poller, journal_next_offset(d.journal));
 	event_base_dispatch(d.base);
 	log_notice("stopped: done=%llu dead=%llu, %zu update(s) left in the "
-	    "journal", (unsigned long long)d.stats.done,
-	    (unsigned long long)d.stats.dead, router_jobs(d.router));
+	    "journal; %zu replies owed, kept in the journal",
+	    (unsigned long long)d.stats.done, (unsigned long long)d.stats.dead,
+	    router_jobs(d.router), outbox_owed(d.outbox));
 	tgd_close(&d);
 	return d.exit_status;
 }

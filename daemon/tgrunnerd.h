@@ -19,16 +19,26 @@ struct control;
 struct deadletter;
 struct durable;
 struct metrics;
+struct outbox;
 struct event;
 struct event_base;
 struct http;
 struct journal;
 struct listener;
+struct policy;
 struct poller;
 struct pool;
 struct remote;
+struct tgd_held;
 struct router;
 struct workerapi;
+
+/* Update types keys.c does not know, named in the log once each. */
+#define TGD_TYPES_MAX		32
+#define TGD_TYPE_NAME		64
+
+/* Updates the journal could not hold, dead-lettered: never twice. */
+#define TGD_OVERSIZE_RING	16
 
 /* sysexits-style statuses besides EXIT_CONFIG (conf.h) and EXIT_BADTOKEN (poller.h) */
 #define EXIT_STATE	73	/* EX_CANTCREAT: state_dir unusable */
@@ -58,16 +68,27 @@ struct tgd {
 	struct metrics		*metrics;
 	struct journal		*journal;
 	struct durable		*durable;	/* the journal on the loop */
+	struct outbox		*outbox;	/* calls attached to done */
 	struct router		*router;
 	struct poller		*poller;
 	struct pool		*pool;
 	struct listener		*listener;	/* `listen`: external workers */
+	struct policy		*policy;	/* which methods workers may call */
+	struct tgd_held		*held;		/* updates of keys past their bound */
+	size_t			 nheld;
 	struct remote		*remote;	/* `nats_url`: relays' slots */
 	json_t			*bot;
 	enum tgd_state		 state;
 	time_t			 started;
 	int			 exit_status;
 	int			 deadline_passed;	/* shutdown_timeout */
+	int			 force_exit;	/* and kill_grace after it */
+	int			 outbox_replayed;	/* at the first ready */
+	char			 types[TGD_TYPES_MAX][TGD_TYPE_NAME];
+	size_t			 ntypes;
+	int			 types_full;
+	int64_t			 oversize[TGD_OVERSIZE_RING];
+	size_t			 noversize;
 	struct event		*ev_sig[6];
 	struct event		*ev_shutdown;	/* shutdown_timeout */
 	struct event		*ev_status;	/* periodic STATUS= / watchdog */

@@ -3,6 +3,8 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -51,6 +53,7 @@ char *
 token_load(const struct conf *c)
 {
 	char path[4096], buf[TOKEN_MAX + 2], *token;
+	struct stat st;
 	ssize_t n;
 	size_t len;
 	int fd;
@@ -58,6 +61,10 @@ token_load(const struct conf *c)
 	token_path(c, path, sizeof(path));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
 		fatal(EXIT_CONFIG, "token file %s", path);
+	if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		log_warnx("token file %s: mode %04o lets its group or others "
+		    "read the bot token; chmod 600 it", path,
+		    (unsigned)(st.st_mode & 07777));
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n < 0)

@@ -46,7 +46,7 @@ worker_state_str(enum worker_state s)
 int
 worker_free_slots(const struct worker *w)
 {
-	return w->state == W_READY ? w->slots - w->busy : 0;
+	return w->state == W_READY && !w->throttled ? w->slots - w->busy : 0;
 }
 
 void

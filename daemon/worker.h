@@ -97,6 +97,7 @@ struct worker {
 	int			 slots;
 	int			 busy;
 	int			 avail;		/* on the pool's list of free slots */
+	int			 throttled;	/* held back: no new updates */
 	uint64_t		 served;
 	uint64_t		 limit;		/* recycle after this many, 0 = never */
 	struct event		*exit_timer;	/* shutdown sent: the deadline to go */

@@ -51,7 +51,7 @@ fuzz_oracle(const uint8_t *data, size_t size, const json_t *update,
 
 	keys_derive_text((const char *)data, size, kinds, n, &a);
 	keys_ref_derive(update, kinds, n, &b);
-	if (a.n != b.n)
+	if (a.n != b.n || a.unknown != b.unknown)
 		abort();
 	for (i = 0; i < a.n; i++)
 		if (strcmp(a.k[i], b.k[i]) != 0)

@@ -92,7 +92,7 @@ fuzz_same_keys(const char *text, size_t len, const json_t *tree)
 		    k < KEY_KIND_MAX ? 1 : KEY_KIND_MAX, &a);
 		keys_derive_text(text, len, k < KEY_KIND_MAX ? all + k : all,
 		    k < KEY_KIND_MAX ? 1 : KEY_KIND_MAX, &b);
-		if (a.n != b.n)
+		if (a.n != b.n || a.unknown != b.unknown)
 			__builtin_trap();
 		for (i = 0; i < a.n; i++)
 			if (strcmp(a.k[i], b.k[i]) != 0)

@@ -40,6 +40,7 @@ class Result:
         self.processed = 0
         self.lost = 0
         self.duplicated = 0
+        self.lost_replies = None	# scenarios that reply: replies lost
         self.violations = 0
         self.verdict = "FAIL"
         self.seconds = 0.0
@@ -157,6 +158,40 @@ class Ctx:
 
     # -- verdict ----------------------------------------------------------------
 
+    def expected_replies(self, rec, ids):
+        """(chat, seq) of the reply each injected update that ended owes
+        (the test worker's TG_REPLY=1)."""
+        inj = set(ids)
+        return {(r.chat, r.seq) for r in rec.refresh().recs
+                if r.kind == "E" and r.id in inj and r.chat is not None}
+
+    @staticmethod
+    def received_replies(fake):
+        """Counter of (chat, seq) of the replies the fake executed."""
+        import collections
+        return collections.Counter((c, s) for _, c, s, fault in
+                                   tgtest.replies(fake) if fault is None)
+
+    def judge_replies(self, fake, rec, ids, timeout=120.0):
+        """Wait for every reply the ended updates owe; count the lost ones
+        (must be 0) and note the ones sent twice."""
+        want = self.expected_replies(rec, ids)
+        try:
+            wait_until(lambda: set(self.received_replies(fake)) >= want,
+                       timeout, what="every reply")
+        except AssertionError:
+            pass
+        got = self.received_replies(fake)
+        self.res.lost_replies = len(want - set(got))
+        twice = sum(1 for k, n in got.items() if n > 1)
+        self.note("replies: %d owed, %d lost, %d sent more than once",
+                  len(want), self.res.lost_replies, twice)
+        if self.res.lost_replies:
+            self.problem("%d replies never reached the Bot API, e.g. %s"
+                         % (self.res.lost_replies,
+                            sorted(want - set(got))[:5]))
+        return twice
+
     def judge(self, rec, ids, **check_kw):
         """Fill the result from the records (Records.check keywords)."""
         check_kw.setdefault("key_of", key_chat)
@@ -195,8 +230,8 @@ def run_scenario(name, fn, seed, quick=False, keep=False):
         if not ctx.judged:
             ctx.problem("scenario never judged its records")
         r.violations += len(r.problems)
-        r.verdict = "PASS" if (r.lost == 0 and r.violations == 0) \
-            else "FAIL"
+        r.verdict = "PASS" if (r.lost == 0 and r.violations == 0 and
+                               not r.lost_replies) else "FAIL"
     except Skip as e:
         ctx.res.verdict = "SKIP"
         ctx.note("skipped: %s" % e)
@@ -213,8 +248,8 @@ def run_scenario(name, fn, seed, quick=False, keep=False):
     return ctx.res
 
 
-COLUMNS = ("scenario", "injected", "processed", "lost", "duplicated",
-           "violations", "verdict", "time")
+COLUMNS = ("scenario", "injected", "processed", "lost", "lost replies",
+           "duplicated", "violations", "verdict", "time")
 
 
 def table(results):
@@ -222,6 +257,7 @@ def table(results):
     rows = [COLUMNS]
     for r in results:
         rows.append((r.name, str(r.injected), str(r.processed), str(r.lost),
+                     "-" if r.lost_replies is None else str(r.lost_replies),
                      str(r.duplicated), str(r.violations), r.verdict,
                      "%.0fs" % r.seconds))
     w = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

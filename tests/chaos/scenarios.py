@@ -147,12 +147,16 @@ def worker_misbehave(ctx):
     rep = ctx.judge(rec, ids)
     perr = len(d.grep(r"protocol error"))
     died = len(d.grep(r"(?i)exit|died|status 3"))
+    # baddone answers an id the worker does not hold: tolerated and
+    # logged since #17, so it leaves no start without an end
+    stray = len(d.grep(r"which is not held by this worker"))
     ctx.note("%d starts without an end (misbehaved), %d protocol errors "
-             "logged, %d exit lines", rep.starts - rep.ends - rep.fails -
-             rep.cancels, perr, died)
+             "logged, %d exit lines, %d stray answers logged",
+             rep.starts - rep.ends - rep.fails - rep.cancels, perr, died,
+             stray)
     if rep.duplicated:
         ctx.problem("%d duplicates without any kill" % len(rep.duplicated))
-    if rep.starts <= rep.ends:
+    if rep.starts <= rep.ends and stray == 0:
         ctx.problem("no worker misbehaved")
 
 
@@ -162,16 +166,26 @@ def worker_misbehave(ctx):
 def daemon_sigkill(ctx):
     """SIGKILL the daemon (and its workers) at random moments and restart
     it on the same state_dir, 10 times; some kills land during start-up
-    and journal replay."""
+    and journal replay.  Every update is answered with a reply that flood
+    control paces well below the update rate (a quarter of it; 20/s in the
+    quick form, which a daemon under ASan on a loaded machine still outruns:
+    pacing at a quarter of its nominal rate was not always slower than the
+    updates there, and no reply was owed at any kill), so replies are owed
+    at the kills: none may be lost."""
     kills_n = P(ctx, 10, 3)
-    count = P(ctx, 8000, 2500)
-    rate = P(ctx, 400, 500)
+    count = P(ctx, 8000, 400)
+    rate = P(ctx, 400, 200)
+    reply_rate = P(ctx, rate // 4, 20)
     fake = ctx.start_fake()
-    d = ctx.start_daemon(fake, workers=4, worker_env={"TG_SLEEP_MS": "0-10"})
+    d = ctx.start_daemon(fake, workers=4, flood_control=True,
+                         flood_global_rate="%d/s" % reply_rate,
+                         flood_chat_rate="100/s",
+                         worker_env={"TG_SLEEP_MS": "0-10", "TG_REPLY": "1"})
     ids = ctx.generate(fake, count, 200, rate=rate)
     rec = d.records()
     span = count / rate
     kills = []
+    owed_at_kill = []
     early = 0
     for i in range(kills_n):
         if i > 0 and ctx.rng.random() < 0.25:
@@ -182,16 +196,36 @@ def daemon_sigkill(ctx):
             if i > 0:
                 d.wait_ready(60)
             time.sleep(ctx.rng.uniform(0.2, max(0.3, 1.6 * span / kills_n)))
+            if i == 0:
+                # the first kill, at least, comes with replies owed
+                try:
+                    wait_until(lambda: ctx.expected_replies(rec, ids) -
+                               set(ctx.received_replies(fake)), 30,
+                               what="replies owed")
+                except AssertionError:
+                    pass
         if not d.running():
             ctx.problem("daemon exited by itself (status %s)"
                         % d.proc.returncode)
             break
         t = d.crash()
         kills.append((rec.line_count(), t))
+        owed_at_kill.append(len(ctx.expected_replies(rec, ids) -
+                                set(ctx.received_replies(fake))))
         d.start()
     d.wait_ready(60)
     ctx.note("%d SIGKILLs of the daemon (%d during start-up)", len(kills),
              early)
+    ctx.note("replies owed at the kills: %s",
+             ", ".join(str(n) for n in owed_at_kill))
+    if not any(owed_at_kill):
+        ctx.problem("no reply was owed at any kill: the outbox was not "
+                    "tested")
+    try:
+        rec.wait_ended(ids, span + 120, daemon=d)
+    except AssertionError:
+        pass			# finish() says what is missing
+    ctx.judge_replies(fake, rec, ids, timeout=count / reply_rate + 60)
     rec = ctx.finish(fake, d, ids, timeout=span + 120)
     rep = ctx.judge(rec, ids, kills=kills, dup_grace=1.0,
                     check_replay_attempts=True)
@@ -284,7 +318,7 @@ def api_faults(ctx):
     # a reply that met a connection reset is not repeated (sendMessage is
     # not idempotent): it must be logged, never silently dropped
     failed = {int(m) for m in re.findall(
-        r"update=(\d+): attached call failed", d.log_text())}
+        r"update=(\d+) [^:]*: attached call failed", d.log_text())}
     missing = [k for k in want if k not in replies]
     silent = [k for k in missing if want[k] not in failed]
     ctx.note("replies: %d of %d sent, %d failed and logged as such",

@@ -65,11 +65,12 @@
 
 enum fa_fault_kind {
 	FAULT_5XX, FAULT_429, FAULT_SLOW, FAULT_TRUNCATED, FAULT_MALFORMED,
-	FAULT_RESET, FAULT_409, FAULT_401
+	FAULT_RESET, FAULT_409, FAULT_401, FAULT_LATE, FAULT_DISORDER
 };
 
 static const char *fa_fault_names[] = {
-	"5xx", "429", "slow", "truncated", "malformed", "reset", "409", "401"
+	"5xx", "429", "slow", "truncated", "malformed", "reset", "409", "401",
+	"late", "disorder"
 };
 
 struct fa_fault {
@@ -146,7 +147,7 @@ struct fa_count {
 	UT_hash_handle	 hh;
 };
 
-enum fa_pend_kind { PEND_POLL, PEND_SLOW, PEND_RESET };
+enum fa_pend_kind { PEND_POLL, PEND_SLOW, PEND_RESET, PEND_LATE };
 
 /* A request answered later: a held long poll or a fault that waits. */
 struct fa_pending {
@@ -156,6 +157,8 @@ struct fa_pending {
 	struct evhttp_connection	*evcon;
 	struct event			*ev;
 	int				 limit;
+	struct evbuffer			*body;	/* PEND_LATE: the answer */
+	int				 status;
 };
 
 /* The state of one Bot API request while it is being handled. */
@@ -436,6 +439,8 @@ fa_pending_free(struct fa_pending *p)
 	if (fa.held == p)
 		fa.held = NULL;
 	event_free(p->ev);
+	if (p->body != NULL)
+		evbuffer_free(p->body);
 	free(p);
 }
 
@@ -1657,6 +1662,16 @@ fa_slow_cb(evutil_socket_t fd, short what, void *arg)
 	fa_bot_dispatch(req, "slow");
 }
 
+/* The answer of a call that ran when it came ("late"), sent now. */
+static void
+fa_late_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fa_pending *p = arg;
+
+	fa_send_json(p->req, p->status, p->body);
+	fa_pending_free(p);
+}
+
 /* Close the connection without an answer, with an RST when we can. */
 static void
 fa_reset_cb(evutil_socket_t fd, short what, void *arg)
@@ -1698,6 +1713,8 @@ fa_fault_apply(struct evhttp_request *req, struct fa_fault *f)
 	case FAULT_401:
 		fa_send_error(req, 401, "Unauthorized");
 		return 1;
+	case FAULT_LATE:
+		return 0;	/* the method runs now, fa_call_finish waits */
 	case FAULT_SLOW:
 	case FAULT_RESET:
 		p = fa_pending_new(req, f->kind == FAULT_SLOW ? PEND_SLOW :
@@ -1753,6 +1770,40 @@ fa_bot_path(struct evhttp_request *req, char *method, size_t msz)
 	return 0;
 }
 
+/*
+ * A broken server's answer: the result array backwards, its first update
+ * sent twice.  Returns a new buffer, or NULL if the body is not a result.
+ */
+static struct evbuffer *
+fa_disorder(struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in);
+	json_t *root, *res, *out;
+	struct evbuffer *b;
+	char *text;
+	size_t i, n;
+
+	root = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+	res = json_object_get(root, "result");
+	if (!json_is_array(res)) {
+		json_decref(root);
+		return NULL;
+	}
+	out = json_array();
+	n = json_array_size(res);
+	for (i = n; i-- > 0;)
+		json_array_append(out, json_array_get(res, i));
+	if (n > 0)
+		json_array_append(out, json_array_get(res, n - 1));
+	json_object_set_new(root, "result", out);
+	text = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	b = evbuffer_new();
+	evbuffer_add(b, text, strlen(text));
+	free(text);
+	return b;
+}
+
 static void
 fa_call_finish(struct fa_call *c, struct fa_fault *f)
 {
@@ -1760,8 +1811,21 @@ fa_call_finish(struct fa_call *c, struct fa_fault *f)
 	size_t len = evbuffer_get_length(b);
 	static const char garbage[] = "{\"ok\":tru<html>Bad Gateway</html>";
 
+	struct fa_pending *p;
+	struct timeval tv;
+
 	if (c->status == 0)
 		return;		/* held */
+	if (f != NULL && f->kind == FAULT_LATE) {
+		/* done already; the answer waits (lost if the client goes) */
+		p = fa_pending_new(c->req, PEND_LATE, fa_late_cb);
+		p->body = evbuffer_new();
+		evbuffer_add_buffer(p->body, c->out);
+		p->status = c->status;
+		tv = fa_tv(f->delay_ms / 1000.0);
+		evtimer_add(p->ev, &tv);
+		return;
+	}
 	if (f != NULL && f->kind == FAULT_TRUNCATED) {
 		b = evbuffer_new();
 		evbuffer_remove_buffer(c->out, b, len / 2);
@@ -1770,7 +1834,9 @@ fa_call_finish(struct fa_call *c, struct fa_fault *f)
 		b = evbuffer_new();
 		evbuffer_add(b, garbage, sizeof(garbage) - 1);
 		c->status = 200;
-	}
+	} else if (f != NULL && f->kind == FAULT_DISORDER &&
+	    (b = fa_disorder(c->out)) == NULL)
+		b = c->out;
 	fa_send_json(c->req, c->status, b);
 	if (b != c->out)
 		evbuffer_free(b);
@@ -1817,8 +1883,14 @@ fa_bot_dispatch(struct evhttp_request *req, const char *prior)
 			return;
 		}
 	}
-	c.dry = f != NULL;
-	c.fault = f ? fa_fault_names[f->kind] : prior;
+	/* a late answer is a normal call, answered later */
+	if (f != NULL && f->kind == FAULT_LATE) {
+		c.dry = 0;
+		c.fault = prior;
+	} else {
+		c.dry = f != NULL;
+		c.fault = f ? fa_fault_names[f->kind] : prior;
+	}
 	c.status = 200;
 	c.out = evbuffer_new();
 	if (strcmp(c.method, "getUpdates") != 0)
@@ -2286,8 +2358,8 @@ fa_fault_parse(json_t *j, struct fa_fault *f)
 		if (strcmp(kind, fa_fault_names[i]) == 0)
 			break;
 	if (i == sizeof(fa_fault_names) / sizeof(fa_fault_names[0]))
-		return "kind must be 5xx, 429, slow, truncated, malformed, "
-		    "reset, 409 or 401";
+		return "kind must be 5xx, 429, slow, late, truncated, "
+		    "malformed, disorder, reset, 409 or 401";
 	f->kind = i;
 	if (*method == '\0' || strlen(method) >= sizeof(f->method))
 		return "bad method";

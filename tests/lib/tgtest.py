@@ -22,12 +22,14 @@ when chosen), TG_KEEP=1 (keep temp dirs for post-mortems).
 
 import atexit
 import collections
+import json
 import os
 import random
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,48 @@ def wait_until(pred, timeout=30.0, interval=0.02, what="condition"):
             raise AssertionError("timed out after %.1fs waiting for %s"
                                  % (timeout, what))
         time.sleep(interval)
+
+
+def free_port():
+    """A TCP port on loopback that was free a moment ago."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ctl(path, cmd, timeout=10.0):
+    """One control-socket request; the decoded JSON answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(cmd.encode() + b"\n")
+        buf = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            buf += b
+    finally:
+        s.close()
+    return json.loads(buf)
+
+
+def replies(fake, chat=None, method="sendMessage"):
+    """[(t, chat_id, seq, fault)] of the replies the test worker made
+    (TG_REPLY=1: "echo: seq N") that the fake received, in arrival order;
+    fault is None for a call that was answered."""
+    out = []
+    for c in fake.calls(method=method):
+        p = c["params"]
+        if chat is not None and p.get("chat_id") != chat:
+            continue
+        m = re.match(r"echo: seq (\d+)$", p.get("text", ""))
+        out.append((c["t"], p.get("chat_id"), int(m.group(1)) if m else None,
+                    c.get("fault")))
+    return out
 
 
 # ---------------------------------------------------------------------------

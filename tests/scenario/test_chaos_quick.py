@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The chaos suite (tests/chaos/run.py) scaled down for `make check`:
 worker SIGKILLs, SIGSTOPped workers, misbehaving workers, daemon SIGKILLs
-with restarts, every Bot API fault including an outage, a full disk and a
-read-only state directory.  Each scenario must lose nothing and violate
-nothing.  About 60-80 s on 2 cores."""
+with restarts (and replies owed at the kills), every Bot API fault
+including an outage, a full disk and a read-only state directory.  Each
+scenario must lose nothing, updates or replies, and violate nothing.  About 60-80 s on 2 cores."""
 
 import os
 import sys

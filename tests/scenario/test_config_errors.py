@@ -238,6 +238,34 @@ class ConfigErrors(ScenarioCase):
                              "%s: cannot open: No such file or directory"
                              % path)
 
+    def test_endless_file(self):
+        """-c /dev/zero: a clear error at once, not memory growing until
+        the kernel kills the daemon (a line is never read past its bound,
+        a file never past 1 MiB)."""
+        for args in (["-n", "-c", "/dev/zero"], ["-c", "/dev/zero"]):
+            rc, out, err = self.run_daemon(args, timeout=10)
+            self.assertEqual(rc, EX_CONFIG, err)
+            self.assertEqual(err.splitlines()[0],
+                             "/dev/zero:1: NUL byte in line")
+        lines = self.base + ["# %s" % ("x" * 70)] * 16000
+        path = self.write(lines)
+        rc, out, err = self.run_daemon(["-n", "-c", path], timeout=10)
+        self.assertEqual(rc, EX_CONFIG, err)
+        self.assertRegex(err.splitlines()[0], r"^%s:\d+: the file is larger "
+                         r"than 1048576 bytes: not a configuration file$"
+                         % re.escape(path))
+
+    def test_obsolete_option_warns(self):
+        """worker_token_env is gone: a file that sets it still loads, and
+        the warning names the line."""
+        path = self.write(self.base + ["worker_token_env = yes"])
+        rc, out, err = self.run_daemon(["-n", "-c", path])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "%s: configuration OK\n" % path)
+        self.assertRegex(err, r"^%s:%d: worker_token_env: obsolete and "
+                         r"ignored: workers never get the bot token"
+                         % (re.escape(path), len(self.base) + 1))
+
     def test_cross_option(self):
         lines = self.base + ["backoff_max = 2s", "log_level = info",
                              "backoff_min = 5s"]

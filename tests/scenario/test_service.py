@@ -33,35 +33,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 import promparse				# noqa: E402
 import tgtest					# noqa: E402
-from tgtest import ScenarioCase, key_chat, wait_until	# noqa: E402
+from tgtest import ScenarioCase, ctl, free_port, key_chat, wait_until  # noqa: E402,E501
 
 WORKER_COMM = "tg-test-wor"	# comm of the test worker (maybe lt-...)
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def ctl(path, cmd, timeout=10.0):
-    """One control-socket request; the decoded JSON answer."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(cmd.encode() + b"\n")
-        buf = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            buf += b
-    finally:
-        s.close()
-    return json.loads(buf)
 
 
 def live_workers(sock):

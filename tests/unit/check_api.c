@@ -60,18 +60,19 @@ rate_is(const char *s, int64_t n, int64_t per_ms, int64_t burst,
 
 START_TEST(test_rate_parse)
 {
-	rate_is("30/s", 30, 1000, 30, "30/s");
+	/* without a burst: a sliding window (burst 0) */
+	rate_is("30/s", 30, 1000, 0, "30/s");
 	rate_is("1/s burst 3", 1, 1000, 3, "1/s burst 3");
-	rate_is("20/m", 20, 60000, 20, "20/m");
+	rate_is("20/m", 20, 60000, 0, "20/m");
 	rate_is("20/m burst 5", 20, 60000, 5, "20/m burst 5");
 	rate_is("  5 / 10s   BURST   2 ", 5, 10000, 2, "5/10s burst 2");
-	rate_is("100/h", 100, 3600000, 100, "100/h");
-	rate_is("1/500ms", 1, 500, 1, "1/500ms");
-	rate_is("2/60s", 2, 60000, 2, "2/m");
-	rate_is("3/2m burst 3", 3, 120000, 3, "3/2m");
-	rate_is("1/24h", 1, 86400000, 1, "1/24h");
+	rate_is("100/h", 100, 3600000, 0, "100/h");
+	rate_is("1/500ms", 1, 500, 0, "1/500ms");
+	rate_is("2/60s", 2, 60000, 0, "2/m");
+	rate_is("3/2m burst 3", 3, 120000, 3, "3/2m burst 3");
+	rate_is("1/24h", 1, 86400000, 0, "1/24h");
 	rate_is("1000000/ms burst 1000000", 1000000, 1, 1000000,
-	    "1000000/ms");
+	    "1000000/ms burst 1000000");
 }
 END_TEST
 
@@ -662,6 +663,79 @@ START_TEST(test_inflight_bound)
 }
 END_TEST
 
+/* Call under key with flags (API_HOLD, ...). */
+static void
+call_flags(const char *key, const char *method, int tag, int flags)
+{
+	json_t *params = json_pack("{s:i}", "tag", tag);
+
+	ck_assert_int_eq(api_call(api, key, method, params, flags, on_result,
+	    (void *)(intptr_t)tag), 0);
+	json_decref(params);
+}
+
+/*
+ * A held call's slot stays taken after its answer, until api_settle():
+ * never more than api_max_inflight calls answered and not recorded.
+ */
+START_TEST(test_hold_until_settled)
+{
+	sconf.api_max_inflight = 2;
+	start_api();
+	hold = 1;
+	call_flags(NULL, "sendMessage", 1, API_HOLD | API_NOLIMIT);
+	call_flags(NULL, "sendMessage", 2, API_HOLD | API_NOLIMIT);
+	call_flags(NULL, "sendMessage", 3, API_HOLD | API_NOLIMIT);
+	call_flags(NULL, "getMe", 4, 0);
+	wait_reqs(2);
+	answer_tag(1);
+	answer_tag(2);
+	wait_gots(2);
+	/* both answered, both slots held: nothing else may start */
+	testloop_for(sbase, 200);
+	ck_assert_int_eq(nsreqs, 2);
+	ck_assert_uint_eq(api_inflight(api), 0);
+	api_settle(api);
+	wait_reqs(4);
+	ck_assert_int_eq(tag_of(2), 3);
+	ck_assert_int_eq(tag_of(3), 4);
+	/* an unheld call frees its slot with its answer */
+	answer_tag(4);
+	wait_gots(3);
+	call_flags(NULL, "getMe", 5, 0);
+	wait_reqs(5);
+	/* a call refused before any request holds nothing */
+	answer_tag(3);
+	answer_tag(5);
+	wait_gots(5);
+	api_settle(api);
+	ck_assert_int_eq(api_call(api, NULL, "bad method", NULL, API_HOLD,
+	    on_result, NULL), -1);
+	call_flags(NULL, "getMe", 6, 0);
+	call_flags(NULL, "getMe", 7, 0);
+	wait_reqs(7);
+}
+END_TEST
+
+/* api_stop: queued calls stay queued, the one in flight finishes. */
+START_TEST(test_stop)
+{
+	sconf.api_max_inflight = 1;
+	start_api();
+	hold = 1;
+	call("chat:1", "sendMessage", 1, 1);
+	call("chat:1", "sendMessage", 1, 2);
+	wait_reqs(1);
+	api_stop(api);
+	answer_tag(1);
+	wait_gots(1);
+	testloop_for(sbase, 200);
+	ck_assert_int_eq(nsreqs, 1);
+	ck_assert_uint_eq(api_queued(api), 1);
+	ck_assert_uint_eq(api_inflight(api), 0);
+}
+END_TEST
+
 START_TEST(test_flood_wait)
 {
 	int64_t t0;
@@ -859,6 +933,8 @@ api_suite(void)
 	tcase_set_timeout(sc, 120);
 	tcase_add_test(sc, test_key_order);
 	tcase_add_test(sc, test_inflight_bound);
+	tcase_add_test(sc, test_hold_until_settled);
+	tcase_add_test(sc, test_stop);
 	tcase_add_test(sc, test_flood_wait);
 	tcase_add_test(sc, test_429_pauses_chat);
 	tcase_add_test(sc, test_429_gives_up);

@@ -101,7 +101,11 @@ START_TEST(test_defaults)
 	ck_assert_ptr_null(c.worker_command);
 	ck_assert_ptr_null(c.worker_user);
 	ck_assert_ptr_null(c.worker_group);
-	ck_assert_int_eq(c.worker_token_env, 0);
+	ck_assert_ptr_null(c.worker_methods_allow);
+	ck_assert_ptr_null(c.worker_methods_deny);
+	ck_assert_int_eq(c.max_calls_per_key, 1000);
+	ck_assert_int_eq(c.max_calls_per_worker, 5000);
+	ck_assert_ptr_null(c.warnings);
 	ck_assert_int_eq(c.update_timeout, 60000);
 	ck_assert_int_eq(c.kill_grace, 5000);
 	ck_assert_int_eq(c.max_attempts, 3);
@@ -175,10 +179,10 @@ START_TEST(test_bool)
 		conf_clear(&c);
 	}
 	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
-		snprintf(buf, sizeof(buf), CMD "worker_token_env = %s\n",
+		snprintf(buf, sizeof(buf), CMD "delete_webhook = %s\n",
 		    no[i]);
 		load_ok(buf);
-		ck_assert_int_eq(c.worker_token_env, 0);
+		ck_assert_int_eq(c.delete_webhook, 0);
 		conf_clear(&c);
 	}
 	load_err_exact(CMD "drop_pending_updates = maybe\n", 2,
@@ -403,6 +407,55 @@ START_TEST(test_long_line)
 	strcpy(buf + 5020, "\nlog_level = debug\n");
 	load_err(buf, 2, "line longer than 4096 bytes");
 	free(buf);
+}
+END_TEST
+
+START_TEST(test_worker_methods)
+{
+	load_ok(CMD "worker_methods_allow = sendMessage, answerCallbackQuery\n"
+	    "worker_methods_deny = sendPhoto\n");
+	ck_assert_str_eq(c.worker_methods_allow,
+	    "sendMessage, answerCallbackQuery");
+	ck_assert_str_eq(c.worker_methods_deny, "sendPhoto");
+	load_err(CMD "worker_methods_deny = send-Message\n", 2,
+	    "a Bot API method name");
+	/* the reserved methods cannot be given away, in any case */
+	load_err_exact(CMD "worker_methods_allow = sendMessage GETupdates\n", 2,
+	    "worker_methods_allow: getUpdates is reserved for the daemon and "
+	    "cannot be allowed");
+	load_err(CMD "worker_methods_allow = close\n", 2, "close is reserved");
+	/* denying them is redundant, not wrong */
+	load_ok(CMD "worker_methods_deny = logOut\n");
+}
+END_TEST
+
+START_TEST(test_obsolete_option)
+{
+	load_ok(CMD "\nworker_token_env = yes\n");
+	ck_assert_ptr_nonnull(c.warnings);
+	ck_assert_msg(strstr(c.warnings, ":3: worker_token_env: obsolete and "
+	    "ignored") != NULL, "%s", c.warnings);
+}
+END_TEST
+
+/* A file that never ends (/dev/zero) or is huge: an error, bounded memory. */
+START_TEST(test_file_size_limit)
+{
+	char	*buf;
+	size_t	 i, n = (2 << 20) / 16;
+
+	buf = malloc(n * 16 + 1);
+	ck_assert_ptr_nonnull(buf);
+	for (i = 0; i < n; i++)
+		memcpy(buf + i * 16, "# a comment ...\n", 16);
+	buf[n * 16] = '\0';
+	load_err(buf, 65537, "the file is larger than 1048576 bytes");
+	free(buf);
+	conf_clear(&c);
+	ck_assert_int_eq(conf_load("/dev/zero", &c, &err), -1);
+	ck_assert_int_eq(err.line, 1);
+	ck_assert_msg(strstr(err.msg, "line longer than 4096 bytes") != NULL ||
+	    strstr(err.msg, "NUL byte") != NULL, "%s", err.msg);
 }
 END_TEST
 
@@ -655,7 +708,7 @@ START_TEST(test_dump_table_defaults)
 	int		 i, n;
 
 	n = table_rows(rows, 64);
-	ck_assert_int_eq(n, 58);
+	ck_assert_int_eq(n, 61);
 	/* The defaults as dumped read back as the defaults. */
 	ck_assert_ptr_nonnull(fp = open_memstream(&text, &len));
 	for (i = 0; i < n; i++)
@@ -848,7 +901,7 @@ START_TEST(test_man_page_reload)
 		free(entry);
 		n++;
 	}
-	ck_assert_int_eq(n, 58);
+	ck_assert_int_eq(n, 61);
 	free(buf);
 	free(man);
 }
@@ -878,6 +931,16 @@ START_TEST(test_unused)
 	ck_assert_str_eq(small, "api_url, state_dir, ...");
 	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, small, 8), 4);
 	ck_assert_str_eq(small, "...");
+
+	/* the method policy and the fair-queue bounds are the daemon's */
+	load_ok("workers = 0\nnats_url = nats://127.0.0.1:4222\n"
+	    "max_calls_per_key = 10\nmax_calls_per_worker = 20\n"
+	    "worker_methods_allow = sendMessage\n"
+	    "worker_methods_deny = sendPhoto\n");
+	ck_assert_int_eq(conf_unused(&c, CONF_DAEMON, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(conf_unused(&c, CONF_RELAY, buf, sizeof(buf)), 4);
+	ck_assert_str_eq(buf, "max_calls_per_key, max_calls_per_worker, "
+	    "worker_methods_allow, worker_methods_deny");
 }
 END_TEST
 
@@ -906,6 +969,9 @@ conf_suite(void)
 	tcase_add_test(tc, test_crlf_and_bom);
 	tcase_add_test(tc, test_long_line);
 	tcase_add_test(tc, test_unknown_option);
+	tcase_add_test(tc, test_worker_methods);
+	tcase_add_test(tc, test_obsolete_option);
+	tcase_add_test(tc, test_file_size_limit);
 	tcase_add_test(tc, test_duplicate);
 	tcase_add_test(tc, test_syntax_errors);
 	tcase_add_test(tc, test_missing_file);

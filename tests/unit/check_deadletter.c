@@ -368,6 +368,28 @@ START_TEST(test_failed_write_is_retried_in_order)
 }
 END_TEST
 
+/* A dead-letter file that is a symbolic link is never followed. */
+START_TEST(test_symlink_refused)
+{
+	char target[600];
+	struct rcstr *t = rcstr_new("{\"update_id\":7}", 15);
+	struct stat st;
+	json_t *list;
+
+	snprintf(target, sizeof(target), "%s/elsewhere", dir);
+	ck_assert_int_eq(symlink("elsewhere", path), 0);
+	errno = 0;
+	ck_assert_int_eq(deadletter_write(dl, 7, 1, "boom", t), -1);
+	ck_assert_int_eq(errno, ELOOP);
+	ck_assert_int_eq(stat(target, &st), -1);	/* nothing created */
+	list = deadletter_list(dl);
+	ck_assert_uint_eq(json_array_size(json_object_get(list,
+	    "dead_letters")), 0);
+	json_decref(list);
+	rcstr_unref(t);
+}
+END_TEST
+
 START_TEST(test_pending_bounded)
 {
 	int64_t i;
@@ -393,6 +415,7 @@ deadletter_suite(void)
 	tcase_add_test(tc, test_no_partial_line);
 	tcase_add_test(tc, test_failed_write_is_retried_in_order);
 	tcase_add_test(tc, test_pending_bounded);
+	tcase_add_test(tc, test_symlink_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

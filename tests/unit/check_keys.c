@@ -162,8 +162,31 @@ static const struct vector vectors[] = {
 	  "{\"update_id\":31,\"removed_chat_boost\":{\"chat\":" CHAN ",\"boost_id\":\"b1\",\"remove_date\":1700000020,"
 	  "\"source\":{\"source\":\"gift_code\",\"user\":" BOB "}}}",
 	  C, "user:77", C "/user:77", C },
-	{ NULL,		/* a future update type */
+	{ "managed_bot",	/* a bot created through this one: its creator */
+	  "{\"update_id\":33,\"managed_bot\":{\"user\":" ANN ",\"bot\":{\"id\":999,\"is_bot\":true,"
+	  "\"first_name\":\"B\"}}}",
+	  "", "user:42", "", "" },
+	{ "guest_message",	/* a Message, in a chat the bot is not in */
+	  "{\"update_id\":34,\"guest_message\":{\"message_id\":1,\"from\":" BOB ",\"chat\":" GROUP
+	  ",\"date\":1700000021,\"text\":\"@bot hi\"}}",
+	  G, "user:77", G "/user:77", G },
+	/* types the table does not know: keyed by what their members say */
+	{ NULL,		/* message-like: its chat and sender, as a message */
 	  "{\"update_id\":32,\"some_future_thing\":{\"chat\":" GROUP ",\"from\":" ANN "}}",
+	  G, "user:42", G "/user:42", G },
+	{ NULL,		/* about a message, by a user */
+	  "{\"update_id\":35,\"future_reaction\":{\"message\":{\"message_id\":3,\"chat\":" PRIV42
+	  ",\"is_topic_message\":true,\"message_thread_id\":4},\"user\":" BOB "}}",
+	  "chat:42", "user:77", "chat:42/user:77", "chat:42/topic:4" },
+	{ NULL,		/* a user only */
+	  "{\"update_id\":36,\"future_query\":{\"id\":\"q\",\"from\":" ANN "}}",
+	  "", "user:42", "", "" },
+	{ NULL,		/* a business account's chat stays its own */
+	  "{\"update_id\":37,\"future_business\":{\"business_connection_id\":\"AbC_123-x\",\"chat\":"
+	  PRIV77 ",\"from\":" BOB ",\"sender_chat\":7}}",
+	  BC ":77", "user:77", BC ":77/user:77", BC ":77" },
+	{ NULL,		/* nothing to key by */
+	  "{\"update_id\":38,\"future_poll\":{\"id\":\"p\",\"chat\":5}}",
 	  "", "", "", "" },
 };
 
@@ -336,6 +359,46 @@ START_TEST(test_mistyped_members)
 	expect("{\"callback_query\":{\"from\":{\"id\":6},\"message\":\"m\"}}", KEY_CHAT, "");
 	expect("{\"callback_query\":{\"from\":{\"id\":6},\"message\":\"m\"}}", KEY_USER, "user:6");
 	expect("{\"chat_boost\":{\"chat\":{\"id\":5},\"boost\":[]}}", KEY_USER, "");
+}
+END_TEST
+
+/* An unknown type is flagged, and named (safely) for the log. */
+START_TEST(test_unknown_type_flagged)
+{
+	static const char *const cases[][2] = {
+		{ "{\"update_id\":1,\"future\":{\"chat\":{\"id\":1}}}", "future" },
+		{ "{\"future\":5,\"update_id\":1,\"b\\u0061d\":{}}", "bad" },
+		{ "{\"update_id\":1,\"Str\\u00e9nge\":{}}", "?tr??nge" },
+		{ "{\"update_id\":1,\"future\":[1]}", "" },
+		{ "{\"update_id\":1}", "" },
+		/* a repeated member counts where it first came, with its last value */
+		{ "{\"a\":{},\"b\":{},\"a\":5}", "b" },
+		{ "{\"a\":5,\"b\":{},\"a\":{}}", "a" },
+	};
+	enum key_kind chat = KEY_CHAT;
+	struct keyset ks;
+	char name[32];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		keys_type_name(cases[i][0], strlen(cases[i][0]), name,
+		    sizeof(name));
+		ck_assert_msg(strcmp(name, cases[i][1]) == 0, "%s: \"%s\"",
+		    cases[i][0], name);
+		keys_derive_text(cases[i][0], strlen(cases[i][0]), &chat, 1,
+		    &ks);
+		ck_assert_int_eq(ks.unknown, cases[i][1][0] != '\0');
+	}
+	keys_derive_text("{\"message\":{}}", 14, &chat, 1, &ks);
+	ck_assert_int_eq(ks.unknown, 0);
+	/* no session key configured: still told */
+	keys_derive_text(cases[0][0], strlen(cases[0][0]), NULL, 0, &ks);
+	ck_assert_int_eq(ks.unknown, 1);
+	ck_assert_int_eq(ks.n, 0);
+	/* only the first members are looked at */
+	keys_type_name("{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,"
+	    "\"h\":8,\"i\":{}}", 56, name, sizeof(name));
+	ck_assert_str_eq(name, "");
 }
 END_TEST
 
@@ -689,6 +752,7 @@ keys_suite(void)
 	tcase_add_test(tc, test_not_an_update);
 	tcase_add_test(tc, test_mistyped_members);
 	tcase_add_test(tc, test_first_known_member_wins);
+	tcase_add_test(tc, test_unknown_type_flagged);
 	tcase_add_test(tc, test_huge_numbers);
 	tcase_add_test(tc, test_negative_ids);
 	tcase_add_test(tc, test_business_distinct);

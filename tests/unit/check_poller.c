@@ -645,7 +645,10 @@ rec_fatal(void *arg, int status, const char *why)
 }
 
 static const struct poller_ops rec_ops = {
-	rec_room, rec_batch, rec_ready, rec_fatal
+	.room = rec_room,
+	.batch = rec_batch,
+	.ready = rec_ready,
+	.fatal = rec_fatal,
 };
 
 static void

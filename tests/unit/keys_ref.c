@@ -75,6 +75,8 @@ static const struct ref_row ref_table[] = {
 	    NULL },
 	{ "removed_chat_boost", 0, "chat.id", "source.user.id", NULL, NULL,
 	    NULL },
+	{ "managed_bot", 0, NULL, "user.id", NULL, NULL, NULL },
+	REF_MSG("guest_message", 0),
 };
 
 
@@ -137,6 +139,50 @@ ref_row_find(const json_t *update, const json_t **payload)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * An update of a type the table does not know: its payload is the first
+ * of its first 8 members (by name shorter than 64 bytes) that is an
+ * object, update_id aside.
+ */
+static const json_t *
+ref_unknown_payload(const json_t *update)
+{
+	const char	*k;
+	json_t		*v;
+	int		 seen = 0;
+
+	if (!json_is_object(update))
+		return NULL;
+	json_object_foreach((json_t *)update, k, v) {
+		if (strlen(k) >= 64)
+			continue;
+		if (seen++ == 8)
+			break;
+		if (strcmp(k, "update_id") != 0 && json_is_object(v))
+			return v;
+	}
+	return NULL;
+}
+
+/* Its row: a message if it has a chat, about one if it has a message. */
+static void
+ref_unknown_row(const json_t *p, struct ref_row *row)
+{
+	memset(row, 0, sizeof(*row));
+	row->user = json_is_object(json_object_get(p, "from")) ? "from.id" :
+	    "user.id";
+	if (json_is_object(json_object_get(p, "chat"))) {
+		row->chat = "chat.id";
+		row->actor = "sender_chat.id";
+		row->msg = "";
+		row->bcid = "business_connection_id";
+	} else if (json_is_object(json_object_get(p, "message"))) {
+		row->chat = "message.chat.id";
+		row->msg = "message";
+		row->bcid = "message.business_connection_id";
+	}
 }
 
 /* A static string from the table: unknown types give NULL, never peer bytes. */
@@ -307,12 +353,21 @@ keys_ref_derive(const json_t *update, const enum key_kind *kinds, int nkinds,
 {
 	const struct ref_row	*row;
 	const json_t		*payload = NULL;
+	struct ref_row		 unknown;
 	struct ref_parts	 kp;
 	char			 key[KEY_STRLEN];
 	int			 i;
 
 	out->n = 0;
-	if (nkinds <= 0 || (row = ref_row_find(update, &payload)) == NULL)
+	out->unknown = 0;
+	if ((row = ref_row_find(update, &payload)) == NULL) {
+		if ((payload = ref_unknown_payload(update)) == NULL)
+			return;
+		ref_unknown_row(payload, &unknown);
+		row = &unknown;
+		out->unknown = 1;
+	}
+	if (nkinds <= 0)
 		return;
 	memset(&kp, 0, sizeof(kp));
 	ref_chat_part(row, payload, &kp);
