@@ -539,7 +539,8 @@ pool_run_call(struct worker *w, int64_t id, json_t *ref, const char *method,
 }
 
 int
-pool_held(struct pool *p, int worker_id, int64_t update_id, const char **key)
+pool_held(struct pool *p, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
 {
 	struct worker *w;
 	struct run *r = NULL;
@@ -559,6 +560,8 @@ pool_held(struct pool *p, int worker_id, int64_t update_id, const char **key)
 			return 0;
 	}
 	*key = r->job->nkeys > 0 ? job_key(r->job, 0) : NULL;
+	if (update != NULL)
+		*update = r->job->id;
 	return 1;
 }
 

@@ -152,12 +152,13 @@ void		 pool_result(struct pool *, int worker_id, json_t *ref, int ok,
  * none (unordered, as a call frame's id 0), -1 when there is no header
  * (then the update the worker holds, if it holds exactly one).  Returns 1
  * with *key set to that update's first session key (NULL: it has none;
- * valid until the loop runs again), 0 when the call belongs to no update,
+ * valid until the loop runs again) and *update (if not NULL) to its id, 0
+ * when the call belongs to no update,
  * or -1 when update_id names an update the worker does not hold (a call
  * frame for it is refused too; complained about in the log, boundedly).
  */
 int		 pool_held(struct pool *, int worker_id, int64_t update_id,
-		    const char **key);
+		    const char **key, int64_t *update);
 /* Send shutdown to every worker; spawn no more, accept no more. */
 void		 pool_shutdown(struct pool *, int64_t deadline_ms);
 /* Make every worker go now (SIGKILL; a peer is disconnected). */

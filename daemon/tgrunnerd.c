@@ -392,11 +392,12 @@ static const struct pool_ops tgd_pool_ops = {
 /* --- the endpoint's side ---------------------------------------------------- */
 
 static int
-tgd_api_held(void *arg, int worker_id, int64_t update_id, const char **key)
+tgd_api_held(void *arg, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
 {
 	struct tgd *d = arg;
 
-	return pool_held(d->pool, worker_id, update_id, key);
+	return pool_held(d->pool, worker_id, update_id, key, update);
 }
 
 static int

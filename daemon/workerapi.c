@@ -13,7 +13,9 @@
  *   - a call: parameters from the query string and the body (JSON,
  *     urlencoded or multipart; file parts become {"@data": base64} file
  *     objects, which api.c sends through upload.c like a call frame's),
- *     then api_call() with the session key the daemon's held() hook names;
+ *     then, past the policy hook and the fair-queue bounds (api_bounded:
+ *     429 with retry_after, as for a call frame), api_call_from() with the
+ *     session key and update the daemon's held() hook names;
  *     the answer is Telegram's, re-serialised;
  *   - a download: the file streamed from <api_url>/file/bot<token>/...
  *     with the transfer paused while the client is slow, or read from
@@ -1017,13 +1019,14 @@ wa_call_done(void *arg, const struct api_result *res)
 
 /*
  * The call's parameters, after the held() and policy hooks (*held: what
- * held() said, 0 for no update); NULL when the request was answered
- * (refused) here.
+ * held() said, 0 for no update; from: who calls, for which update); NULL
+ * when the request was answered (refused) here.
  */
 static json_t *
 wa_call_params(struct workerapi *wa, struct evhttp_request *req,
-    int worker_id, const char *method, const char **key, int *held)
+    struct api_from *from, const char *method, const char **key, int *held)
 {
+	int		 worker_id = from->worker, bound;
 	struct wa_bad	 bad;
 	json_t		*params;
 	int64_t		 update;
@@ -1041,7 +1044,8 @@ wa_call_params(struct workerapi *wa, struct evhttp_request *req,
 	}
 	*key = NULL;
 	if (wa->ops->held != NULL &&
-	    (*held = wa->ops->held(wa->arg, worker_id, update, key)) == -1) {
+	    (*held = wa->ops->held(wa->arg, worker_id, update, key,
+	    &from->update)) == -1) {
 		/* its key's order cannot be kept: refused, as a call frame is */
 		snprintf(bad.desc, sizeof(bad.desc), "Bad Request: tgrunner: "
 		    "update %" PRId64 " is not held by this worker", update);
@@ -1055,6 +1059,19 @@ wa_call_params(struct workerapi *wa, struct evhttp_request *req,
 		json_decref(params);
 		return NULL;
 	}
+	/* the fair-queue bounds of its key and worker, as for a call frame */
+	if ((bound = api_bounded(wa->api, *key, worker_id)) != 0) {
+		snprintf(bad.desc, sizeof(bad.desc), "Too Many Requests: retry "
+		    "after %d (tgrunner: %s)", API_BOUND_RETRY_AFTER,
+		    bound == API_BOUND_KEY ? "too many calls queued for this "
+		    "chat, max_calls_per_key" : "too many calls queued by this "
+		    "worker, max_calls_per_worker");
+		log_debug("worker=%d key=%s: call refused: %s", worker_id,
+		    *key != NULL ? *key : "-", bad.desc);
+		wa_error(wa, req, 429, bad.desc, API_BOUND_RETRY_AFTER, 0);
+		json_decref(params);
+		return NULL;
+	}
 	return params;
 }
 
@@ -1062,6 +1079,7 @@ static void
 wa_call(struct workerapi *wa, struct evhttp_request *req,
     struct wa_conn *conn, int worker_id, const char *method)
 {
+	struct api_from	 from = { .worker = worker_id };
 	struct wa_req	*r;
 	const char	*key;
 	json_t		*params;
@@ -1071,12 +1089,16 @@ wa_call(struct workerapi *wa, struct evhttp_request *req,
 		wa_error(wa, req, 404, "Not Found", 0, 0);
 		return;
 	}
-	if ((params = wa_call_params(wa, req, worker_id, method, &key,
+	if ((params = wa_call_params(wa, req, &from, method, &key,
 	    &held)) == NULL)
 		return;
+	if (held != 1)
+		from.update = 0;
 	r = wa_req_new(wa, WA_CALL, req, conn, worker_id);
 	snprintf(r->method, sizeof(r->method), "%s", method);
-	if (api_call(wa->api, key, method, params, 0, wa_call_done, r) == -1) {
+	/* like a call frame's (not owed): dropped if its worker dies first */
+	if (api_call_from(wa->api, &from, key, method, params, 0, wa_call_done,
+	    r) == -1) {
 		wa_req_free(r);
 		wa_error(wa, req, 429, "Too Many Requests: retry after 1", 1,
 		    0);

@@ -55,16 +55,18 @@ struct workerapi_ops {
 	 * X-Tgrunner-Update header's value (0: none), or -1 when there is no
 	 * header.  Return 1 with *key set to the update's session key for
 	 * api_call (NULL if it has none; valid until the loop runs again)
-	 * when the worker holds update_id, or update_id is -1 and the worker
-	 * holds exactly one update; -1 when update_id > 0 is not held (the
-	 * request is refused with 400); 0 otherwise (the call is unordered).
+	 * and *update to its id when the worker holds update_id, or
+	 * update_id is -1 and the worker holds exactly one update; -1 when
+	 * update_id > 0 is not held (the request is refused with 400); 0
+	 * otherwise (the call is unordered).
 	 */
 	int	(*held)(void *arg, int worker_id, int64_t update_id,
-		    const char **key);
+		    const char **key, int64_t *update);
 	/*
 	 * The method policy (#12): 0 lets worker_id call method(params);
-	 * -1 refuses it with *code (4xx) and desc.  NULL: no policy, every
-	 * method goes to Telegram, as call frames do until the policy exists.
+	 * -1 refuses it with *code (4xx) and desc.  The daemon passes the
+	 * one call frames pass (calls_policy, policy.h).  NULL: no policy,
+	 * every method goes to Telegram.
 	 */
 	int	(*policy)(void *arg, int worker_id, const char *method,
 		    json_t *params, int *code, char *desc, size_t descsz);

@@ -817,36 +817,36 @@ START_TEST(test_held)
 	const char *key = "x";
 
 	/* nothing held: no update, whatever the header says but an id */
-	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 0);
 	ck_assert_ptr_null(key);
-	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key), 0);
-	ck_assert_int_eq(pool_held(pool, 999, -1, &key), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key, NULL), 0);
+	ck_assert_int_eq(pool_held(pool, 999, -1, &key, NULL), 0);
 	j1 = keyed_job(r, 1, 5);
 	ck_assert_int_eq(pool_dispatch(pool, j1, a->w), 0);
 	/* one held: no header means that one; 0 still means none */
-	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key), 1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 1);
 	ck_assert_str_eq(key, "chat:5");
-	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key), 1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key, NULL), 1);
 	ck_assert_str_eq(key, "chat:5");
-	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key, NULL), 0);
 	ck_assert_ptr_null(key);
 	/* two held: the header picks, no header is none */
 	j2 = keyed_job(r, 2, 6);
 	ck_assert_int_eq(pool_dispatch(pool, j2, a->w), 0);
-	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key), 0);
-	ck_assert_int_eq(pool_held(pool, a->w->id, 2, &key), 1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 2, &key, NULL), 1);
 	ck_assert_str_eq(key, "chat:6");
 	/* a keyless update: held, no key */
 	ck_assert_int_eq(pool_dispatch(pool, job(3), a->w), 0);
-	ck_assert_int_eq(pool_held(pool, a->w->id, 3, &key), 1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 3, &key, NULL), 1);
 	ck_assert_ptr_null(key);
 	/* someone else's update, or one answered already: refused */
-	ck_assert_int_eq(pool_held(pool, b->w->id, 1, &key), -1);
+	ck_assert_int_eq(pool_held(pool, b->w->id, 1, &key, NULL), -1);
 	ck_assert_ptr_null(key);
 	ck_assert_int_eq(b->w->complaints, 1);
 	input(a->w, "{\"type\":\"done\",\"id\":1}");
-	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key), -1);
-	ck_assert_int_eq(pool_held(pool, a->w->id, 44, &key), -1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key, NULL), -1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 44, &key, NULL), -1);
 	ck_assert_int_eq(a->w->complaints, 2);
 	ck_assert_int_eq(b->closes + a->closes, 0);
 	input(a->w, "{\"type\":\"done\",\"id\":2}");

@@ -76,7 +76,8 @@ static struct {
 } hooks;
 
 static int
-held_hook(void *arg, int worker_id, int64_t update_id, const char **key)
+held_hook(void *arg, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
 {
 	hooks.held_calls++;
 	hooks.worker = worker_id;
@@ -86,6 +87,7 @@ held_hook(void *arg, int worker_id, int64_t update_id, const char **key)
 		*key = NULL;
 		return -1;
 	}
+	*update = update_id > 0 ? update_id : 0;
 	return hooks.key != NULL;
 }
 
@@ -864,6 +866,55 @@ START_TEST(test_policy_hook)
 }
 END_TEST
 
+/*
+ * The fair-queue bounds apply as to call frames: with max_calls_per_key 1
+ * and one call of the key held at the fake, the other is answered 429 with
+ * retry_after, and never sent.
+ */
+START_TEST(test_key_bound)
+{
+	struct rq	*rq[2];
+	json_t		*calls, *j;
+	int		 ok, refused, i;
+
+	listen_tcp();
+	conf.max_calls_per_key = 1;
+	hooks.key = "chat:9";
+	j = fake_ctl("fault", "{\"kind\":\"slow\",\"method\":"
+	    "\"sendMessage\",\"delay_ms\":400}");
+	json_decref(j);
+	for (i = 0; i < 2; i++)
+		rq[i] = rq_new("POST", "{\"chat_id\":9,\"text\":\"b\"}",
+		    "application/json", "%s/bot%s/sendMessage", root, cred1);
+	run_parallel(rq, 2);
+	ok = refused = 0;
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(rq[i]->code, CURLE_OK);
+		if (rq[i]->status == 200)
+			ok++;
+		else {
+			body_is(rq[i], 429, "{\"ok\":false,\"error_code\":429,"
+			    "\"description\":\"Too Many Requests: retry after 5 "
+			    "(tgrunner: too many calls queued for this chat, "
+			    "max_calls_per_key)\",\"parameters\":"
+			    "{\"retry_after\":5}}");
+			refused++;
+		}
+		rq_free(rq[i]);
+	}
+	ck_assert_int_eq(ok, 1);
+	ck_assert_int_eq(refused, 1);
+	calls = fake_calls("sendMessage");
+	ck_assert_uint_eq(json_array_size(calls), 1);
+	json_decref(calls);
+	/* back under half of the bound: the key's calls go out again */
+	rq[0] = one(rq_new("POST", "{\"chat_id\":9,\"text\":\"c\"}",
+	    "application/json", "%s/bot%s/sendMessage", root, cred1));
+	body_is(rq[0], 200, NULL);
+	rq_free(rq[0]);
+}
+END_TEST
+
 /* size bytes the fake made; fetched from it with the real token. */
 static struct rq *
 fake_file_bytes(const char *path)
@@ -1501,6 +1552,7 @@ workerapi_suite(void)
 	tcase_add_test(tc, test_too_large);
 	tcase_add_test(tc, test_held_hook_and_key_order);
 	tcase_add_test(tc, test_policy_hook);
+	tcase_add_test(tc, test_key_bound);
 	tcase_add_test(tc, test_multipart_upload);
 	tcase_add_test(tc, test_download_streamed);
 	tcase_add_test(tc, test_download_bounds_and_slow_client);
