@@ -264,6 +264,34 @@ class TgSystem:
         return self.d.log_tail(20)
 
 
+class TgReplyPathSystem(TgSystem):
+    """tgrunnerd with one Node.js worker (bench/endpoint/worker.js) that
+    replies either with a call frame (tg-call) or through the daemon's Bot
+    API endpoint (tg-endpoint): the same worker, the same awaited
+    sendMessage, only the way the call reaches the daemon differs."""
+    path = None
+
+    def __init__(self, fake, tmp, sc, builddir, **conf):
+        super().__init__(fake, tmp, sc, builddir, **conf)
+        w, s = sc.get("tg", (2, 1))
+        self.d.conf["worker_command"] = "exec %s %s" % (
+            shlex.quote(shutil.which("node") or "node"),
+            shlex.quote(os.path.join(HERE, "endpoint", "worker.js")))
+        self.d.worker_env["BENCH_PATH"] = self.path
+        self.desc = "%d Node.js workers x %d slots, replies by %s" % (
+            w, s, "call frame" if self.path == "call" else "endpoint")
+
+
+class TgCallSystem(TgReplyPathSystem):
+    name = "tg-call"
+    path = "call"
+
+
+class TgEndpointSystem(TgReplyPathSystem):
+    name = "tg-endpoint"
+    path = "endpoint"
+
+
 def ensure_grammy():
     mod = os.path.join(HERE, "node_modules")
     if os.path.isdir(os.path.join(mod, "grammy")) and \
@@ -341,7 +369,8 @@ class GrammySystem:
 # grammY runner has no flood control: compare like with like.
 TG_CONF = {"flood_control": "no"}
 
-SYSTEMS = {"tgrunnerd": TgSystem, "grammY": GrammySystem}
+SYSTEMS = {"tgrunnerd": TgSystem, "grammY": GrammySystem,
+           "tg-call": TgCallSystem, "tg-endpoint": TgEndpointSystem}
 
 
 def wait_until(pred, timeout, what):
@@ -748,7 +777,7 @@ def table(scs, res):
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                "---:|---:|---|")
     for name, sc in scs.items():
-        for s in ("tgrunnerd", "grammY"):
+        for s in SYSTEMS:
             m = res.get((name, s))
             if m is None:
                 continue
@@ -779,7 +808,56 @@ def table(scs, res):
                            m["rss_total_kb"] / 1024.0, m["fake_util"] * 100,
                            m["lost"], m["dups"], m["order"], m["overlap"],
                            "; ".join(extra)))
+    if any(s in ("tg-call", "tg-endpoint") for _, s in res):
+        out.append("")
+        out.extend(reply_paths(scs, raw_runs))
     return "\n".join(out)
+
+
+# Set by main(): every run's measures, for the spread of the reply paths.
+raw_runs = {}
+
+# What #14 asks of the endpoint: at most 1.5x a call frame's daemon CPU.
+ENDPOINT_CPU_TARGET = 1.5
+
+
+def spread(ms, key, f):
+    """'median (min-max, n runs)' of key over runs ms."""
+    vals = sorted(m[key] for m in ms if key in m)
+    if not vals:
+        return "-"
+    return "%s (%s-%s, %d)" % (f % statistics.median(vals), f % vals[0],
+                               f % vals[-1], len(vals))
+
+
+def reply_paths(scs, raw):
+    """Replies by call frame against replies through the endpoint: daemon
+    CPU per reply and throughput, medians with min-max over the runs."""
+    out = ["| scenario | path | daemon CPU µs/reply | upd/s | worker CPU "
+           "µs/reply (all - daemon) | lost replies |",
+           "|---|---|---:|---:|---:|---:|"]
+    for name in scs:
+        cpu = {}
+        for s in ("tg-call", "tg-endpoint"):
+            ms = raw.get((name, s))
+            if not ms:
+                continue
+            for m in ms:
+                m["cpu_rest_us"] = m["cpu_total_us"] - m["cpu_daemon_us"]
+            cpu[s] = statistics.median(m["cpu_daemon_us"] for m in ms)
+            out.append("| %s | %s | %s | %s | %s | %d |" % (
+                name, "call frame" if s == "tg-call" else "endpoint",
+                spread(ms, "cpu_daemon_us", "%.1f"), spread(ms, "thr", "%.0f"),
+                spread(ms, "cpu_rest_us", "%.1f"),
+                sum(m.get("lost_replies", 0) for m in ms)))
+        if len(cpu) == 2 and cpu["tg-call"] > 0:
+            r = cpu["tg-endpoint"] / cpu["tg-call"]
+            out.append("| %s | endpoint / call frame | %.2fx (target <= "
+                       "%.1fx: %s) | | | |" % (
+                           name, r, ENDPOINT_CPU_TARGET,
+                           "met" if r <= ENDPOINT_CPU_TARGET else
+                           "**missed**"))
+    return out
 
 
 def machine():
@@ -816,7 +894,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="small counts: a smoke test of the harness")
     ap.add_argument("--only", help="comma-separated scenarios (S1,...)")
-    ap.add_argument("--systems", default="tgrunnerd,grammY")
+    ap.add_argument("--systems", default="tgrunnerd,grammY",
+                    help="comma-separated, of %s; tg-call,tg-endpoint "
+                    "compare the reply paths (S4)" % ",".join(SYSTEMS))
     ap.add_argument("--extras", action="store_true",
                     help="also: fake ceiling, throughput vs workers, p99 vs "
                     "rate, memory vs backlog (plots need gnuplot)")
@@ -886,6 +966,7 @@ def main():
             progress("memory: backlog %(backlog)d: daemon RSS %(rss_kb)d kB"
                      % m)
     res = {k: medians(v) for k, v in raw.items()}
+    raw_runs.update(raw)
     text = table(scs, res)
     print(text)
     cmd = "bench/run.py " + " ".join(

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -17,12 +18,14 @@
 #include "policy.h"
 #include "pool.h"
 #include "router.h"
+#include "workerapi.h"
 #include "xmalloc.h"
 
 struct call_ctx {
-	struct pool	*pool;
-	int		 worker_id;
-	json_t		*ref;
+	const struct calls	*calls;
+	int			 worker_id;
+	int			 getfile;
+	json_t			*ref;
 };
 
 const char *
@@ -31,14 +34,34 @@ calls_key(const struct job *job)
 	return job != NULL && job->nkeys > 0 ? job_key(job, 0) : NULL;
 }
 
+int
+calls_policy(const struct calls *c, int worker_id, const char *method,
+    json_t *params, int *code, char *desc, size_t descsz)
+{
+	/* one policy (policy.h) for call frames and endpoint requests alike */
+	return policy_workerapi(c->policy, worker_id, method, params, code,
+	    desc, descsz);
+}
+
 static void
 calls_result(void *arg, const struct api_result *r)
 {
-	struct call_ctx *cc = arg;
+	struct call_ctx		*cc = arg;
+	const struct calls	*c = cc->calls;
+	json_t			*result = r->result, *copy = NULL;
 
-	pool_result(cc->pool, cc->worker_id, cc->ref, r->ok, r->result,
+	/* a local server's file_path holds the token: the worker's is relative */
+	if (r->ok && cc->getfile && c->conf->local_files_dir != NULL &&
+	    result != NULL) {
+		copy = json_deep_copy(result);
+		if (copy != NULL && workerapi_fix_file_path(
+		    c->conf->local_files_dir, c->token, copy))
+			result = copy;
+	}
+	pool_result(c->pool, cc->worker_id, cc->ref, r->ok, result,
 	    r->error_code, r->description ? r->description : "(no description)",
 	    r->parameters, r->retry_after);
+	json_decref(copy);
 	json_decref(cc->ref);
 	free(cc);
 }
@@ -66,32 +89,33 @@ calls_bounded(struct pool *pool, int worker_id, json_t *ref, int bound,
 }
 
 void
-calls_frame(struct api *api, struct pool *pool, struct policy *policy,
-    int worker_id, json_t *ref, const struct job *job, const char *method,
-    json_t *params)
+calls_frame(const struct calls *c, int worker_id, json_t *ref,
+    const struct job *job, const char *method, json_t *params)
 {
 	struct api_from	 from = { .worker = worker_id };
 	struct call_ctx	*cc;
 	char		 desc[POLICY_DESC_MAX];
 	int		 code, bound;
 
-	if (policy_check(policy, worker_id, method, &code, desc,
+	if (calls_policy(c, worker_id, method, params, &code, desc,
 	    sizeof(desc)) == -1) {
-		pool_result(pool, worker_id, ref, 0, NULL, code, desc, NULL, 0);
+		pool_result(c->pool, worker_id, ref, 0, NULL, code, desc, NULL,
+		    0);
 		return;
 	}
-	if ((bound = api_bounded(api, calls_key(job), worker_id)) != 0) {
-		calls_bounded(pool, worker_id, ref, bound, calls_key(job));
+	if ((bound = api_bounded(c->api, calls_key(job), worker_id)) != 0) {
+		calls_bounded(c->pool, worker_id, ref, bound, calls_key(job));
 		return;
 	}
 	cc = xcalloc(1, sizeof(*cc));
-	cc->pool = pool;
+	cc->calls = c;
 	cc->worker_id = worker_id;
+	cc->getfile = method != NULL && strcasecmp(method, "getFile") == 0;
 	cc->ref = json_incref(ref);
 	from.update = job != NULL ? job->id : 0;
-	if (api_call_from(api, &from, calls_key(job), method, params, 0,
+	if (api_call_from(c->api, &from, calls_key(job), method, params, 0,
 	    calls_result, cc) == -1) {
-		pool_result(pool, worker_id, ref, 0, NULL, 503,
+		pool_result(c->pool, worker_id, ref, 0, NULL, 503,
 		    "call queue full", NULL, 0);
 		json_decref(cc->ref);
 		free(cc);

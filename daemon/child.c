@@ -73,6 +73,8 @@ env_is_private(const char *kv)
 		"TGRUNNER_TOKEN=", "CREDENTIALS_DIRECTORY=", "NOTIFY_SOCKET=",
 		"WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_FDS=", "LISTEN_PID=",
 		"LISTEN_FDNAMES=", "TGRUNNER_FD=", "TGRUNNER_WORKER_ID=",
+		/* the endpoint's, given per worker or not at all */
+		"TGRUNNER_API_ROOT=", "TGRUNNER_API_TOKEN=",
 	};
 	size_t i;
 
@@ -82,34 +84,44 @@ env_is_private(const char *kv)
 	return 0;
 }
 
-/* The child's environment: ours without secrets, plus the protocol's. */
+/*
+ * The child's environment: ours without secrets, then the protocol's (all
+ * allocated, from TGRUNNER_FD on): its socket, its id, and the Bot API
+ * endpoint with its credential when there is one.
+ */
 static char **
-child_env(int id)
+child_env(const struct worker *w)
 {
 	size_t n = 0, i, j = 0;
 	char **env;
 
 	while (environ[n] != NULL)
 		n++;
-	env = xcalloc(n + 3, sizeof(*env));
+	env = xcalloc(n + 5, sizeof(*env));
 	for (i = 0; i < n; i++)
 		if (!env_is_private(environ[i]))
 			env[j++] = environ[i];
-	env[j++] = "TGRUNNER_FD=3";
-	xasprintf(&env[j], "TGRUNNER_WORKER_ID=%d", id);
+	env[j++] = xstrdup("TGRUNNER_FD=3");
+	xasprintf(&env[j++], "TGRUNNER_WORKER_ID=%d", w->id);
+	if (w->api_root != NULL) {
+		xasprintf(&env[j++], "TGRUNNER_API_ROOT=%s", w->api_root);
+		xasprintf(&env[j++], "TGRUNNER_API_TOKEN=%s", w->api_token);
+	}
 	return env;
 }
 
-/* Only the last entry (TGRUNNER_WORKER_ID) is ours; the rest is environ's. */
+/* Ours begin at TGRUNNER_FD (environ's was dropped); the rest is environ's. */
 static void
 env_free(char **env)
 {
-	size_t n = 0;
+	size_t i = 0;
 
-	while (env[n] != NULL)
-		n++;
-	if (n > 0)
-		free(env[n - 1]);
+	while (env[i] != NULL && strncmp(env[i], "TGRUNNER_FD=", 12) != 0)
+		i++;
+	for (; env[i] != NULL; i++) {
+		explicit_bzero(env[i], strlen(env[i]));
+		free(env[i]);
+	}
 	free(env);
 }
 
@@ -143,14 +155,19 @@ child_drop_privileges(const struct conf *c)
 /*
  * The shell line for the child.  A plain "program args" is prefixed with
  * exec so that the worker is our child itself (its pid in status, signals
- * straight to it); anything with shell syntax runs as written.
+ * straight to it); anything with shell syntax, or a line that says exec
+ * itself ("exec exec prog" would look for a program named exec), runs as
+ * written.
  */
 static char *
 child_shell_line(const char *cmd)
 {
 	char *line;
+	size_t sp = strspn(cmd, " \t");
 
-	if (strpbrk(cmd, ";&|<>()$`\\\"'*?[]#~=%{}!\n") != NULL)
+	if (strpbrk(cmd, ";&|<>()$`\\\"'*?[]#~=%{}!\n") != NULL ||
+	    (strncmp(cmd + sp, "exec", 4) == 0 &&
+	    (cmd[sp + 4] == ' ' || cmd[sp + 4] == '\t')))
 		return xstrdup(cmd);
 	xasprintf(&line, "exec %s", cmd);
 	return line;
@@ -162,14 +179,25 @@ child_exec(const struct conf *c, const char *line, int sock, const int *out,
     char **env, pid_t parent)
 {
 	static const char msg[] = "tgrunnerd: cannot drop privileges\n";
-	int devnull;
+	struct sigaction dfl;
+	int devnull, sig;
 	sigset_t none;
 
+	/*
+	 * Signals are blocked since before the fork (child_fork): the
+	 * daemon's handlers, inherited, would run here on a signal meant for
+	 * the worker and tell the daemon's loop (the socketpair is shared)
+	 * that the daemon was signalled.  Defaults first, then unblocked;
+	 * ignored signals survive exec, so they get the defaults too.
+	 */
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* ignored signals survive exec: give the worker the defaults */
-	signal(SIGPIPE, SIG_DFL);
-	signal(SIGXFSZ, SIG_DFL);
 	/*
 	 * Its own process group: /bin/sh may not exec the command, and
 	 * signals must reach the worker, not just the shell.  It also keeps a
@@ -631,6 +659,7 @@ child_free(struct worker *w)
 
 static const struct worker_ops child_ops = {
 	.kind = "child",
+	.api_local = 1,
 	.send = child_send,
 	.close = child_close,
 	.terminate = child_terminate,
@@ -642,10 +671,12 @@ static const struct worker_ops child_ops = {
 /* --- life and death -------------------------------------------------------- */
 
 static pid_t
-child_fork(const struct conf *conf, int id, int *sock, int *out)
+child_fork(const struct conf *conf, const struct worker *w, int *sock,
+    int *out)
 {
-	int sv[2], pv[2], ev[2], wr[2];
+	int sv[2], pv[2], ev[2], wr[2], saved_errno;
 	char **env, *line;
+	sigset_t all, old;
 	pid_t pid, self = getpid();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
@@ -669,9 +700,15 @@ child_fork(const struct conf *conf, int id, int *sock, int *out)
 	wr[0] = pv[1];
 	wr[1] = ev[1];
 	line = child_shell_line(conf->worker_command);
-	env = child_env(id);
+	env = child_env(w);
+	/* no handler of ours may run in the child (child_exec) */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
 	if ((pid = fork()) == 0)
 		child_exec(conf, line, sv[1], wr, env, self);
+	saved_errno = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = saved_errno;
 	if (pid == -1)
 		log_err("%s: fork", __func__);
 	free(line);
@@ -714,7 +751,9 @@ child_spawn(struct pool *p)
 		fatalx(EXIT_NOMEM, "%s: evtimer_new", __func__);
 	c->tokens = OUTPUT_BURST;
 	c->refill_ms = mono_ms();
-	if ((pid = child_fork(pool_conf(p), w->id, &sock, out)) == -1) {
+	/* its credential is in its environment from the start */
+	pool_worker_api(w);
+	if ((pid = child_fork(pool_conf(p), w, &sock, out)) == -1) {
 		pool_worker_gone(w, "cannot start", WORKER_UNSTARTED);
 		return NULL;
 	}

@@ -29,6 +29,7 @@
 #include "remote.h"
 #include "router.h"
 #include "tgrunnerd.h"
+#include "workerapi.h"
 
 static json_t *
 tgd_backlog(const struct tgd *d)
@@ -60,8 +61,9 @@ static json_t *
 tgd_cmd_status(void *arg, const char *args)
 {
 	struct tgd *d = arg;
+	json_t *st;
 
-	return json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
+	st = json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
 	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
@@ -79,6 +81,10 @@ tgd_cmd_status(void *arg, const char *args)
 	    "nats", remote_status(d->remote),
 	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
+	if (st != NULL && d->workerapi != NULL)
+		json_object_set_new(st, "worker_api",
+		    workerapi_status(d->workerapi));
+	return st;
 }
 
 static json_t *
@@ -241,6 +247,8 @@ tgd_metrics(void *arg, struct evbuffer *out)
 	poller_metrics(d->poller, out);
 	journal_metrics(d->journal, out);
 	api_metrics(d->api, out);
+	if (d->workerapi != NULL)
+		workerapi_metrics(d->workerapi, out);
 	outbox_metrics(d->outbox, out);
 	hist_write(&d->h_dispatch, out, "tgrunner_dispatch_latency_seconds",
 	    "Time from fetch to dispatch of first attempts.");

@@ -311,24 +311,23 @@ static const struct conf_opt conf_opts[] = {
 	    O(worker_api_listen), NULL, &conf_api_listen,
 	    "Where workers' own Bot API clients reach the daemon: a loopback "
 	    "host:port (port 0: any free one) or unix:/path; empty: off." },
-	{ "worker_api_max_connections", CT_INT, CF_DAEMON, 1, 65536, "256",
-	    O(worker_api_max_connections), NULL, NULL,
+	{ "worker_api_max_connections", CT_INT, CF_RELOAD | CF_DAEMON, 1, 65536,
+	    "256", O(worker_api_max_connections), NULL, NULL,
 	    "Connections to worker_api_listen at once, all workers together; "
 	    "beyond it new ones wait." },
-	{ "worker_api_max_per_worker", CT_INT, CF_DAEMON, 1, 65536, "32",
-	    O(worker_api_max_per_worker), NULL, NULL,
+	{ "worker_api_max_per_worker", CT_INT, CF_RELOAD | CF_DAEMON, 1, 65536,
+	    "32", O(worker_api_max_per_worker), NULL, NULL,
 	    "Connections one worker may hold to worker_api_listen; a request "
 	    "on one more is answered 429." },
-	{ "worker_api_timeout", CT_DURATION, CF_SECONDS | CF_DAEMON,
-	    SECS(1), HOURS(1),
-	    "30s", O(worker_api_timeout), NULL, NULL,
+	{ "worker_api_timeout", CT_DURATION, CF_SECONDS | CF_RELOAD | CF_DAEMON,
+	    SECS(1), HOURS(1), "30s", O(worker_api_timeout), NULL, NULL,
 	    "Time a worker's connection may stay idle, or take to send a "
 	    "request or read an answer, before it is closed." },
-	{ "download_max_size", CT_SIZE, CF_DAEMON, 1, (int64_t)2 << 30, "20M",
-	    O(download_max_size), NULL, NULL,
+	{ "download_max_size", CT_SIZE, CF_RELOAD | CF_DAEMON,
+	    1, (int64_t)2 << 30, "20M", O(download_max_size), NULL, NULL,
 	    "Largest file a worker may download through worker_api_listen." },
-	{ "local_files_dir", CT_PATH, CF_OPTIONAL | CF_DAEMON, 0, 0, "",
-	    O(local_files_dir), NULL, NULL,
+	{ "local_files_dir", CT_PATH, CF_OPTIONAL | CF_RELOAD | CF_DAEMON, 0, 0,
+	    "", O(local_files_dir), NULL, NULL,
 	    "The --dir of a local Bot API server run with --local: downloads "
 	    "are read from its files; empty: fetched from api_url." },
 

@@ -95,8 +95,10 @@ peer_free(struct worker *w)
 	free(c);
 }
 
+/* a Unix socket: the peer runs on this host */
 static const struct worker_ops peer_ops = {
 	.kind = "external",
+	.api_local = 1,
 	.send = peer_send,
 	.close = peer_close,
 	.terminate = peer_close,

@@ -239,11 +239,29 @@ pool_worker_new(struct pool *p, const struct worker_ops *ops, void *conn,
 	return w;
 }
 
+void
+pool_worker_api(struct worker *w)
+{
+	struct pool *p = w->pool;
+
+	if (w->api_root != NULL || !w->ops->api_local ||
+	    p->ops->api_grant == NULL)
+		return;
+	w->api_root = p->ops->api_grant(p->arg, w->id, w->api_token,
+	    sizeof(w->api_token));
+	if (w->api_root == NULL)
+		w->api_token[0] = '\0';
+}
+
 static void
 pool_worker_free(struct worker *w)
 {
 	struct pool *p = w->pool;
 
+	/* its calls through the endpoint end with it */
+	if (w->api_root != NULL && p->ops->api_revoke != NULL)
+		p->ops->api_revoke(p->arg, w->id);
+	explicit_bzero(w->api_token, sizeof(w->api_token));
 	TAILQ_REMOVE(&p->workers, w, entry);
 	if (w->avail)
 		TAILQ_REMOVE(&p->avail, w, aentry);
@@ -423,6 +441,18 @@ pool_worker_unreachable(struct worker *w)
 		evtimer_del(r->timer);
 }
 
+/* The worker of that id (even W_DEAD), or NULL. */
+static struct worker *
+pool_worker_find(const struct pool *p, int id)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &p->workers, entry)
+		if (w->id == id)
+			return w;
+	return NULL;
+}
+
 /* The run of update id held by w, or NULL. */
 static struct run *
 pool_run_find(struct worker *w, int64_t id)
@@ -507,6 +537,33 @@ pool_run_call(struct worker *w, int64_t id, json_t *ref, const char *method,
 		return -1;
 	p->ops->call(p->arg, w->id, ref, r ? r->job : NULL, method, params);
 	return 0;
+}
+
+int
+pool_held(struct pool *p, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
+{
+	struct worker *w;
+	struct run *r = NULL;
+
+	*key = NULL;
+	if ((w = pool_worker_find(p, worker_id)) == NULL || update_id == 0)
+		return 0;
+	if (update_id > 0 && (r = pool_run_find(w, update_id)) == NULL) {
+		worker_complain(w, "a Bot API endpoint call", update_id,
+		    "answered 400");
+		return -1;
+	}
+	if (r == NULL) {
+		/* no header: the one update it holds, if just one */
+		if ((r = TAILQ_FIRST(&w->runs)) == NULL ||
+		    TAILQ_NEXT(r, entry) != NULL)
+			return 0;
+	}
+	*key = r->job->nkeys > 0 ? job_key(r->job, 0) : NULL;
+	if (update != NULL)
+		*update = r->job->id;
+	return 1;
 }
 
 /* --- the end of a worker -------------------------------------------------- */
@@ -666,17 +723,6 @@ pool_maintain(struct pool *p)
 }
 
 /* --- restarts, one worker at a time --------------------------------------- */
-
-static struct worker *
-pool_worker_find(const struct pool *p, int id)
-{
-	struct worker *w;
-
-	TAILQ_FOREACH(w, &p->workers, entry)
-		if (w->id == id)
-			return w;
-	return NULL;
-}
 
 /* A child of an older generation, still serving: the restart replaces it. */
 static int

@@ -55,6 +55,18 @@ struct pool_ops {
 	void	(*call)(void *arg, int worker_id, json_t *ref, struct job *job,
 		    const char *method, json_t *params);
 	/*
+	 * The Bot API endpoint for a worker whose process runs on this host
+	 * (worker.h, api_local): a fresh credential for worker_id into cred
+	 * (credsz bytes), and the endpoint's root as the return value
+	 * (borrowed: it outlives the pool).  NULL when there is no endpoint or
+	 * no credential (nothing written).  The credential is valid until
+	 * api_revoke(worker_id).  Either hook may be NULL: no endpoint.
+	 */
+	const char *(*api_grant)(void *arg, int worker_id, char *cred,
+		    size_t credsz);
+	/* worker_id is being freed: its credential stops working now. */
+	void	(*api_revoke)(void *arg, int worker_id);
+	/*
 	 * Optional (may be NULL): worker_id is gone for good, about to give
 	 * back (failed) the jobs it held.  What the daemon keeps per worker
 	 * (its calls, its policy log) can be let go.
@@ -135,6 +147,19 @@ size_t		 pool_running(const struct pool *);	/* jobs in workers */
 void		 pool_result(struct pool *, int worker_id, json_t *ref, int ok,
 		    json_t *result, int error_code, const char *description,
 		    json_t *parameters, int retry_after);
+/*
+ * Which update a Bot API call of worker_id belongs to, for the endpoint
+ * (workerapi.h): update_id is the X-Tgrunner-Update header's id, 0 for
+ * none (unordered, as a call frame's id 0), -1 when there is no header
+ * (then the update the worker holds, if it holds exactly one).  Returns 1
+ * with *key set to that update's first session key (NULL: it has none;
+ * valid until the loop runs again) and *update (if not NULL) to its id, 0
+ * when the call belongs to no update,
+ * or -1 when update_id names an update the worker does not hold (a call
+ * frame for it is refused too; complained about in the log, boundedly).
+ */
+int		 pool_held(struct pool *, int worker_id, int64_t update_id,
+		    const char **key, int64_t *update);
 /* Send shutdown to every worker; spawn no more, accept no more. */
 void		 pool_shutdown(struct pool *, int64_t deadline_ms);
 /* Make every worker go now (SIGKILL; a peer is disconnected). */

@@ -374,6 +374,16 @@ ctl_print_status(json_t *s)
 	    "after the start\n", (long long)ctl_int(s, "outbox.owed"),
 	    (long long)ctl_int(s, "outbox.oldest_age"),
 	    (long long)ctl_int(s, "outbox.replayed"));
+	if (json_is_object(json_object_get(s, "worker_api")))
+		printf("endpoint: %s, %lld connections, %lld calls (%lld in no "
+		    "update), %lld downloads, %lld refused, %lld unauthorized\n",
+		    ctl_str(json_object_get(s, "worker_api"), "root"),
+		    (long long)ctl_int(s, "worker_api.connections"),
+		    (long long)ctl_int(s, "worker_api.calls"),
+		    (long long)ctl_int(s, "worker_api.calls_no_update"),
+		    (long long)ctl_int(s, "worker_api.downloads"),
+		    (long long)ctl_int(s, "worker_api.refused"),
+		    (long long)ctl_int(s, "worker_api.unauthorized"));
 	printf("pool:     %lld spawned, %lld crashed, %lld protocol errors, "
 	    "%lld timeouts\n", (long long)ctl_int(s, "pool.spawned"),
 	    (long long)ctl_int(s, "pool.crashed"),

@@ -49,7 +49,11 @@
 #include "timeutil.h"
 #include "token.h"
 #include "worker.h"
+#include "workerapi.h"
 #include "xmalloc.h"
+
+_Static_assert(WORKERAPI_CRED_MAX <= WORKER_API_TOKEN_MAX,
+    "a worker holds its credential");
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -341,8 +345,29 @@ tgd_call(void *arg, int worker_id, json_t *ref, struct job *job,
 {
 	struct tgd *d = arg;
 
-	calls_frame(d->api, d->pool, d->policy, worker_id, ref, job, method,
-	    params);
+	calls_frame(&d->calls, worker_id, ref, job, method, params);
+}
+
+/* A worker on this host gets the endpoint, with a credential of its own. */
+static const char *
+tgd_api_grant(void *arg, int worker_id, char *cred, size_t credsz)
+{
+	struct tgd *d = arg;
+	json_int_t bot_id = json_integer_value(json_object_get(d->bot, "id"));
+
+	if (d->workerapi == NULL || workerapi_credential(d->workerapi,
+	    worker_id, (int64_t)bot_id, cred, credsz) == -1)
+		return NULL;
+	return workerapi_root(d->workerapi);
+}
+
+static void
+tgd_api_revoke(void *arg, int worker_id)
+{
+	struct tgd *d = arg;
+
+	if (d->workerapi != NULL)
+		workerapi_revoke(d->workerapi, worker_id);
 }
 
 /* Before its jobs come back: its unsent calls become droppable orphans. */
@@ -360,7 +385,35 @@ static const struct pool_ops tgd_pool_ops = {
 	.failed = tgd_job_failed,
 	.capacity = tgd_capacity,
 	.call = tgd_call,
+	.api_grant = tgd_api_grant,
+	.api_revoke = tgd_api_revoke,
 	.gone = tgd_worker_gone,
+};
+
+/* --- the endpoint's side ---------------------------------------------------- */
+
+static int
+tgd_api_held(void *arg, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
+{
+	struct tgd *d = arg;
+
+	return pool_held(d->pool, worker_id, update_id, key, update);
+}
+
+static int
+tgd_api_policy(void *arg, int worker_id, const char *method, json_t *params,
+    int *code, char *desc, size_t descsz)
+{
+	struct tgd *d = arg;
+
+	return calls_policy(&d->calls, worker_id, method, params, code, desc,
+	    descsz);
+}
+
+static const struct workerapi_ops tgd_workerapi_ops = {
+	.held = tgd_api_held,
+	.policy = tgd_api_policy,
 };
 
 /*
@@ -733,6 +786,8 @@ tgd_reload(struct tgd *d)
 		    "next start", restart, strchr(restart, ',') ? "" : "s");
 	pool_reconfigure(d->pool, &d->conf, replace);
 	api_reconfigure(d->api);
+	if (d->workerapi != NULL)
+		workerapi_reconfigure(d->workerapi);
 	log_notice("reloaded %s: changed=%s workers=%lld%s", d->conf.path,
 	    applied[0] != '\0' ? applied : "none", (long long)d->conf.workers,
 	    replace ? " (replacing workers)" : "");
@@ -868,6 +923,20 @@ tgd_open(struct tgd *d)
 	    (d->poller = poller_new(d->base, d->http, &d->conf, d->token,
 	    &tgd_poller_ops, d)) == NULL)
 		fatalx(EXIT_NOMEM, "out of memory at start");
+	d->calls.api = d->api;
+	d->calls.pool = d->pool;
+	d->calls.conf = &d->conf;
+	d->calls.token = d->token;
+	d->calls.policy = d->policy;
+	if (d->conf.worker_api_listen != NULL) {
+		d->workerapi = workerapi_new(d->base, d->api, d->http, &d->conf,
+		    d->token, &tgd_workerapi_ops, d);
+		if (workerapi_listen(d->workerapi, d->conf.worker_api_listen) ==
+		    -1)
+			fatalx(strncmp(d->conf.worker_api_listen, "unix:", 5) ==
+			    0 ? EXIT_STATE : EXIT_CONFIG, "cannot serve the Bot "
+			    "API to workers on %s", d->conf.worker_api_listen);
+	}
 	if (d->conf.control_socket != NULL && (d->control = control_new(d->base,
 	    d->conf.control_socket, 0600, tgd_commands, tgd_control_state, d)) ==
 	    NULL) {
@@ -915,7 +984,8 @@ tgd_close(struct tgd *d)
 	remote_free(d->remote);
 	metrics_free(d->metrics);
 	poller_free(d->poller);
-	pool_free(d->pool);
+	pool_free(d->pool);		/* revokes its workers' credentials */
+	workerapi_free(d->workerapi);	/* before the api its calls are in */
 	api_free(d->api);
 	outbox_free(d->outbox);		/* after the api: no callback comes */
 	http_free(d->http);

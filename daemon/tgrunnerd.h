@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "calls.h"
 #include "conf.h"
 #include "metrics.h"
 
@@ -31,6 +32,7 @@ struct pool;
 struct remote;
 struct tgd_held;
 struct router;
+struct workerapi;
 
 /* Update types keys.c does not know, named in the log once each. */
 #define TGD_TYPES_MAX		32
@@ -60,6 +62,8 @@ struct tgd {
 	char			*token;
 	struct http		*http;
 	struct api		*api;
+	struct calls		 calls;		/* workers' calls, both ways */
+	struct workerapi	*workerapi;	/* worker_api_listen, or NULL */
 	struct control		*control;
 	struct deadletter	*deadletter;
 	struct metrics		*metrics;

@@ -160,6 +160,11 @@ handle_hello(struct worker *w, struct frame *f)
 	out.u.welcome.worker_id = w->id;
 	out.u.welcome.bot = pool_bot(w->pool);
 	out.u.welcome.max_frame = PROTO_MAX_FRAME;
+	pool_worker_api(w);
+	if (w->api_root != NULL) {
+		out.u.welcome.api_root = w->api_root;
+		out.u.welcome.api_token = w->api_token;
+	}
 	if (worker_send_frame(w, &out) == -1) {
 		worker_close(w, SIGTERM);
 		return;
@@ -175,11 +180,11 @@ handle_hello(struct worker *w, struct frame *f)
 }
 
 /*
- * A frame the protocol tolerates but does not obey (PROTOCOL.md section
- * 5): warn, the first few times per connection only, so that a worker
- * stuck in a loop cannot flood the log.
+ * A frame (or an endpoint request) the protocol tolerates but does not
+ * obey (PROTOCOL.md section 5): warn, the first few times per worker only,
+ * so that a worker stuck in a loop cannot flood the log.
  */
-static void
+void
 worker_complain(struct worker *w, const char *what, int64_t id,
     const char *outcome)
 {

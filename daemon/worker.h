@@ -11,6 +11,10 @@
  * A connection type:
  *   - creates the worker with pool_worker_new(), giving its ops and its
  *     own state (conn);
+ *   - says in ops->api_local whether the worker's process runs on this
+ *     host: only such a worker can reach the daemon's Bot API endpoint on
+ *     loopback, and gets a credential for it (pool_worker_api(), at the
+ *     latest in its welcome);
  *   - hands every frame the peer sends to worker_input(), and reports a
  *     connection that closed with worker_closed();
  *   - once nothing more can be sent to the peer (its connection closed),
@@ -44,6 +48,8 @@ struct pool_stats;
 struct run;
 struct worker;
 
+#define WORKER_API_TOKEN_MAX	128	/* a credential with its NUL */
+
 enum worker_state {
 	W_STARTING,		/* connected, waiting for hello */
 	W_READY,		/* taking updates */
@@ -60,6 +66,12 @@ enum worker_state {
  */
 struct worker_ops {
 	const char	*kind;		/* for logs */
+	/*
+	 * Its process runs on this host (a child, a peer on a Unix socket):
+	 * it is given the Bot API endpoint.  0 for a process elsewhere,
+	 * which could not reach loopback (its welcome has no api_root).
+	 */
+	int		 api_local;
 	/* Queue one encoded frame (ends with '\n').  0, or -1 (not sent). */
 	int		(*send)(struct worker *, const char *line, size_t len);
 	/* Stop talking to it, and make it go. */
@@ -98,6 +110,8 @@ struct worker {
 	int64_t			 grace;		/* ms from cancel to terminate; 0: kill_grace */
 	int			 complaints;	/* frames tolerated, not obeyed */
 	char			 cut[192];	/* why the daemon cut it off */
+	const char		*api_root;	/* the Bot API endpoint, or NULL */
+	char			 api_token[WORKER_API_TOKEN_MAX]; /* its credential */
 	struct event		*hello_timer;
 	TAILQ_HEAD(, run)	 runs;		/* its jobs */
 	TAILQ_ENTRY(worker)	 entry;		/* the pool's workers */
@@ -129,6 +143,13 @@ void		 pool_worker_gone(struct worker *, const char *why, int how);
  * its updates come back with pool_worker_gone().
  */
 void		 pool_worker_unreachable(struct worker *);
+/*
+ * Give w the Bot API endpoint (pool_ops api_grant), once: w->api_root and
+ * w->api_token are set from now on, or stay empty when w's process is not
+ * on this host (api_local) or there is no endpoint.  Before a child's
+ * environment is built, or at hello.
+ */
+void		 pool_worker_api(struct worker *);
 /* Tell the pool's user that slots may have appeared. */
 void		 pool_capacity(struct pool *);
 struct event_base *pool_base(const struct pool *);
@@ -170,6 +191,13 @@ void		 worker_closed(struct worker *);
  */
 void		 worker_protocol_error(struct worker *, const char *why);
 int		 worker_send_frame(struct worker *, const struct frame *);
+/*
+ * w sent what (a done, a call, ...) for update id, which it does not hold:
+ * tolerated, not obeyed (outcome says what became of it); logged the first
+ * few times per worker only.
+ */
+void		 worker_complain(struct worker *, const char *what, int64_t id,
+		    const char *outcome);
 /*
  * No more updates for w; shutdown once it holds none.  deadline: when it
  * must be gone (wall ms), or 0 for shutdown_timeout after the shutdown.

@@ -14,7 +14,9 @@
  *   - a call: parameters from the query string and the body (JSON,
  *     urlencoded or multipart; file parts become {"@data": base64} file
  *     objects, which api.c sends through upload.c like a call frame's),
- *     then api_call() with the session key the daemon's held() hook names;
+ *     then, past the policy hook and the fair-queue bounds (api_bounded:
+ *     429 with retry_after, as for a call frame), api_call_from() with the
+ *     session key and update the daemon's held() hook names;
  *     the answer is Telegram's, re-serialised;
  *   - a download: the file streamed from <api_url>/file/bot<token>/...
  *     with the transfer paused while the client is slow, or read from
@@ -61,6 +63,7 @@
 #include "conf.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "multipart.h"
 #include "proto.h"
 #include "unixsock.h"
@@ -236,6 +239,32 @@ wa_listener(struct workerapi *wa)
 	    NULL;
 }
 
+/*
+ * Accept while there are fewer connections than worker_api_max_connections
+ * (it may have changed with a reload), stop at it.
+ */
+static void
+wa_accepting(struct workerapi *wa)
+{
+	size_t max = (size_t)wa->conf->worker_api_max_connections;
+
+	if (wa_listener(wa) == NULL)
+		return;
+	if (wa->full && wa->nconns < max) {
+		wa->full = 0;
+		evconnlistener_enable(wa_listener(wa));
+		log_notice("worker API: %zu connections, accepting again",
+		    wa->nconns);
+	} else if (!wa->full && wa->nconns >= max) {
+		wa->full = 1;
+		wa->stats.conn_limited++;
+		evconnlistener_disable(wa_listener(wa));
+		log_warnx("worker API: %zu connections, the most "
+		    "worker_api_max_connections allows; new ones wait",
+		    wa->nconns);
+	}
+}
+
 /* The connection is gone (or never became one): forget it. */
 static void
 wa_conn_gone(struct wa_conn *conn)
@@ -254,14 +283,7 @@ wa_conn_gone(struct wa_conn *conn)
 	bufferevent_decref(conn->bev);
 	free(conn);
 	wa->nconns--;
-	if (wa->full && wa->nconns <
-	    (size_t)wa->conf->worker_api_max_connections &&
-	    wa_listener(wa) != NULL) {
-		wa->full = 0;
-		evconnlistener_enable(wa_listener(wa));
-		log_notice("worker API: %zu connections, accepting again",
-		    wa->nconns);
-	}
+	wa_accepting(wa);
 }
 
 static void	wa_req_free(struct wa_req *);
@@ -341,15 +363,8 @@ wa_bevcb(struct event_base *base, void *arg)
 	bufferevent_incref(bev);
 	TAILQ_INSERT_TAIL(&wa->pending, conn, entry);
 	event_active(wa->adopt_ev, 0, 0);
-	if (++wa->nconns >= (size_t)wa->conf->worker_api_max_connections &&
-	    !wa->full && wa_listener(wa) != NULL) {
-		wa->full = 1;
-		wa->stats.conn_limited++;
-		evconnlistener_disable(wa_listener(wa));
-		log_warnx("worker API: %zu connections, the most "
-		    "worker_api_max_connections allows; new ones wait",
-		    wa->nconns);
-	}
+	wa->nconns++;
+	wa_accepting(wa);
 	return bev;
 }
 
@@ -920,7 +935,10 @@ wa_method_ok(const char *m)
 	return n > 0 && n <= WA_METHOD_MAX;
 }
 
-/* The X-Tgrunner-Update header: 0 with *id (-1: none), or -1 if bad. */
+/*
+ * The X-Tgrunner-Update header: 0 with *id (-1: no header; 0: no update,
+ * as in call frames), or -1 if it is not an update id.
+ */
 static int
 wa_update_header(struct evhttp_request *req, int64_t *id)
 {
@@ -937,7 +955,7 @@ wa_update_header(struct evhttp_request *req, int64_t *id)
 	n = strtoll(v, &end, 10);
 	if (!isdigit((unsigned char)*v) || *end != '\0' || errno != 0 || n < 0)
 		return -1;
-	*id = n > 0 ? n : -1;	/* id 0: no update, as in call frames */
+	*id = n;
 	return 0;
 }
 
@@ -1001,13 +1019,15 @@ wa_call_done(void *arg, const struct api_result *res)
 }
 
 /*
- * The call's parameters, after the held() and policy hooks; NULL when the
- * request was answered (refused) here.
+ * The call's parameters, after the held() and policy hooks (*held: what
+ * held() said, 0 for no update; from: who calls, for which update); NULL
+ * when the request was answered (refused) here.
  */
 static json_t *
 wa_call_params(struct workerapi *wa, struct evhttp_request *req,
-    int worker_id, const char *method, const char **key)
+    struct api_from *from, const char *method, const char **key, int *held)
 {
+	int		 worker_id = from->worker, bound;
 	struct wa_bad	 bad;
 	json_t		*params;
 	int64_t		 update;
@@ -1024,12 +1044,32 @@ wa_call_params(struct workerapi *wa, struct evhttp_request *req,
 		return NULL;
 	}
 	*key = NULL;
-	if (wa->ops->held != NULL)
-		(void)wa->ops->held(wa->arg, worker_id, update, key);
-	/* #12's method policy goes here, for this path and call frames alike */
+	if (wa->ops->held != NULL &&
+	    (*held = wa->ops->held(wa->arg, worker_id, update, key,
+	    &from->update)) == -1) {
+		/* its key's order cannot be kept: refused, as a call frame is */
+		snprintf(bad.desc, sizeof(bad.desc), "Bad Request: tgrunner: "
+		    "update %" PRId64 " is not held by this worker", update);
+		wa_error(wa, req, 400, bad.desc, 0, 0);
+		json_decref(params);
+		return NULL;
+	}
 	if (wa->ops->policy != NULL && wa->ops->policy(wa->arg, worker_id,
 	    method, params, &bad.code, bad.desc, sizeof(bad.desc)) == -1) {
 		wa_error(wa, req, bad.code, bad.desc, 0, 0);
+		json_decref(params);
+		return NULL;
+	}
+	/* the fair-queue bounds of its key and worker, as for a call frame */
+	if ((bound = api_bounded(wa->api, *key, worker_id)) != 0) {
+		snprintf(bad.desc, sizeof(bad.desc), "Too Many Requests: retry "
+		    "after %d (tgrunner: %s)", API_BOUND_RETRY_AFTER,
+		    bound == API_BOUND_KEY ? "too many calls queued for this "
+		    "chat, max_calls_per_key" : "too many calls queued by this "
+		    "worker, max_calls_per_worker");
+		log_debug("worker=%d key=%s: call refused: %s", worker_id,
+		    *key != NULL ? *key : "-", bad.desc);
+		wa_error(wa, req, 429, bad.desc, API_BOUND_RETRY_AFTER, 0);
 		json_decref(params);
 		return NULL;
 	}
@@ -1040,25 +1080,34 @@ static void
 wa_call(struct workerapi *wa, struct evhttp_request *req,
     struct wa_conn *conn, int worker_id, const char *method)
 {
+	struct api_from	 from = { .worker = worker_id };
 	struct wa_req	*r;
 	const char	*key;
 	json_t		*params;
+	int		 held = 0;
 
 	if (!wa_method_ok(method)) {
 		wa_error(wa, req, 404, "Not Found", 0, 0);
 		return;
 	}
-	if ((params = wa_call_params(wa, req, worker_id, method, &key)) ==
-	    NULL)
+	if ((params = wa_call_params(wa, req, &from, method, &key,
+	    &held)) == NULL)
 		return;
+	if (held != 1)
+		from.update = 0;
 	r = wa_req_new(wa, WA_CALL, req, conn, worker_id);
 	snprintf(r->method, sizeof(r->method), "%s", method);
-	if (api_call(wa->api, key, method, params, 0, wa_call_done, r) == -1) {
+	/* like a call frame's (not owed): dropped if its worker dies first */
+	if (api_call_from(wa->api, &from, key, method, params, 0, wa_call_done,
+	    r) == -1) {
 		wa_req_free(r);
 		wa_error(wa, req, 429, "Too Many Requests: retry after 1", 1,
 		    0);
-	} else
+	} else {
 		wa->stats.calls++;
+		if (held == 0)
+			wa->stats.calls_no_update++;
+	}
 	json_decref(params);
 }
 
@@ -1197,7 +1246,8 @@ wa_dl_failed(struct wa_req *r, const struct http_response *resp)
 static void
 wa_dl_done(void *arg, const struct http_response *resp)
 {
-	struct wa_req *r = arg;
+	struct wa_req		*r = arg;
+	struct evhttp_request	*req;
 
 	r->hreq = NULL;
 	if (r->req == NULL) {
@@ -1210,7 +1260,18 @@ wa_dl_done(void *arg, const struct http_response *resp)
 		r->wa->stats.requests++;
 		r->wa->stats.downloads++;
 		r->wa->stats.download_bytes += (uint64_t)r->sent;
-		evhttp_send_reply_end(r->req);
+		req = r->req;
+		/*
+		 * With the whole body written out already, evhttp finishes
+		 * the request at once, frees it, and frees a connection the
+		 * client asked to close, in wa_conn_closed(): neither may
+		 * lead back to r, which is freed here.
+		 */
+		if (r->conn != NULL)
+			r->conn->req = NULL;
+		r->conn = NULL;
+		r->req = NULL;
+		evhttp_send_reply_end(req);
 	}
 	wa_req_free(r);
 }
@@ -1603,6 +1664,13 @@ workerapi_listen(struct workerapi *wa, const char *spec)
 	return rc;
 }
 
+void
+workerapi_reconfigure(struct workerapi *wa)
+{
+	wa_apply_conf(wa);
+	wa_accepting(wa);
+}
+
 const char *
 workerapi_root(const struct workerapi *wa)
 {
@@ -1619,6 +1687,52 @@ const struct workerapi_stats *
 workerapi_stats(const struct workerapi *wa)
 {
 	return &wa->stats;
+}
+
+json_t *
+workerapi_status(const struct workerapi *wa)
+{
+	const struct workerapi_stats *st = &wa->stats;
+
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "root", wa->root, "connections", (json_int_t)wa->nconns,
+	    "requests", (json_int_t)st->requests,
+	    "calls", (json_int_t)st->calls,
+	    "calls_no_update", (json_int_t)st->calls_no_update,
+	    "downloads", (json_int_t)st->downloads,
+	    "download_bytes", (json_int_t)st->download_bytes,
+	    "unauthorized", (json_int_t)st->unauthorized,
+	    "refused", (json_int_t)st->refused);
+}
+
+void
+workerapi_metrics(const struct workerapi *wa, struct evbuffer *out)
+{
+	const struct workerapi_stats *st = &wa->stats;
+
+	metrics_gauge(out, "tgrunner_worker_api_connections",
+	    "Connections to the workers' Bot API endpoint.", wa->nconns);
+	metrics_counter(out, "tgrunner_worker_api_requests_total",
+	    "Requests the endpoint answered, whatever the answer.",
+	    st->requests);
+	metrics_counter(out, "tgrunner_worker_api_calls_total",
+	    "Bot API calls made through the endpoint.", st->calls);
+	metrics_counter(out, "tgrunner_worker_api_calls_no_update_total",
+	    "Of those, calls that belonged to no update, so in no key's "
+	    "order (" WORKERAPI_HDR_UPDATE " 0, or no header while the "
+	    "worker held none or several).", st->calls_no_update);
+	metrics_counter(out, "tgrunner_worker_api_downloads_total",
+	    "Files sent in full through the endpoint.", st->downloads);
+	metrics_counter(out, "tgrunner_worker_api_download_bytes_total",
+	    "Bytes of the files sent in full.", st->download_bytes);
+	metrics_counter(out, "tgrunner_worker_api_unauthorized_total",
+	    "Requests with a credential that is no living worker's (401).",
+	    st->unauthorized);
+	metrics_counter(out, "tgrunner_worker_api_refused_total",
+	    "Requests the endpoint refused itself (4xx other than 401).",
+	    st->refused);
+	metrics_counter(out, "tgrunner_worker_api_connection_limited_total",
+	    "Times a connection bound bit.", st->conn_limited);
 }
 
 int

@@ -22,9 +22,10 @@
  * The bot id in front keeps the shape of a token, which frameworks check.
  *
  * A call belongs to the update the daemon's held() hook names: the one
- * update the worker holds, or the one the X-Tgrunner-Update header names
- * if the worker holds it; otherwise none (unordered, as a call frame with
- * id 0).
+ * the X-Tgrunner-Update header names (refused with 400 if the worker does
+ * not hold it, as a call frame for it is), else the one update the worker
+ * holds; otherwise none (unordered, as a call frame with id 0, which the
+ * header may also say).
  */
 #ifndef TG_WORKERAPI_H
 #define TG_WORKERAPI_H
@@ -37,6 +38,7 @@
 struct api;
 struct conf;
 struct event_base;
+struct evbuffer;
 struct http;
 struct workerapi;
 
@@ -51,18 +53,21 @@ struct workerapi;
 struct workerapi_ops {
 	/*
 	 * Which update a call of worker_id belongs to.  update_id: the
-	 * X-Tgrunner-Update header's value, or -1 when there is none.
-	 * Return 1 with *key set to the update's session key for api_call
-	 * (NULL if it has none; valid until the loop runs again) when the
-	 * worker holds exactly one update and update_id is -1 or its id, or
-	 * when it holds update_id; return 0 otherwise (the call is unordered).
+	 * X-Tgrunner-Update header's value (0: none), or -1 when there is no
+	 * header.  Return 1 with *key set to the update's session key for
+	 * api_call (NULL if it has none; valid until the loop runs again)
+	 * and *update to its id when the worker holds update_id, or
+	 * update_id is -1 and the worker holds exactly one update; -1 when
+	 * update_id > 0 is not held (the request is refused with 400); 0
+	 * otherwise (the call is unordered).
 	 */
 	int	(*held)(void *arg, int worker_id, int64_t update_id,
-		    const char **key);
+		    const char **key, int64_t *update);
 	/*
 	 * The method policy (#12): 0 lets worker_id call method(params);
-	 * -1 refuses it with *code (4xx) and desc.  NULL: no policy, every
-	 * method goes to Telegram, as call frames do until the policy exists.
+	 * -1 refuses it with *code (4xx) and desc.  The daemon passes the
+	 * one call frames pass (calls_policy, policy.h).  NULL: no policy,
+	 * every method goes to Telegram.
 	 */
 	int	(*policy)(void *arg, int worker_id, const char *method,
 		    json_t *params, int *code, char *desc, size_t descsz);
@@ -71,6 +76,7 @@ struct workerapi_ops {
 struct workerapi_stats {
 	uint64_t	requests;	/* answered, whatever the answer */
 	uint64_t	calls;		/* handed to api_call */
+	uint64_t	calls_no_update; /* of those, belonging to no update */
 	uint64_t	downloads;	/* files sent in full */
 	uint64_t	download_bytes;
 	uint64_t	download_pauses;	/* a slow client held a transfer */
@@ -81,8 +87,12 @@ struct workerapi_stats {
 
 /*
  * A new endpoint on base, not listening yet.  api, http, conf and token
- * are borrowed and must outlive it; conf is read at each use (a reload
- * applies to the next request).  The caller frees it with workerapi_free().
+ * are borrowed and must outlive it; conf is read at each use, so a reload
+ * that swaps the reloadable options in (download_max_size,
+ * local_files_dir, upload_max_size, worker_api_max_connections,
+ * worker_api_max_per_worker) applies to the next request, and
+ * worker_api_timeout to the next connection; worker_api_listen needs a
+ * restart.  The caller frees it with workerapi_free().
  */
 struct workerapi *workerapi_new(struct event_base *, struct api *,
 		    struct http *, const struct conf *, const char *token,
@@ -94,6 +104,11 @@ void		 workerapi_free(struct workerapi *);
  * "unix:/path" (mode 0660, a stale socket replaced).  0, or -1 (logged).
  */
 int		 workerapi_listen(struct workerapi *, const char *spec);
+/*
+ * After a reload swapped the options in: the connection bound applies at
+ * once (accepting stops or resumes), the timeout to new connections.
+ */
+void		 workerapi_reconfigure(struct workerapi *);
 /* What a worker's client uses: "http://127.0.0.1:41234" or "unix:/path". */
 const char	*workerapi_root(const struct workerapi *);
 /*
@@ -110,6 +125,10 @@ int		 workerapi_credential(struct workerapi *, int worker_id,
 void		 workerapi_revoke(struct workerapi *, int worker_id);
 size_t		 workerapi_connections(const struct workerapi *);
 const struct workerapi_stats *workerapi_stats(const struct workerapi *);
+/* For status: {"root":..., "connections":N, "requests":N, ...}. */
+json_t		*workerapi_status(const struct workerapi *);
+/* For /metrics: the tgrunner_worker_api_* families. */
+void		 workerapi_metrics(const struct workerapi *, struct evbuffer *);
 
 /*
  * For getFile results: a local Bot API server answers an absolute

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: ISC
 # Install what building and testing tgrunner needs on Debian 12 (apt-get).
-# Does nothing when everything is already there.
+# Does nothing when everything is already there.  The npm packages the
+# framework tests run come from tests/install-node-deps.sh, run last.
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev libinih-dev
@@ -17,9 +18,13 @@ done
 # fetch those two from the npm registry); a node from elsewhere will do
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
-[ -z "$missing" ] && exit 0
-echo "installing:$missing"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+if [ -n "$missing" ]; then
+	echo "installing:$missing"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+	    --no-install-recommends $missing
+fi
+# grammY and Telegraf themselves, from the npm registry
+exec "$(dirname "$0")/install-node-deps.sh"

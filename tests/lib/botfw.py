@@ -3,9 +3,12 @@
 python-telegram-bot share (tests/scenario/test_adapters.py and
 test_bot_frameworks.py): the frameworks, and updates a bot understands.
 
-grammY and Telegraf come from the npm registry: node_modules() installs the
-versions pinned in tests/adapters/package-lock.json with `npm ci` into the
-build tree, once; only when npm cannot reach the registry does it skip.
+grammY and Telegraf come from the npm registry: the versions pinned in
+tests/adapters/package-lock.json, which tests/install-deps.sh installs
+(tests/install-node-deps.sh, into TGRUNNER_NODE_DEPS or
+~/.cache/tgrunner/adapters-node).  Without them there, node_modules()
+installs them with `npm ci` into the build tree, once; only when npm cannot
+reach the registry does it skip.
 """
 
 import hashlib
@@ -21,6 +24,10 @@ NODE = shutil.which("node")
 NPM = shutil.which("npm")
 SDK_NODE = os.path.join(tgtest.SRCDIR, "worker-sdk", "node")
 SDK_PY = os.path.join(tgtest.SRCDIR, "worker-sdk", "python")
+# where tests/install-node-deps.sh puts them
+NODE_DEPS = os.environ.get("TGRUNNER_NODE_DEPS") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+    "tgrunner", "adapters-node")
 
 
 def python_with_ptb():
@@ -53,14 +60,15 @@ def node_modules():
     dest = os.path.join(tgtest.BUILDDIR, "tests", "adapters-node")
     with open(os.path.join(src, "package-lock.json"), "rb") as f:
         want = hashlib.sha256(f.read()).hexdigest()
+    for where in (NODE_DEPS, dest):
+        try:
+            with open(os.path.join(where, "installed.stamp")) as f:
+                if f.read() == want:
+                    _node_modules = os.path.join(where, "node_modules")
+                    return _node_modules
+        except OSError:
+            pass
     stamp = os.path.join(dest, "installed.stamp")
-    try:
-        with open(stamp) as f:
-            if f.read() == want:
-                _node_modules = os.path.join(dest, "node_modules")
-                return _node_modules
-    except OSError:
-        pass
     ping = subprocess.run([NPM, "ping"], capture_output=True, text=True,
                           timeout=120)
     if ping.returncode != 0:

@@ -43,10 +43,37 @@ MARK = "tgtest-untrusted"
 # A worker that tries every reserved method in some spelling with call,
 # attaches more of them to done, records what it was answered (one JSON line
 # per call to TG_OUT) and replies "re <update id>".  TG_TRY: the methods
-# (comma-separated) for call; TG_ATTACH: those for done.
+# (comma-separated) for call; TG_ATTACH: those for done.  TG_VIA=endpoint:
+# TG_TRY's calls go through the daemon's Bot API endpoint (plain HTTP, the
+# credential of TGRUNNER_API_TOKEN) instead of call frames.
 POLICY_WORKER = r'''
-import asyncio, json, os
+import asyncio, json, os, urllib.error, urllib.request
 from tgrunner_worker import ApiError, Worker
+
+VIA_ENDPOINT = os.environ.get("TG_VIA") == "endpoint"
+
+def endpoint_call(update_id, method, params):
+    req = urllib.request.Request(
+        "%%s/bot%%s/%%s" %% (os.environ["TGRUNNER_API_ROOT"],
+                          os.environ["TGRUNNER_API_TOKEN"], method),
+        data=json.dumps(params).encode(),
+        headers={"Content-Type": "application/json",
+                 "X-Tgrunner-Update": str(update_id)})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+    if body.get("ok"):
+        return body["result"]
+    p = body.get("parameters") or {}
+    raise ApiError(body.get("error_code"), body.get("description"), p,
+                   p.get("retry_after"), method)
+
+async def call(ctx, method, **params):
+    if VIA_ENDPOINT:
+        return await asyncio.to_thread(endpoint_call, ctx.id, method, params)
+    return await ctx.call(method, **params)
 
 OUT = os.environ["TG_OUT"]
 TRY = [m for m in os.environ.get("TG_TRY", "").split(",") if m]
@@ -123,11 +150,11 @@ async def on_update(ctx):
         if m.lower() == "getupdates":
             params = {"mark": "%(mark)s", "offset": -1, "timeout": 0}
         try:
-            r = await ctx.call(m, **params)
+            r = await call(ctx, m, **params)
             record({"id": ctx.id, "method": m, "ok": True})
             if m.lower() == "getupdates" and r:
                 # confirm what it took, as a hostile worker would
-                await ctx.call(m, offset=r[-1]["update_id"] + 1, timeout=0)
+                await call(ctx, m, offset=r[-1]["update_id"] + 1, timeout=0)
         except ApiError as e:
             record({"id": ctx.id, "method": m, "ok": False,
                     "code": e.error_code, "desc": e.description})
@@ -283,6 +310,47 @@ class Untrusted(ScenarioCase):
             journal = f.read().lower()
         for m in RESERVED[:4]:  # "close" could be in any text
             self.assertNotIn(m.lower().encode(), journal, m)
+
+    def test_reserved_methods_refused_on_endpoint(self):
+        """The Bot API endpoint is under the same policy as call frames:
+        any case, 403 with the rule, nothing forwarded, counted per method,
+        logged once per worker and method."""
+        tried = ["getUpdates", "GETUPDATES", "setWebhook", "SetWebHook",
+                 "deleteWebhook", "logOut", "LOGOUT", "close", "Close"]
+        fake = self.start_fake()
+        d = self.policy_daemon(fake, tried,
+                               worker_env_extra={"TG_VIA": "endpoint"})
+        ids = self.generate(fake, 10, 5)
+        self.wait_replies(fake, ids)
+        wait_until(lambda: len(self.answers()) >= len(ids) * len(tried),
+                   30, what="every call answered")
+        answers = self.answers()
+        self.assertEqual(len(answers), len(ids) * len(tried))
+        for a in answers:
+            canon = [r for r in RESERVED if r.lower() == a["method"].lower()]
+            self.assertFalse(a["ok"], a)
+            self.assertEqual(a["code"], 403, a)
+            self.assertEqual(a["desc"], "tgrunner: %s is reserved for the "
+                             "daemon" % canon[0], a)
+        self.assertNothingForwarded(fake)
+        fams = scrape(self.port)
+        per = {"getUpdates": 2, "setWebhook": 2, "deleteWebhook": 1,
+               "logOut": 2, "close": 2}
+        for m, n in per.items():
+            self.assertEqual(promparse.value(
+                fams, "tgrunner_worker_calls_refused_total",
+                {"method": m, "rule": "reserved"}), n * len(ids), m)
+        # the endpoint saw them all (not refused before the policy)
+        self.assertGreaterEqual(promparse.value(
+            fams, "tgrunner_worker_api_requests_total"),
+            len(ids) * len(tried))
+        lines = d.grep(r"call refused: tgrunner: .* is reserved")
+        keys = [re.search(r"worker=(\d+) method=(\w+)", l).groups()
+                for l in lines]
+        self.assertEqual(len(keys), len(set(keys)), "\n".join(lines))
+        self.assertGreaterEqual(len(lines), 5)
+        self.assertLessEqual(len(lines), 2 * len(tried))
+        self.assertEqual(d.stop(), 0, d.log_tail())
 
     def test_getupdates_loop_loses_nothing(self):
         """A worker that polls getUpdates (and confirms what it gets) in a

@@ -20,7 +20,6 @@ import shlex
 import signal
 import socket
 import sys
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
@@ -103,17 +102,6 @@ from tgtest import ScenarioCase, wait_until	# noqa: E402
 
 MAX_SIZE = 64 * 1024
 SDK = os.path.join(tgtest.SRCDIR, "worker-sdk", "python")
-
-
-def _reload_wired():
-    try:
-        with open(os.path.join(tgtest.SRCDIR, "daemon", "tgrunnerd.c")) as f:
-            return "TAKE(upload_dir)" in f.read()
-    except OSError:
-        return False
-
-
-RELOAD_WIRED = _reload_wired()
 
 
 def sha(b):
@@ -404,8 +392,6 @@ class Uploads(ScenarioCase):
         self.assertEqual((f["sha256"], f["filename"], f["content_type"]),
                          (sha(b"sdk bytes"), "s.txt", "text/plain"))
 
-    @unittest.skipUnless(RELOAD_WIRED, "tgrunnerd.c's tgd_reload does not "
-                         "take upload_dir / upload_max_size yet")
     def test_reload_changes_upload_dir(self):
         d = self.daemon()
         other = self.subdir("other")

@@ -809,6 +809,7 @@ START_TEST(test_reload)
 {
 	struct conf	next;
 	char		applied[512], restart[512];
+	const char	*text;
 
 	load_ok(CMD);
 	memset(&next, 0, sizeof(next));
@@ -834,6 +835,28 @@ START_TEST(test_reload)
 	ck_assert_ptr_null(next.upload_dir);
 	ck_assert_str_eq(next.api_url, "http://127.0.0.1:1");
 	ck_assert_int_eq(next.session_key[0], KEY_USER);
+	conf_clear(&next);
+
+	/* the endpoint's bounds apply at once, its address at the next start */
+	load_ok(CMD);
+	text = CMD "worker_api_listen = unix:/run/api.sock\n"
+	    "worker_api_max_connections = 9\nworker_api_max_per_worker = 3\n"
+	    "worker_api_timeout = 5s\ndownload_max_size = 1M\n"
+	    "local_files_dir = /srv/bot-api\n";
+	write_bytes(text, strlen(text));
+	ck_assert_int_eq(conf_load(path, &next, &err), 0);
+	conf_reload(&c, &next, applied, sizeof(applied), restart,
+	    sizeof(restart));
+	ck_assert_str_eq(applied, "worker_api_max_connections,"
+	    "worker_api_max_per_worker,worker_api_timeout,download_max_size,"
+	    "local_files_dir");
+	ck_assert_str_eq(restart, "worker_api_listen");
+	ck_assert_int_eq(c.worker_api_max_connections, 9);
+	ck_assert_int_eq(c.worker_api_max_per_worker, 3);
+	ck_assert_int_eq(c.worker_api_timeout, 5000);
+	ck_assert_int_eq(c.download_max_size, 1 << 20);
+	ck_assert_str_eq(c.local_files_dir, "/srv/bot-api");
+	ck_assert_str_eq(c.worker_api_listen, "127.0.0.1:0");
 	conf_clear(&next);
 
 	/* nothing changed: nothing to say */

@@ -131,6 +131,18 @@ static const struct worker_ops fake_ops = {
 	.free = fake_free,
 };
 
+/* The same type for a process on this host: it gets the Bot API endpoint. */
+static const struct worker_ops local_ops = {
+	.kind = "fake",
+	.api_local = 1,
+	.send = fake_send,
+	.close = fake_close,
+	.terminate = fake_terminate,
+	.alive = fake_alive,
+	.describe = fake_describe,
+	.free = fake_free,
+};
+
 /* --- what the pool reports ------------------------------------------------- */
 
 struct ev {
@@ -149,6 +161,7 @@ static struct fake		 fakes[MAXF];
 static struct ev		 evs[256];
 static int			 nevs, ncapacity;
 static struct job		*jobs[MAXJ];
+static int			 grants, revokes, revoked_id, no_endpoint;
 static json_t			*description;	/* the_worker()'s */
 
 static void
@@ -192,11 +205,33 @@ on_call(void *arg, int worker_id, json_t *ref, struct job *job,
 	snprintf(e->text, sizeof(e->text), "%s", method);
 }
 
+#define API_ROOT	"http://127.0.0.1:9"
+
+/* The daemon's endpoint: "cred-<worker id>" for every worker, unless none. */
+static const char *
+on_api_grant(void *arg, int worker_id, char *cred, size_t credsz)
+{
+	grants++;
+	if (no_endpoint)
+		return NULL;
+	snprintf(cred, credsz, "cred-%d", worker_id);
+	return API_ROOT;
+}
+
+static void
+on_api_revoke(void *arg, int worker_id)
+{
+	revokes++;
+	revoked_id = worker_id;
+}
+
 static const struct pool_ops ops = {
 	.done = on_done,
 	.failed = on_failed,
 	.capacity = on_capacity,
 	.call = on_call,
+	.api_grant = on_api_grant,
+	.api_revoke = on_api_revoke,
 };
 
 static void
@@ -214,6 +249,7 @@ setup(void)
 	memset(fakes, 0, sizeof(fakes));
 	memset(jobs, 0, sizeof(jobs));
 	nevs = ncapacity = 0;
+	grants = revokes = revoked_id = no_endpoint = 0;
 	pool = pool_new(base, &conf, &ops, NULL);
 	pool_start(pool, bot);
 	json_decref(bot);
@@ -257,17 +293,23 @@ input(struct worker *w, const char *fmt, ...)
 	frame_clear(&f);
 }
 
-/* Fake worker i, connected (not yet said hello). */
+/* Fake worker i of a type, connected (not yet said hello). */
 static struct fake *
-connect_fake(int i)
+connect_type(int i, const struct worker_ops *type)
 {
 	struct fake *f = &fakes[i];
 
 	f->sent = json_array();
 	f->alive = 1;
-	f->w = pool_worker_new(pool, &fake_ops, f, 1000 + i);
+	f->w = pool_worker_new(pool, type, f, 1000 + i);
 	ck_assert_ptr_nonnull(f->w);
 	return f;
+}
+
+static struct fake *
+connect_fake(int i)
+{
+	return connect_type(i, &fake_ops);
 }
 
 static struct fake *
@@ -753,6 +795,117 @@ START_TEST(test_call_frames)
 }
 END_TEST
 
+/* A job with session key "chat:<chat>", running in the router r. */
+static struct job *
+keyed_job(struct router *r, int64_t id, int chat)
+{
+	struct keyset ks = { .n = 1 };
+	struct job *j = job(id);
+
+	snprintf(ks.k[0], sizeof(ks.k[0]), "chat:%d", chat);
+	router_add(r, j, &ks);
+	ck_assert_ptr_eq(router_next(r), j);
+	jobs[id] = NULL;	/* the router's now */
+	return j;
+}
+
+/* Which update an endpoint call belongs to (workerapi.h, PROTOCOL.md). */
+START_TEST(test_held)
+{
+	struct router *r = router_new();
+	struct fake *a = ready_fake(0, 3), *b = ready_fake(1, 1);
+	struct job *j1, *j2;
+	const char *key = "x";
+
+	/* nothing held: no update, whatever the header says but an id */
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 0);
+	ck_assert_ptr_null(key);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key, NULL), 0);
+	ck_assert_int_eq(pool_held(pool, 999, -1, &key, NULL), 0);
+	j1 = keyed_job(r, 1, 5);
+	ck_assert_int_eq(pool_dispatch(pool, j1, a->w), 0);
+	/* one held: no header means that one; 0 still means none */
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 1);
+	ck_assert_str_eq(key, "chat:5");
+	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key, NULL), 1);
+	ck_assert_str_eq(key, "chat:5");
+	ck_assert_int_eq(pool_held(pool, a->w->id, 0, &key, NULL), 0);
+	ck_assert_ptr_null(key);
+	/* two held: the header picks, no header is none */
+	j2 = keyed_job(r, 2, 6);
+	ck_assert_int_eq(pool_dispatch(pool, j2, a->w), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, -1, &key, NULL), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 2, &key, NULL), 1);
+	ck_assert_str_eq(key, "chat:6");
+	/* a keyless update: held, no key */
+	ck_assert_int_eq(pool_dispatch(pool, job(3), a->w), 0);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 3, &key, NULL), 1);
+	ck_assert_ptr_null(key);
+	/* someone else's update, or one answered already: refused */
+	ck_assert_int_eq(pool_held(pool, b->w->id, 1, &key, NULL), -1);
+	ck_assert_ptr_null(key);
+	ck_assert_int_eq(b->w->complaints, 1);
+	input(a->w, "{\"type\":\"done\",\"id\":1}");
+	ck_assert_int_eq(pool_held(pool, a->w->id, 1, &key, NULL), -1);
+	ck_assert_int_eq(pool_held(pool, a->w->id, 44, &key, NULL), -1);
+	ck_assert_int_eq(a->w->complaints, 2);
+	ck_assert_int_eq(b->closes + a->closes, 0);
+	input(a->w, "{\"type\":\"done\",\"id\":2}");
+	router_finish(r, j1);
+	router_finish(r, j2);
+	job_free(j1);
+	job_free(j2);
+	router_free(r);
+}
+END_TEST
+
+/* The welcome of a worker on this host carries the endpoint; freed, revoked. */
+START_TEST(test_api_credentials)
+{
+	struct fake *a, *b;
+	json_t *wel;
+	int id;
+
+	a = connect_type(0, &local_ops);
+	ck_assert_int_eq(grants, 0);		/* at hello, not before */
+	input(a->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
+	    PROTO_VERSION);
+	wel = sent(a, 0);
+	ck_assert_str_eq(json_string_value(json_object_get(wel, "type")),
+	    "welcome");
+	ck_assert_str_eq(json_string_value(json_object_get(wel, "api_root")),
+	    API_ROOT);
+	id = a->w->id;
+	ck_assert_str_eq(json_string_value(json_object_get(wel, "api_token")),
+	    a->w->api_token);
+	ck_assert_int_eq(atoi(a->w->api_token + 5), id);
+	ck_assert_int_eq(grants, 1);
+	/* a process elsewhere (a relay's) is not given it */
+	b = ready_fake(1, 1);
+	ck_assert_ptr_null(json_object_get(sent(b, 0), "api_root"));
+	ck_assert_ptr_null(json_object_get(sent(b, 0), "api_token"));
+	ck_assert_int_eq(grants, 1);
+	/* the credential lives as long as the worker */
+	pool_worker_gone(b->w, "gone", 0);
+	ck_assert_int_eq(revokes, 0);
+	worker_closed(a->w);
+	ck_assert_int_eq(revokes, 0);
+	pool_worker_gone(a->w, "gone", 0);
+	ck_assert_int_eq(revokes, 1);
+	ck_assert_int_eq(revoked_id, id);
+	/* no endpoint: a welcome without either member */
+	no_endpoint = 1;
+	a = connect_type(2, &local_ops);
+	input(a->w, "{\"type\":\"hello\",\"protocol\":%d,\"slots\":1}",
+	    PROTO_VERSION);
+	ck_assert_ptr_null(json_object_get(sent(a, 0), "api_root"));
+	ck_assert_ptr_null(json_object_get(sent(a, 0), "api_token"));
+	ck_assert_int_eq(grants, 2);
+	pool_worker_gone(a->w, "gone", 0);
+	ck_assert_int_eq(revokes, 1);
+}
+END_TEST
+
 START_TEST(test_shutdown_when_idle)
 {
 	struct fake *a = ready_fake(0, 1), *b = ready_fake(1, 1);
@@ -882,6 +1035,29 @@ children_problem(const char *cmd, const char *want)
 	    "problem \"%s\", not \"%s...\"", p, want);
 }
 
+/*
+ * A plain command line that begins with exec itself runs as written: the
+ * daemon's own exec in front would make the shell look for a program named
+ * exec, and the child would exit 127 before its hello.
+ */
+START_TEST(test_child_exec_line)
+{
+	char path[] = "/tmp/check_pool.XXXXXX", cmd[64];
+	const char *sh = SH_WORKER "\n";
+	int fd;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_int_eq(write(fd, sh, strlen(sh)), (ssize_t)strlen(sh));
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "  exec /bin/sh %s", path);
+	children_start(cmd);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	ck_assert_int_eq(pool_stats(pool)->spawned, 1);
+	unlink(path);
+	children_stop();
+}
+END_TEST
+
 START_TEST(test_child_dies_with_update)
 {
 	json_t *a;
@@ -934,6 +1110,51 @@ START_TEST(test_child_hello_missing)
 	conf.hello_timeout = 100;
 	children_problem("sleep 30", "workers' hello missing: none within "
 	    "100 ms (");
+	children_stop();
+}
+END_TEST
+
+/*
+ * A spawned child has its credential in its environment from the start,
+ * the same as in its welcome; what the daemon's own environment has under
+ * those names never reaches it.  The worker exits 7 if all is as it should
+ * be, 8 if not, once it has its update (which comes back failed with that).
+ */
+#define SH_ENV_WORKER "printf '{\"type\":\"hello\",\"protocol\":1," \
+	"\"slots\":1}\\n' >&3; read -r l <&3; read -r u <&3; " \
+	"case \"$l\" in *\"\\\"api_token\\\":\\\"$TGRUNNER_API_TOKEN\\\"\"*) ;; " \
+	"*) exit 8;; esac; "
+
+START_TEST(test_child_endpoint_env)
+{
+	setenv("TGRUNNER_API_ROOT", "http://daemon-env", 1);
+	setenv("TGRUNNER_API_TOKEN", "daemon-env", 1);
+	children_start(SH_ENV_WORKER "test \"$TGRUNNER_API_ROOT\" = " API_ROOT
+	    " && test \"$TGRUNNER_API_TOKEN\" = cred-$TGRUNNER_WORKER_ID && "
+	    "exit 7; exit 8");
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the child's hello");
+	ck_assert_int_eq(grants, 1);
+	ck_assert_int_eq(pool_dispatch(pool, job(1), NULL), 0);
+	TESTLOOP_UNTIL(base, have_failed, NULL, 20000, "the update back");
+	ck_assert_str_eq(evs[0].text, "worker exited with status 7");
+	ck_assert_int_eq(revokes, 1);
+	ck_assert_int_eq(revoked_id, 1);
+	/* no endpoint: neither variable, inherited or not */
+	no_endpoint = 1;
+	nevs = 0;
+	conf.worker_command[0] = '\0';
+	free(conf.worker_command);
+	conf.worker_command = strdup("printf '{\"type\":\"hello\","
+	    "\"protocol\":1,\"slots\":1}\\n' >&3; read -r l <&3; "
+	    "read -r u <&3; test -z \"${TGRUNNER_API_ROOT+x}"
+	    "${TGRUNNER_API_TOKEN+x}\" && exit 7; exit 8");
+	pool_reconfigure(pool, &conf, 1);
+	TESTLOOP_UNTIL(base, have_capacity, NULL, 20000, "the new child");
+	ck_assert_int_eq(pool_dispatch(pool, job(2), NULL), 0);
+	TESTLOOP_UNTIL(base, have_failed, NULL, 20000, "the update back");
+	ck_assert_str_eq(evs[0].text, "worker exited with status 7");
+	unsetenv("TGRUNNER_API_ROOT");
+	unsetenv("TGRUNNER_API_TOKEN");
 	children_stop();
 }
 END_TEST
@@ -1383,6 +1604,8 @@ pool_suite(void)
 	tcase_add_test(tc, test_stray_answers_bounded);
 	tcase_add_test(tc, test_cut_off_no_deadline);
 	tcase_add_test(tc, test_call_frames);
+	tcase_add_test(tc, test_held);
+	tcase_add_test(tc, test_api_credentials);
 	tcase_add_test(tc, test_shutdown_when_idle);
 	tcase_add_test(tc, test_recycle);
 	tcase_add_test(tc, test_kill_and_alive);
@@ -1392,6 +1615,8 @@ pool_suite(void)
 	tcase_add_test(ch, test_child_dies_before_hello);
 	tcase_add_test(ch, test_child_hello_refused);
 	tcase_add_test(ch, test_child_hello_missing);
+	tcase_add_test(ch, test_child_endpoint_env);
+	tcase_add_test(ch, test_child_exec_line);
 	tcase_add_test(ch, test_restart_one_at_a_time);
 	tcase_add_test(ch, test_restart_stops_on_failed_start);
 	tcase_add_test(ch, test_restart_shutdown_ignored);

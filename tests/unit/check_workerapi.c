@@ -73,15 +73,22 @@ static struct {
 	int		 worker;
 	int64_t		 update;
 	const char	*key;		/* what held() answers */
+	int64_t		 not_held;	/* held() answers -1 for this id */
 } hooks;
 
 static int
-held_hook(void *arg, int worker_id, int64_t update_id, const char **key)
+held_hook(void *arg, int worker_id, int64_t update_id, const char **key,
+    int64_t *update)
 {
 	hooks.held_calls++;
 	hooks.worker = worker_id;
 	hooks.update = update_id;
 	*key = hooks.key;
+	if (update_id > 0 && update_id == hooks.not_held) {
+		*key = NULL;
+		return -1;
+	}
+	*update = update_id > 0 ? update_id : 0;
 	return hooks.key != NULL;
 }
 
@@ -797,8 +804,17 @@ START_TEST(test_held_hook_and_key_order)
 	ck_assert_int_eq(hooks.update, 4242);
 	rq[0]->hdr = WORKERAPI_HDR_UPDATE ": 0";
 	one(rq[0]);
-	ck_assert_int_eq(hooks.update, -1);
+	ck_assert_int_eq(hooks.update, 0);
 	ck_assert_int_eq(hooks.held_calls, 3);
+	/* an update the worker does not hold: refused, never sent */
+	hooks.not_held = 4243;
+	rq[0]->hdr = WORKERAPI_HDR_UPDATE ": 4243";
+	one(rq[0]);
+	body_is(rq[0], 400, "{\"ok\":false,\"error_code\":400,"
+	    "\"description\":\"Bad Request: tgrunner: update 4243 is not "
+	    "held by this worker\"}");
+	ck_assert_int_eq(hooks.held_calls, 4);
+	hooks.not_held = 0;
 	rq_free(rq[0]);
 	/*
 	 * Two calls at once, the first that reaches the fake is held there
@@ -848,6 +864,55 @@ START_TEST(test_policy_hook)
 	calls = fake_calls("logOut");
 	ck_assert_uint_eq(json_array_size(calls), 0);
 	json_decref(calls);
+}
+END_TEST
+
+/*
+ * The fair-queue bounds apply as to call frames: with max_calls_per_key 1
+ * and one call of the key held at the fake, the other is answered 429 with
+ * retry_after, and never sent.
+ */
+START_TEST(test_key_bound)
+{
+	struct rq	*rq[2];
+	json_t		*calls, *j;
+	int		 ok, refused, i;
+
+	listen_tcp();
+	conf.max_calls_per_key = 1;
+	hooks.key = "chat:9";
+	j = fake_ctl("fault", "{\"kind\":\"slow\",\"method\":"
+	    "\"sendMessage\",\"delay_ms\":400}");
+	json_decref(j);
+	for (i = 0; i < 2; i++)
+		rq[i] = rq_new("POST", "{\"chat_id\":9,\"text\":\"b\"}",
+		    "application/json", "%s/bot%s/sendMessage", root, cred1);
+	run_parallel(rq, 2);
+	ok = refused = 0;
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(rq[i]->code, CURLE_OK);
+		if (rq[i]->status == 200)
+			ok++;
+		else {
+			body_is(rq[i], 429, "{\"ok\":false,\"error_code\":429,"
+			    "\"description\":\"Too Many Requests: retry after 5 "
+			    "(tgrunner: too many calls queued for this chat, "
+			    "max_calls_per_key)\",\"parameters\":"
+			    "{\"retry_after\":5}}");
+			refused++;
+		}
+		rq_free(rq[i]);
+	}
+	ck_assert_int_eq(ok, 1);
+	ck_assert_int_eq(refused, 1);
+	calls = fake_calls("sendMessage");
+	ck_assert_uint_eq(json_array_size(calls), 1);
+	json_decref(calls);
+	/* back under half of the bound: the key's calls go out again */
+	rq[0] = one(rq_new("POST", "{\"chat_id\":9,\"text\":\"c\"}",
+	    "application/json", "%s/bot%s/sendMessage", root, cred1));
+	body_is(rq[0], 200, NULL);
+	rq_free(rq[0]);
 }
 END_TEST
 
@@ -1000,18 +1065,26 @@ START_TEST(test_download_streamed)
 	json_t		*stats;
 	char		 id[16], *sha, *path;
 	size_t		 i;
-	int		 chunked;
+	int		 chunked, close;
 
 	listen_tcp();
+	/*
+	 * Also with "Connection: close" (Python's urllib sends it): a body
+	 * written out before the fetch ends makes evhttp free the request and
+	 * the connection inside evhttp_send_reply_end().
+	 */
+	for (close = 0; close < 2; close++)
 	for (chunked = 0; chunked < 2; chunked++)
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		snprintf(id, sizeof(id), "F%d%zu", chunked, i);
+		snprintf(id, sizeof(id), "F%d%d%zu", close, chunked, i);
 		sha = fake_file(id, sizes[i], chunked, NULL);
 		path = get_file_path(id);
 		direct = fake_file_bytes(path);
 		ck_assert_uint_eq(direct->rlen, sizes[i]);
-		r = one(rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root,
-		    cred1, path));
+		r = rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root,
+		    cred1, path);
+		r->hdr = close ? "Connection: close" : NULL;
+		r = one(r);
 		body_is(r, 200, NULL);
 		ck_assert_uint_eq(r->rlen, sizes[i]);
 		ck_assert(sizes[i] == 0 || memcmp(r->rbody, direct->rbody,
@@ -1021,7 +1094,7 @@ START_TEST(test_download_streamed)
 		free(path);
 		free(sha);
 	}
-	ck_assert_uint_eq(workerapi_stats(wa)->downloads, 8);
+	ck_assert_uint_eq(workerapi_stats(wa)->downloads, 16);
 	/* the fake's 404 comes back as it is */
 	r = one(rq_new("GET", NULL, NULL, "%s/file/bot%s/documents/none", root,
 	    cred1));
@@ -1079,6 +1152,22 @@ START_TEST(test_download_bounds_and_slow_client)
 	body_is(one(r), 200, NULL);
 	ck_assert_uint_eq(r->rlen, 1024 * 1024);
 	ck_assert_uint_gt(workerapi_stats(wa)->download_pauses, 0);
+	rq_free(r);
+	free(path);
+	free(sha);
+	/*
+	 * The same with a length and "Connection: close": the transfer ends
+	 * after the reader drained the last bytes, so evhttp finishes the
+	 * request and frees the connection at once, inside the end of the
+	 * reply.
+	 */
+	sha = fake_file("fitsl", 1024 * 1024, 0, NULL);
+	path = get_file_path("fitsl");
+	r = rq_new("GET", NULL, NULL, "%s/file/bot%s/%s", root, cred1, path);
+	r->recv_speed = 2 * 1024 * 1024;
+	r->hdr = "Connection: close";
+	body_is(one(r), 200, NULL);
+	ck_assert_uint_eq(r->rlen, 1024 * 1024);
 	rq_free(r);
 	free(path);
 	free(sha);
@@ -1464,6 +1553,7 @@ workerapi_suite(void)
 	tcase_add_test(tc, test_too_large);
 	tcase_add_test(tc, test_held_hook_and_key_order);
 	tcase_add_test(tc, test_policy_hook);
+	tcase_add_test(tc, test_key_bound);
 	tcase_add_test(tc, test_multipart_upload);
 	tcase_add_test(tc, test_download_streamed);
 	tcase_add_test(tc, test_download_bounds_and_slow_client);
