@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Install the bot frameworks the adapter and framework tests run (grammY,
 # Telegraf: the versions pinned in tests/adapters/package-lock.json) with
 # `npm ci` into a cache outside the build tree, so that `make check` and
