@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,25 +34,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 import tgtest					# noqa: E402
-from tgtest import ScenarioCase, key_chat, wait_until	# noqa: E402
-
-
-def ctl_raw(path, cmd, timeout=10.0):
-    """One control-socket request, without tgrunnerctl: the JSON answer."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(cmd.encode() + b"\n")
-        buf = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            buf += b
-    finally:
-        s.close()
-    return json.loads(buf)
+from tgtest import ScenarioCase, ctl, key_chat, wait_until	# noqa: E402
 
 
 class Versioned:
@@ -108,7 +89,7 @@ class Deploy(ScenarioCase):
         return p.returncode, p.stdout, p.stderr
 
     def workers(self, d):
-        return ctl_raw(d.conf["control_socket"], "workers")["workers"]
+        return ctl(d.conf["control_socket"], "workers")["workers"]
 
     def ready_pids(self, d, n):
         """Wait until the pool has n workers, all ready; their pids."""
@@ -198,7 +179,7 @@ class Deploy(ScenarioCase):
         self.assertFalse(set(new_pids) & set(old_pids))
         self.assertEqual({app.version_of(p) for p in new_pids}, {"2"})
         self.assertTrue(all(tgtest.pid_gone(p) for p in old_pids))
-        st = ctl_raw(d.conf["control_socket"], "status")
+        st = ctl(d.conf["control_socket"], "status")
         self.assertEqual(st["restart"]["state"], "done")
         self.assertEqual((st["restart"]["replaced"], st["restart"]["total"]),
                          (4, 4))
@@ -274,7 +255,7 @@ class Deploy(ScenarioCase):
         self.assertEqual(rc, 0, out + err)
         new = self.ready_pids(d, 3)
         self.assertEqual({app.version_of(p) for p in new}, {"3"})
-        self.assertIsNone(ctl_raw(d.conf["control_socket"],
+        self.assertIsNone(ctl(d.conf["control_socket"],
                                   "status").get("problem"))
         rec = self.finish(fake, d, ids + more)
         self.assertReport(rec.check(ids + more, key_of=key_chat), d)
@@ -312,7 +293,7 @@ class Deploy(ScenarioCase):
         # every worker now runs version 3: those of version 2 went too
         new = self.ready_pids(d, 3)
         self.assertEqual({app.version_of(p) for p in new}, {"3"})
-        st = ctl_raw(d.conf["control_socket"], "status")
+        st = ctl(d.conf["control_socket"], "status")
         self.assertEqual(st["restart"]["seq"], 2)
         self.assertEqual({w["generation"] for w in st["workers"]}, {2})
         self.assertFalse(set(new) & set(old))
@@ -345,7 +326,7 @@ class Deploy(ScenarioCase):
         self.assertIsNone(ext.poll())
         ws = self.workers(d)
         self.assertEqual(sum(1 for w in ws if w["external"]), 1)
-        self.assertEqual(ctl_raw(d.conf["control_socket"], "status")
+        self.assertEqual(ctl(d.conf["control_socket"], "status")
                          ["restart"]["external"], 1)
         ids = self.generate(fake, 100, 10)
         rec = self.finish(fake, d, ids)
@@ -440,36 +421,36 @@ class Deploy(ScenarioCase):
         app = Versioned(self.tmp)
         d = self.daemon(fake, app, workers=1)
         sock = d.conf["control_socket"]
-        self.assertEqual(ctl_raw(sock, "resume"),
+        self.assertEqual(ctl(sock, "resume"),
                          {"ok": True, "state": "running", "already": True})
-        self.assertEqual(ctl_raw(sock, "drain"),
+        self.assertEqual(ctl(sock, "drain"),
                          {"ok": True, "state": "draining"})
-        self.assertEqual(ctl_raw(sock, "drain"),
+        self.assertEqual(ctl(sock, "drain"),
                          {"ok": True, "state": "draining", "already": True})
         rc, out, err = self.ctl(d, "drain")
         self.assertEqual((rc, out, err), (0, "drain: ok (already draining)\n",
                                           ""))
-        self.assertEqual(ctl_raw(sock, "resume"),
+        self.assertEqual(ctl(sock, "resume"),
                          {"ok": True, "state": "running"})
         # the answer can come before the log line is read: once the
         # resume's line is there, the drains' lines before it are too
         d.wait_log(r"control: resume")
         self.assertEqual(len(d.grep(r"control: drain")), 1)
         # dead-letters retry: an id that is not a dead letter, and not an id
-        self.assertEqual(ctl_raw(sock, "dead-letters retry 4242"),
+        self.assertEqual(ctl(sock, "dead-letters retry 4242"),
                          {"ok": False, "requeued": 0, "error":
                           "no dead letter with update_id 4242"})
         for bad in ("abc", "12x", "-1", "1 2", "99999999999999999999"):
             with self.subTest(bad):
-                self.assertEqual(ctl_raw(sock, "dead-letters retry " + bad),
+                self.assertEqual(ctl(sock, "dead-letters retry " + bad),
                                  {"ok": False, "error": "dead-letters retry: "
                                   "'%s' is not an update_id or 'all'" % bad})
-        self.assertEqual(ctl_raw(sock, "dead-letters retry"),
+        self.assertEqual(ctl(sock, "dead-letters retry"),
                          {"ok": False, "error": "dead-letters retry: give an "
                           "update_id or 'all'"})
-        self.assertEqual(ctl_raw(sock, "dead-letters retry all"),
+        self.assertEqual(ctl(sock, "dead-letters retry all"),
                          {"ok": True, "requeued": 0})
-        self.assertFalse(ctl_raw(sock, "dead-letters frob")["ok"])
+        self.assertFalse(ctl(sock, "dead-letters frob")["ok"])
         rc, out, err = self.ctl(d, "dead-letters", "retry", "4242")
         self.assertEqual((rc, out), (1, ""))
         self.assertEqual(err, "tgrunnerctl: dead-letters retry 4242: no dead "
