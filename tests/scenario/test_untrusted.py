@@ -255,6 +255,20 @@ class Untrusted(ScenarioCase):
                                        fake.calls("sendMessage")),
                    timeout, what="a reply to each of %d updates" % len(ids))
 
+    def assertRefusedAnswers(self, n):
+        """n answers reach the workers, each a 403 naming its reserved
+        method as the daemon spells it."""
+        wait_until(lambda: len(self.answers()) >= n, 30,
+                   what="every call answered")
+        answers = self.answers()
+        self.assertEqual(len(answers), n)
+        for a in answers:
+            canon = [r for r in RESERVED if r.lower() == a["method"].lower()]
+            self.assertFalse(a["ok"], a)
+            self.assertEqual(a["code"], 403, a)
+            self.assertEqual(a["desc"], "tgrunner: %s is reserved for the "
+                             "daemon" % canon[0], a)
+
     def assertNothingForwarded(self, fake):
         leaked = [c for c in fake.calls() if
                   (c.get("params") or {}).get("mark") == MARK]
@@ -270,16 +284,7 @@ class Untrusted(ScenarioCase):
         d = self.policy_daemon(fake, tried, attach)
         ids = self.generate(fake, 20, 5)
         self.wait_replies(fake, ids)
-        wait_until(lambda: len(self.answers()) >= len(ids) * len(tried),
-                   30, what="every call answered")
-        answers = self.answers()
-        self.assertEqual(len(answers), len(ids) * len(tried))
-        for a in answers:
-            canon = [r for r in RESERVED if r.lower() == a["method"].lower()]
-            self.assertFalse(a["ok"], a)
-            self.assertEqual(a["code"], 403, a)
-            self.assertEqual(a["desc"], "tgrunner: %s is reserved for the "
-                             "daemon" % canon[0], a)
+        self.assertRefusedAnswers(len(ids) * len(tried))
         self.assertNothingForwarded(fake)
         # one reply each, nothing lost or doubled
         texts = [c["params"]["text"] for c in fake.calls("sendMessage")]
@@ -322,16 +327,7 @@ class Untrusted(ScenarioCase):
                                worker_env_extra={"TG_VIA": "endpoint"})
         ids = self.generate(fake, 10, 5)
         self.wait_replies(fake, ids)
-        wait_until(lambda: len(self.answers()) >= len(ids) * len(tried),
-                   30, what="every call answered")
-        answers = self.answers()
-        self.assertEqual(len(answers), len(ids) * len(tried))
-        for a in answers:
-            canon = [r for r in RESERVED if r.lower() == a["method"].lower()]
-            self.assertFalse(a["ok"], a)
-            self.assertEqual(a["code"], 403, a)
-            self.assertEqual(a["desc"], "tgrunner: %s is reserved for the "
-                             "daemon" % canon[0], a)
+        self.assertRefusedAnswers(len(ids) * len(tried))
         self.assertNothingForwarded(fake)
         fams = scrape(self.port)
         per = {"getUpdates": 2, "setWebhook": 2, "deleteWebhook": 1,
