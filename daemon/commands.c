@@ -61,10 +61,30 @@ static json_t *
 tgd_cmd_status(void *arg, const char *args)
 {
 	struct tgd *d = arg;
+	/*
+	 * Each module's part by name: a table, not a run of "s:o" specs to
+	 * count by hand (a part missing its spec made status NULL).
+	 */
+	const struct {
+		const char	*name;
+		json_t		*part;
+	} parts[] = {
+		{ "backlog",	tgd_backlog(d) },
+		{ "journal",	journal_status(d->journal) },
+		{ "updates",	tgd_updates(d) },
+		{ "pool",	pool_status(d->pool) },
+		{ "api",	api_status(d->api) },
+		{ "outbox",	outbox_status(d->outbox) },
+		{ "workers",	pool_describe(d->pool) },
+		{ "nats",	remote_status(d->remote) },
+		{ "restart",	pool_restart_status(d->pool) },
+		{ "worker_api",	d->workerapi != NULL ?
+		    workerapi_status(d->workerapi) : NULL },
+	};
 	json_t *st;
+	size_t i;
 
-	st = json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, "
-	    "s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}",
+	st = json_pack("{s:b, s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:I, s:s?}",
 	    "ok", 1, "version", PACKAGE_VERSION,
 	    "state", tgd_state_str(d->state),
 	    "bot", json_string_value(json_object_get(d->bot, "username")),
@@ -74,16 +94,14 @@ tgd_cmd_status(void *arg, const char *args)
 	    "poll_state", poller_state_str(poller_state(d->poller)),
 	    "last_poll_ok", (json_int_t)poller_last_ok(d->poller),
 	    "offset", (json_int_t)poller_offset(d->poller),
-	    "backlog", tgd_backlog(d), "journal", journal_status(d->journal),
-	    "updates", tgd_updates(d), "pool", pool_status(d->pool),
-	    "api", api_status(d->api), "outbox", outbox_status(d->outbox),
-	    "workers", pool_describe(d->pool),
-	    "nats", remote_status(d->remote),
-	    "restart", pool_restart_status(d->pool),
 	    "problem", pool_problem(d->pool));
-	if (st != NULL && d->workerapi != NULL)
-		json_object_set_new(st, "worker_api",
-		    workerapi_status(d->workerapi));
+	/* json_object_set_new() frees the part when st is NULL */
+	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+		if (parts[i].part != NULL &&
+		    json_object_set_new(st, parts[i].name, parts[i].part) == -1) {
+			json_decref(st);
+			st = NULL;
+		}
 	return st;
 }
 
